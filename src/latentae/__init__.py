@@ -1,0 +1,8 @@
+"""latentae: image autoencoders for latent diffusion (LiteVAE, DC-AE, SD-VAE)."""
+
+__version__ = "0.1.0"
+
+from latentae.checkpoint import load, save_pretrained  # noqa: E402
+from latentae.registry import create_model, list_models  # noqa: E402
+
+__all__ = ["__version__", "create_model", "list_models", "load", "save_pretrained"]

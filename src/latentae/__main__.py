@@ -1,0 +1,5 @@
+import sys
+
+from latentae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,58 @@
+"""``latentae models``, ``latentae convert``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list model presets with parameter counts")
+    p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'litevae-*'")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("convert", help="convert weights between diffusers and latentae")
+    p.add_argument("src", help="a diffusers AutoencoderKL/AutoencoderDC directory, or a "
+                               "saved latentae model directory")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--to", choices=["latentae", "diffusers"], default=None,
+                   help="target format (default: the other one)")
+    p.set_defaults(func=cmd_convert)
+
+
+def model_summary(name: str) -> dict:
+    """Parameter counts etc. of a preset, built on the meta device (no memory)."""
+    import torch
+
+    from latentae.registry import create_model
+
+    with torch.device("meta"):
+        m = create_model(name)
+    return {"name": name, "family": m.family,
+            "encoder": sum(p.numel() for p in m.encoder.parameters()),
+            "decoder": sum(p.numel() for p in m.decoder.parameters()),
+            "total": sum(p.numel() for p in m.parameters()),
+            "f": m.spatial_compression_ratio, "latent_channels": m.latent_channels,
+            "scaling_factor": m.scaling_factor}
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from latentae.registry import list_models
+
+    names = list_models(args.pattern)
+    if not names:
+        raise ValueError(f"no preset matches {args.pattern!r}; try `latentae models`")
+    print(f"{'name':<20} {'family':<8} {'encoder':>13} {'decoder':>13} {'f':>4} {'nz':>4} "
+          f"{'scale':>8}")
+    for n in names:
+        s = model_summary(n)
+        print(f"{n:<20} {s['family']:<8} {s['encoder']:>13,} {s['decoder']:>13,} {s['f']:>4} "
+              f"{s['latent_channels']:>4} {s['scaling_factor']:>8.5g}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from latentae.convert import convert_directory
+
+    kind = convert_directory(args.src, args.out, to=args.to)
+    print(f"wrote {kind} model to {args.out}")
+    return 0
