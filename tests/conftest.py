@@ -1,0 +1,25 @@
+"""Shared fixtures. Tests that need ../shared/data skip with the reason when it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout (bsds400-train, kodak24, lpips-examples)."""
+    d = SHARED / "data"
+    if not d.is_dir():
+        pytest.skip(f"{d} is absent: the shared data folder must sit beside the checkout")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
