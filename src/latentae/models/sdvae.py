@@ -182,8 +182,8 @@ PRESETS: dict[str, SDVAEConfig] = {
     "sdvae-f8": SDVAEConfig(),
     # The LiteVAE paper's "smaller VAE" baselines: the SD decoder with an encoder shrunk
     # to about LiteVAE-S (1.04M) and LiteVAE-B (6.75M) encoder parameters.
-    "sdvae-f8-enc-s": SDVAEConfig(encoder_channels=(24, 48, 80, 80)),
-    "sdvae-f8-enc-b": SDVAEConfig(encoder_channels=(64, 128, 192, 192)),
+    "sdvae-f8-enc-s": SDVAEConfig(encoder_channels=(24, 48, 88, 88)),
+    "sdvae-f8-enc-b": SDVAEConfig(encoder_channels=(64, 128, 224, 224)),
     # DC-AE paper baselines: the SD-VAE structure with extra stages (f32, f64).
     "sdvae-f32": SDVAEConfig(encoder_channels=SD + (512, 512), decoder_channels=SD + (512, 512),
                              latent_channels=32),

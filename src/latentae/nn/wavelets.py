@@ -50,13 +50,13 @@ def idwt2(y: torch.Tensor) -> torch.Tensor:
     if y.ndim != 4 or y.shape[1] % 4:
         raise ValueError(f"expected (B, 4C, H, W) Haar bands, got shape {tuple(y.shape)}")
     ll, lh, hl, hh = y.chunk(4, dim=1)
-    s0, s1 = ll + lh, ll - lh  # 2 * row sums
-    d0, d1 = hl + hh, hl - hh  # 2 * row differences
+    s0, s1 = ll + lh, ll - lh  # a+b, c+d
+    d0, d1 = hl + hh, hl - hh  # a-b, c-d
     top = torch.stack([s0 + d0, s0 - d0], dim=-1)  # (B, C, H, W, 2): a, b
     bottom = torch.stack([s1 + d1, s1 - d1], dim=-1)  # c, d
     b, c, h, w = ll.shape
     out = torch.stack([top, bottom], dim=3)  # (B, C, H, 2, W, 2)
-    return out.reshape(b, c, 2 * h, 2 * w).mul_(0.25)
+    return out.reshape(b, c, 2 * h, 2 * w).mul_(0.5)
 
 
 def haar_dwt(x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
