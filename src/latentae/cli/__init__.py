@@ -7,9 +7,11 @@ import argparse
 import sys
 
 from latentae import __version__
+from latentae.cli import bench as _bench
 from latentae.cli import models as _models
+from latentae.cli import weights as _weights
 
-COMMAND_MODULES = (_models,)
+COMMAND_MODULES = (_models, _weights, _bench,)
 
 
 def build_parser() -> argparse.ArgumentParser:
