@@ -135,3 +135,17 @@ def test_registry_errors_name_the_choices():
         latentae.create_model("litevae-tiny", decoder_norm="batch")
     assert "litevae-b" in latentae.list_models("litevae-*")
     assert not latentae.list_models("dcae-zzz*")
+
+
+@pytest.mark.parametrize("overrides", [{"extractor": "nafnet"},
+                                       {"aggregator": "vit", "vit_dim": 32, "vit_heads": 2,
+                                        "vit_depth": 1, "vit_grid": 4}])
+def test_litevae_nafnet_extractor_and_vit_aggregator(overrides):
+    model = create_model("litevae-tiny", **overrides).eval()
+    for size in (32, 48):  # the ViT position grid (4) is resized for 48² inputs (6×6 latents)
+        x = torch.rand(1, 3, size, size) * 2 - 1
+        recon, post = model(x)
+        assert post.mean.shape == (1, 4, size // 8, size // 8)
+        assert recon.shape == x.shape
+    with pytest.raises(ValueError, match="aggregator must be one of"):
+        create_model("litevae-tiny", aggregator="mlp")

@@ -19,7 +19,9 @@ from torch import nn
 from latentae.models.autoencoder import Autoencoder
 from latentae.models.distributions import DiagonalGaussian
 from latentae.models.sdvae import Decoder
+from latentae.nn.nafnet import NAFNet
 from latentae.nn.unet import ResolutionPreservingUNet
+from latentae.nn.vit import ViTAggregator
 from latentae.nn.wavelets import dwt2, haar_dwt, idwt2
 
 LEVELS = 3  # three Haar levels give the SD-VAE's 8× downsampling (§4.1)
@@ -36,6 +38,12 @@ class LiteVAEConfig:
     num_res_blocks: int = 2
     latent_channels: int = 4
     shared_extractor: bool = False  # one UNet for all three levels (App. D.4)
+    extractor: str = "unet"  # "unet", or "nafnet" (App. D.3: 2·len(mult) NAFBlocks)
+    aggregator: str = "unet"  # "unet", or "vit" (App. D.5; resolution-dependent)
+    vit_dim: int = 192
+    vit_depth: int = 4
+    vit_heads: int = 3
+    vit_grid: int = 32  # position-embedding lattice: the latent size at 256² input
     decoder_channels: tuple[int, ...] = (128, 256, 512, 512)
     decoder_layers_per_block: int = 2
     decoder_norm: str = "group"  # "group" or "smc" (§4.2)
@@ -51,15 +59,22 @@ class LiteVAEEncoder(nn.Module):
         super().__init__()
         c = config
 
-        def extractor() -> ResolutionPreservingUNet:
+        def extractor() -> nn.Module:
+            if c.extractor == "nafnet":
+                return NAFNet(12, 12, c.extractor_channels, 2 * len(c.extractor_mult))
             return ResolutionPreservingUNet(12, 12, c.extractor_channels, c.extractor_mult,
                                             c.num_res_blocks)
 
         n = 1 if c.shared_extractor else LEVELS
         self.extractors = nn.ModuleList(extractor() for _ in range(n))
-        self.aggregator = ResolutionPreservingUNet(12 * LEVELS, 2 * c.latent_channels,
-                                                   c.aggregator_channels, c.aggregator_mult,
-                                                   c.num_res_blocks)
+        moments = 2 * c.latent_channels
+        if c.aggregator == "vit":
+            self.aggregator = ViTAggregator(12 * LEVELS, moments, c.vit_dim, c.vit_depth,
+                                            c.vit_heads, c.vit_grid)
+        else:
+            self.aggregator = ResolutionPreservingUNet(12 * LEVELS, moments,
+                                                       c.aggregator_channels,
+                                                       c.aggregator_mult, c.num_res_blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bands = haar_dwt(x, LEVELS)  # level l: (B, 12, H/2^l, W/2^l)
@@ -79,6 +94,9 @@ class LiteVAE(Autoencoder):
 
     def __init__(self, config: LiteVAEConfig) -> None:
         super().__init__(config)
+        for field, valid in (("extractor", ("unet", "nafnet")), ("aggregator", ("unet", "vit"))):
+            if getattr(config, field) not in valid:
+                raise ValueError(f"{field} must be one of {valid}, got {getattr(config, field)!r}")
         if config.output not in ("image", "wavelet"):
             raise ValueError(f"output must be 'image' or 'wavelet', got {config.output!r}")
         if config.decoder_norm not in ("group", "smc"):
