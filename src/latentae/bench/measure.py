@@ -1,0 +1,180 @@
+"""Measurement primitives: wall time (warm-up + median), peak memory, FLOPs, machine.
+
+Honest by construction: every timed call is synchronized on GPU; CPU peak memory is the
+growth of the process's peak resident set (``VmHWM``, reset through
+``/proc/self/clear_refs``) over the resident set before the call, after the allocator
+has returned freed memory (``malloc_trim``); GPU peak memory is
+``torch.cuda.max_memory_allocated`` growth. FLOPs come from
+``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts as 2 FLOPs).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+_LIBC = None
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Autocast context for ``dtype`` (bf16/fp16), or a no-op for float32."""
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def time_once(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds one synchronized call of ``fn`` takes."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+def time_calls(fn: Callable[[], object], device: torch.device, warmup: int = 1,
+               repeats: int = 3) -> list[float]:
+    """``warmup`` untimed calls, then the seconds of each of ``repeats`` timed calls."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for _ in range(warmup):
+        fn()
+    return [time_once(fn, device) for _ in range(repeats)]
+
+
+def time_with_peak_memory(fn: Callable[[], object], device: torch.device
+                          ) -> tuple[float, int | None]:
+    """``(seconds, peak memory growth in bytes)`` of one call; the memory bookkeeping
+    happens outside the timed interval."""
+    seconds: list[float] = []
+    peak = peak_memory_bytes(lambda: seconds.append(time_once(fn, device)), device)
+    return seconds[0], peak
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+# --- memory --------------------------------------------------------------------------
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _release_free_memory() -> None:
+    """Return freed heap memory to the OS so the RSS baseline is honest."""
+    global _LIBC
+    gc.collect()
+    if platform.system() != "Linux":
+        return
+    try:
+        _LIBC = _LIBC or ctypes.CDLL("libc.so.6")
+        _LIBC.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
+    """Peak memory growth while ``fn`` runs: CUDA max allocated, or CPU peak RSS growth.
+
+    Returns ``None`` where the platform cannot measure it (no ``/proc`` peak reset).
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - base)
+    _release_free_memory()
+    ok = _reset_peak_rss()
+    base = _proc_status_kb("VmRSS")
+    fn()
+    peak = _proc_status_kb("VmHWM")
+    if not ok or base is None or peak is None:
+        return None
+    return max(0, peak - base) * 1024
+
+
+# --- FLOPs and machine rates -------------------------------------------------------
+def count_flops(fn: Callable[[], object]) -> int:
+    """Total FLOPs of the ops ``fn`` runs (FlopCounterMode: convs, matmuls, SDPA)."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
+                  repeats: int = 5) -> float:
+    """This machine's ``n×n`` matmul rate in GFLOP/s (median of ``repeats``)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    times = time_calls(lambda: torch.mm(a, b), device, warmup=2, repeats=repeats)
+    return 2 * n**3 / median(times) / 1e9
+
+
+def copy_vs_haar(device: torch.device, batch: int = 4, resolution: int = 256,
+                 repeats: int = 7) -> dict[str, float]:
+    """Throughput (GB/s of input) of one Haar DWT level against a plain tensor copy of the
+    same size (``torch.clone``)."""
+    from latentae.nn.wavelets import dwt2
+
+    x = torch.randn(batch, 3, resolution, resolution, device=device)
+    nbytes = x.numel() * x.element_size()
+    t_copy = time_calls(lambda: x.clone(), device, warmup=3, repeats=repeats)
+    t_haar = time_calls(lambda: dwt2(x), device, warmup=3, repeats=repeats)
+    copy_gbs, haar_gbs = nbytes / median(t_copy) / 1e9, nbytes / median(t_haar) / 1e9
+    return {"copy_GBps": copy_gbs, "haar_dwt_GBps": haar_gbs, "haar_over_copy": haar_gbs / copy_gbs}
+
+
+def machine_info(device: torch.device) -> dict[str, object]:
+    """What the numbers depend on: CPU/GPU model, torch version, threads, load."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                       cpu)
+    except OSError:
+        pass
+    info: dict[str, object] = {
+        "cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "device": str(device),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    if hasattr(os, "getloadavg"):
+        info["load_average_1m"] = round(os.getloadavg()[0], 2)
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

@@ -1,0 +1,209 @@
+"""Measure subjects side by side in one run: params, GFLOPs, images/s, peak memory.
+
+``run_bench`` builds the models, their diffusers twins when asked, measures the
+machine's float32 matmul rate and the Haar DWT against a copy, then each subject in
+turn. Inputs are fixed random tensors (throughput does not depend on content).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from latentae.bench import measure
+from latentae.bench.subjects import (
+    TWIN_FAMILIES,
+    Subject,
+    diffusers_subject,
+    diffusers_twin,
+    latentae_subject,
+)
+
+MODES = ("encode", "decode", "train_encode", "train_decode")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class BenchSettings:
+    """One bench run's settings (all recorded in the report)."""
+
+    resolution: int = 256
+    batch: int = 4
+    dtype: str = "float32"
+    device: str = "cpu"
+    warmup: int = 1
+    repeats: int = 3
+    modes: tuple[str, ...] = MODES
+    channels_last: str = "latentae"  # "latentae", "all" or "none"
+    seed: int = 0
+    extras: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+        bad = sorted(set(self.modes) - set(MODES))
+        if bad or not self.modes:
+            raise ValueError(f"unknown mode(s) {bad}; valid: {', '.join(MODES)}")
+        if self.channels_last not in ("latentae", "all", "none"):
+            raise ValueError("channels_last must be 'latentae', 'all' or 'none'")
+        for k in ("resolution", "batch", "repeats"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+
+
+def _uses_channels_last(s: Subject, settings: BenchSettings) -> bool:
+    return settings.channels_last == "all" or (settings.channels_last == "latentae"
+                                               and s.kind == "latentae")
+
+
+def _inputs(s: Subject, settings: BenchSettings, batch: int, device: torch.device):
+    g = torch.Generator().manual_seed(settings.seed)
+    r, f = settings.resolution, s.compression
+    if r % f:
+        raise ValueError(f"resolution {r} is not divisible by {s.name}'s compression {f}")
+    x = torch.rand(batch, 3, r, r, generator=g) * 2 - 1  # (B, 3, R, R) in [-1, 1]
+    z = torch.randn(batch, s.latent_channels, r // f, r // f, generator=g)
+    x, z = x.to(device), z.to(device)
+    if _uses_channels_last(s, settings):
+        x, z = (t.contiguous(memory_format=torch.channels_last) for t in (x, z))
+    return x, z
+
+
+def _mode_fn(s: Subject, mode: str, x: torch.Tensor, z: torch.Tensor, device: torch.device,
+             dtype: torch.dtype):
+    fwd = s.encode if mode.endswith("encode") else s.decode
+    inp = x if mode.endswith("encode") else z
+    if not mode.startswith("train"):
+        def infer() -> torch.Tensor:
+            with torch.no_grad(), measure.autocast(device, dtype):
+                return fwd(inp)
+        return infer
+
+    params = [p for p in s.module.parameters() if p.requires_grad]
+
+    def train_step() -> None:
+        for p in params:
+            p.grad = None
+        with measure.autocast(device, dtype):
+            out = fwd(inp)
+        out.float().square().mean().backward()
+    return train_step
+
+
+def static_measures(s: Subject, settings: BenchSettings) -> dict:
+    """Parameters and GFLOPs per image (one image, FlopCounterMode) of a subject."""
+    device = torch.device(settings.device)
+    s.module.to(device)
+    if _uses_channels_last(s, settings):
+        s.module.to(memory_format=torch.channels_last)
+    x1, z1 = _inputs(s, settings, 1, device)
+    return {"kind": s.kind, "twin_of": s.twin_of, "encoder_params": s.encoder_params,
+            "decoder_params": s.decoder_params,
+            "channels_last": _uses_channels_last(s, settings),
+            "gflops_per_image": {
+                "encode": measure.count_flops(lambda: s.encode(x1)) / 1e9,
+                "decode": measure.count_flops(lambda: s.decode(z1)) / 1e9}}
+
+
+def time_mode(subjects: list[Subject], mode: str, settings: BenchSettings) -> dict[str, dict]:
+    """Time ``mode`` for every subject with the repeats *interleaved* (s1, s2, s1, s2, ...)
+    so that a change in machine load hits every column alike; peak memory is taken on
+    each subject's first timed call."""
+    device, dtype = torch.device(settings.device), DTYPES[settings.dtype]
+    fns = {}
+    for s in subjects:
+        x, z = _inputs(s, settings, settings.batch, device)
+        fns[s.name] = _mode_fn(s, mode, x, z, device, dtype)
+        for _ in range(settings.warmup):
+            fns[s.name]()
+    times: dict[str, list[float]] = {n: [] for n in fns}
+    peaks: dict[str, int | None] = {}
+    for rep in range(settings.repeats):
+        for name, fn in fns.items():
+            if rep == 0:
+                t, peaks[name] = measure.time_with_peak_memory(fn, device)
+            else:
+                t = measure.time_once(fn, device)
+            times[name].append(t)
+    for s in subjects:  # drop the last training step's gradients before the next mode
+        for p in s.module.parameters():
+            p.grad = None
+    out = {}
+    for name, ts in times.items():
+        t = measure.median(ts)
+        out[name] = {"images_per_s": settings.batch / t, "median_s": t, "min_s": min(ts),
+                     "times_s": ts, "peak_memory_bytes": peaks[name]}
+    return out
+
+
+def compare_outputs(a: Subject, b: Subject, settings: BenchSettings) -> dict:
+    """Max |a − b| of the encode and decode outputs on the same inputs (bench dtype)."""
+    device, dtype = torch.device(settings.device), DTYPES[settings.dtype]
+    xa, za = _inputs(a, settings, min(settings.batch, 2), device)
+    xb, zb = _inputs(b, settings, min(settings.batch, 2), device)
+    res = {}
+    with torch.no_grad(), measure.autocast(device, dtype):
+        for part, (fa, fb, ia, ib) in {"encode": (a.encode, b.encode, xa, xb),
+                                       "decode": (a.decode, b.decode, za, zb)}.items():
+            oa, ob = fa(ia).float(), fb(ib).float()
+            scale = max(1.0, float(oa.abs().max()))
+            res[part] = {"max_abs_diff": float((oa - ob).abs().max()), "scale": scale}
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    res["tolerance"] = tol
+    res["equal"] = all(res[p]["max_abs_diff"] <= tol * res[p]["scale"]
+                       for p in ("encode", "decode"))
+    return res
+
+
+def build_subjects(models: list, compare: str | None = None, note=print) -> list[Subject]:
+    """``models``: ``(name, Autoencoder)`` pairs; ``compare="diffusers"`` adds each twin
+    right after its model (families without one are noted and skipped)."""
+    if compare not in (None, "diffusers"):
+        raise ValueError(f"--compare supports 'diffusers' only, got {compare!r}")
+    subjects = []
+    for name, model in models:
+        model.eval()
+        subjects.append(latentae_subject(model, name))
+        if compare == "diffusers" and model.family in TWIN_FAMILIES:
+            subjects.append(diffusers_subject(diffusers_twin(model), f"diffusers:{name}",
+                                              twin_of=name))
+        elif compare == "diffusers":
+            note(f"bench: {name} ({model.family}) has no diffusers twin; measured alone")
+    if compare == "diffusers" and not any(s.twin_of for s in subjects):
+        raise ValueError("--compare diffusers: none of the models has a diffusers twin "
+                         f"(families with one: {sorted(TWIN_FAMILIES)})")
+    return subjects
+
+
+def run_bench(subjects: list[Subject], settings: BenchSettings, progress=print) -> dict:
+    """Measure the machine, then every subject; returns the JSON-able report."""
+    settings.check()
+    device = torch.device(settings.device)
+    torch.manual_seed(settings.seed)
+    machine = measure.machine_info(device)
+    machine["matmul_float32_gflops"] = measure.matmul_gflops(device)
+    if settings.dtype != "float32":
+        machine[f"matmul_{settings.dtype}_gflops"] = measure.matmul_gflops(
+            device, DTYPES[settings.dtype])
+    machine["haar"] = measure.copy_vs_haar(device, settings.batch, settings.resolution)
+    by_name = {s.name: s for s in subjects}
+    results = {}
+    for s in subjects:
+        progress(f"bench: {s.name}: params, FLOPs")
+        results[s.name] = static_measures(s, settings)
+        if s.twin_of is not None:
+            results[s.name]["equal_outputs"] = compare_outputs(by_name[s.twin_of], s, settings)
+    for mode in settings.modes:
+        progress(f"bench: {mode} ({len(subjects)} models, repeats interleaved)")
+        part = "encode" if mode.endswith("encode") else "decode"
+        factor = 3.0 if mode.startswith("train") else 1.0  # backward ≈ 2× forward FLOPs
+        for name, r in time_mode(subjects, mode, settings).items():
+            r["gflops_per_s"] = factor * results[name]["gflops_per_image"][part] * r[
+                "images_per_s"]
+            results[name][mode] = r
+    machine["load_average_1m_end"] = measure.machine_info(device).get("load_average_1m")
+    return {"settings": {k: v for k, v in vars(settings).items() if k != "extras"},
+            "machine": machine, "results": results, **settings.extras}

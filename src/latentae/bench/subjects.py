@@ -1,0 +1,93 @@
+"""What the bench measures: a uniform view of latentae models and their diffusers twins.
+
+A :class:`Subject` exposes ``encode(images) -> latents`` (the posterior mode) and
+``decode(latents) -> images`` plus encoder/decoder parameter counts, so one timing loop
+serves latentae ``SDVAE``/``LiteVAE``/``DCAE`` and diffusers ``AutoencoderKL``/
+``AutoencoderDC``. Twins are built through the converters (``convert.export_diffusers``
+then diffusers ``from_pretrained`` on the local directory), so they hold the same weights.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from latentae.models.autoencoder import Autoencoder
+
+TWIN_FAMILIES = {"sdvae": "AutoencoderKL", "dcae": "AutoencoderDC"}
+
+
+@dataclass
+class Subject:
+    """One column of the bench table."""
+
+    name: str
+    module: nn.Module
+    encoder_params: int
+    decoder_params: int
+    encode: Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) -> (B, nz, H/f, W/f)
+    decode: Callable[[torch.Tensor], torch.Tensor]  # (B, nz, h, w) -> (B, 3, h·f, w·f)
+    latent_channels: int
+    compression: int
+    kind: str  # "latentae" or "diffusers"
+    twin_of: str | None = None
+
+
+def _count(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+def latentae_subject(model: Autoencoder, name: str) -> Subject:
+    """A latentae model as a bench subject (encode returns the posterior mode)."""
+    groups = model.param_groups()
+    return Subject(name=name, module=model, encoder_params=_count(groups["encoder"]),
+                   decoder_params=_count(groups["decoder"]),
+                   encode=lambda x: model.encode(x).mode(), decode=model.decode,
+                   latent_channels=model.latent_channels,
+                   compression=model.spatial_compression_ratio, kind="latentae")
+
+
+def diffusers_twin(model: Autoencoder) -> nn.Module:
+    """The diffusers ``AutoencoderKL``/``AutoencoderDC`` holding ``model``'s weights."""
+    if model.family not in TWIN_FAMILIES:
+        raise ValueError(f"{model.preset or model.family} ({model.family}) has no diffusers "
+                         f"twin; --compare diffusers needs one of {sorted(TWIN_FAMILIES)}")
+    try:
+        import diffusers
+    except ImportError as e:  # an optional dependency
+        raise ValueError("--compare diffusers needs `pip install diffusers`") from e
+    from latentae.convert import export_diffusers
+
+    cls = getattr(diffusers, TWIN_FAMILIES[model.family])
+    with tempfile.TemporaryDirectory(prefix="latentae-twin-") as tmp:
+        export_diffusers(model, tmp)
+        twin = cls.from_pretrained(tmp, local_files_only=True, low_cpu_mem_usage=False)
+    return twin.eval()
+
+
+def diffusers_subject(vae: nn.Module, name: str, twin_of: str | None = None) -> Subject:
+    """A diffusers autoencoder as a bench subject."""
+    enc = [*vae.encoder.parameters()]
+    dec = [*vae.decoder.parameters()]
+    for attr, group in (("quant_conv", enc), ("post_quant_conv", dec)):
+        layer = getattr(vae, attr, None)
+        if isinstance(layer, nn.Module):
+            group += list(layer.parameters())
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        out = vae.encode(x)
+        return out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latent
+
+    cfg = vae.config
+    nz = cfg.latent_channels
+    if hasattr(cfg, "block_out_channels"):
+        f = 2 ** (len(cfg.block_out_channels) - 1)
+    else:
+        f = 2 ** (len(cfg.encoder_block_out_channels) - 1)
+    return Subject(name=name, module=vae, encoder_params=_count(enc), decoder_params=_count(dec),
+                   encode=encode, decode=lambda z: vae.decode(z).sample, latent_channels=nz,
+                   compression=f, kind="diffusers", twin_of=twin_of)

@@ -1,0 +1,83 @@
+"""``latentae bench``: models side by side (params, GFLOPs, images/s, peak memory)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from latentae.bench.runner import DTYPES, MODES
+
+    p = sub.add_parser(
+        "bench", help="measure params, GFLOPs, images/s and peak memory side by side",
+        description="Benchmark models in one run. MODELS are preset names (random weights) "
+                    "or model directories (latentae or diffusers).")
+    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                   help="float32, or autocast to bfloat16/float16")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--modes", default=",".join(MODES),
+                   help=f"comma-separated subset of {','.join(MODES)}")
+    p.add_argument("--channels-last", choices=["latentae", "all", "none"], default="latentae",
+                   help="which models run in channels_last memory format (diffusers twins "
+                        "run as shipped unless 'all')")
+    p.add_argument("--compare", choices=["diffusers"], default=None,
+                   help="add the diffusers twin (same weights) of each SD-VAE/DC-AE model "
+                        "and check its outputs equal latentae's")
+    p.add_argument("--baseline", default=None, help="column the ratios refer to "
+                   "(default: the first; e.g. diffusers:sdvae-f8)")
+    p.add_argument("--json", default=None, help="write the full report here")
+    p.add_argument("--markdown", default=None, help="write the Markdown table here")
+    p.set_defaults(func=cmd_bench)
+
+
+def _check_out(path: str | None) -> None:
+    import os
+    from pathlib import Path
+
+    if path is None:
+        return
+    parent = Path(path).resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write {path}: {parent} is missing or not writable")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from latentae.bench import BenchSettings, build_subjects, run_bench, write_report
+    from latentae.convert import load_any
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    for path in (args.json, args.markdown):
+        _check_out(path)  # fail before minutes of measuring, not after
+    settings = BenchSettings(resolution=args.resolution, batch=args.batch, dtype=args.dtype,
+                             device=args.device, warmup=args.warmup, repeats=args.repeats,
+                             modes=tuple(m for m in args.modes.split(",") if m),
+                             channels_last=args.channels_last)
+    settings.check()
+    models = [(spec, load_any(spec, random_init=True)) for spec in args.models]
+    subjects = build_subjects(models, compare=args.compare,
+                              note=lambda m: print(m, file=sys.stderr))
+    baseline = args.baseline or subjects[0].name
+    if baseline not in [s.name for s in subjects]:
+        raise ValueError(f"--baseline {baseline!r} is not among {[s.name for s in subjects]}")
+    report = run_bench(subjects, settings, progress=lambda m: print(m, file=sys.stderr))
+    report["arguments"] = {k: v for k, v in vars(args).items() if k != "func"}
+    print(write_report(report, args.json, args.markdown, baseline=baseline))
+    bad = [n for n, r in report["results"].items()
+           if r.get("equal_outputs") and not r["equal_outputs"]["equal"]]
+    if bad:
+        print(f"latentae bench: outputs differ from latentae for {', '.join(bad)}",
+              file=sys.stderr)
+        return 1
+    return 0
