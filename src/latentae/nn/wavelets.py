@@ -18,7 +18,32 @@ channels (tested against PyWavelets).
 
 from __future__ import annotations
 
+import functools
+
 import torch
+import torch.nn.functional as F
+
+# Rows: LL, LH, HL, HH; columns: a, b, c, d of a 2×2 block [[a, b], [c, d]].
+_HAAR = ((1, 1, 1, 1), (1, 1, -1, -1), (1, -1, 1, -1), (1, -1, -1, 1))
+# Up to this many channels one dense 2×2/stride-2 convolution does the whole level in a
+# single pass over memory (3-4× faster than the sums below on CPU, and ~70% of a plain
+# copy for channels_last input); wider inputs use the sums (the dense weight grows as C²).
+_CONV_MAX_CHANNELS = 4
+
+
+@functools.lru_cache(maxsize=32)
+def _haar_weight(c: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(4C, C, 2, 2)``: output channel ``band·C + i`` applies band's 2×2 filter to input
+    channel ``i`` (band-major order)."""
+    with torch.inference_mode(False), torch.no_grad():  # cached: never an inference tensor
+        k = torch.tensor(_HAAR, dtype=dtype, device=device).view(4, 1, 1, 2, 2) * 0.5
+        eye = torch.eye(c, dtype=dtype, device=device).view(1, c, c, 1, 1)
+        return (k * eye).reshape(4 * c, c, 2, 2)
+
+
+def _use_conv(x: torch.Tensor, c: int) -> bool:
+    return c <= _CONV_MAX_CHANNELS and x.dtype in (torch.float32, torch.float64,
+                                                   torch.bfloat16, torch.float16)
 
 
 def _check_divisible(x: torch.Tensor, levels: int) -> None:
@@ -37,6 +62,8 @@ def dwt2(x: torch.Tensor) -> torch.Tensor:
     """One Haar level. ``(B, C, H, W) -> (B, 4C, H/2, W/2)`` as ``[LL, LH, HL, HH]``."""
     _check_divisible(x, 1)
     b, c, h, w = x.shape
+    if _use_conv(x, c):
+        return F.conv2d(x, _haar_weight(c, x.dtype, x.device), stride=2)
     x = x.reshape(b, c, h // 2, 2, w // 2, 2)
     a, bb = x[:, :, :, 0, :, 0], x[:, :, :, 0, :, 1]  # top row of each 2x2 block
     cc, d = x[:, :, :, 1, :, 0], x[:, :, :, 1, :, 1]  # bottom row
@@ -49,6 +76,9 @@ def idwt2(y: torch.Tensor) -> torch.Tensor:
     """Exact inverse of :func:`dwt2`. ``(B, 4C, H, W) -> (B, C, 2H, 2W)``."""
     if y.ndim != 4 or y.shape[1] % 4:
         raise ValueError(f"expected (B, 4C, H, W) Haar bands, got shape {tuple(y.shape)}")
+    if _use_conv(y, y.shape[1] // 4):  # orthonormal: the inverse is the transpose
+        c = y.shape[1] // 4
+        return F.conv_transpose2d(y, _haar_weight(c, y.dtype, y.device), stride=2)
     ll, lh, hl, hh = y.chunk(4, dim=1)
     s0, s1 = ll + lh, ll - lh  # a+b, c+d
     d0, d1 = hl + hh, hl - hh  # a-b, c-d
