@@ -8,10 +8,11 @@ import sys
 
 from latentae import __version__
 from latentae.cli import bench as _bench
+from latentae.cli import eval as _eval
 from latentae.cli import models as _models
 from latentae.cli import weights as _weights
 
-COMMAND_MODULES = (_models, _weights, _bench,)
+COMMAND_MODULES = (_models, _weights, _bench, _eval,)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,189 @@
+"""The evaluation loop behind ``latentae eval``: reconstruct a folder of images and
+measure PSNR, SSIM, LPIPS, rFID and latent statistics under the stated protocol."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from latentae.eval.fid import FeatureStats, fid_from_stats, resize_for_inception
+from latentae.eval.metrics import mean_finite, psnr_per_image, ssim_per_image
+from latentae.eval.mmd import LatentStats, mmd2_to_normal
+from latentae.io import CorruptImageError, ImageFolderDataset, image_grid, to_tensor, to_uint8
+
+MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How images are prepared and reconstructed (recorded in every report)."""
+
+    resolution: int = 256
+    crop: str = "center"          # "center" | "random" (after a shortest-side resize)
+    batch_size: int = 4
+    limit: int | None = None      # first N images (sorted by path)
+    dtype: str = "float32"        # the model's dtype; metrics always run in float32
+    fid_protocol: str = "tf1"     # "tf1" | "pytorch-fid"
+    grid_images: int = 4          # rows of the recon grid
+    error_gain: float = 4.0       # |x − x̂| is multiplied by this in the grid
+    progress: bool = True
+
+
+@dataclass
+class EvalResult:
+    summary: dict                 # aggregate metrics
+    rows: list[dict]              # per image: file, psnr, ssim, lpips
+    latents: dict                 # latent statistics
+    corrupt: list[str]
+    seconds: dict[str, float]     # wall time per stage, all images together
+    grid: Image.Image | None
+    notes: list[str] = field(default_factory=list)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda if available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def tf32_disabled() -> Iterator[None]:
+    """TF32 off while metrics run (STYLE §7); previous settings restored after."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def iter_batches(ds: ImageFolderDataset, batch_size: int,
+                 corrupt: list[str]) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    """Batches ``(B, 3, R, R)`` of readable images with their paths; corrupt files are
+    appended to ``corrupt`` and skipped (counted, not fatal)."""
+    xs, names = [], []
+    for i, path in enumerate(ds.files):
+        try:
+            xs.append(to_tensor(ds.load(i)))
+            names.append(str(path))
+        except CorruptImageError:
+            corrupt.append(str(path))
+        if len(xs) == batch_size:
+            yield torch.stack(xs), names
+            xs, names = [], []
+    if xs:
+        yield torch.stack(xs), names
+
+
+class Timer:
+    """Accumulates wall time per named stage (synchronizing CUDA for honest numbers)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.seconds = device, {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+
+
+def _error_image(x: torch.Tensor, r: torch.Tensor, gain: float) -> torch.Tensor:
+    """``gain·|x − x̂|`` on the uint8 scale, as a uint8 ``(3, H, W)`` image."""
+    e = (to_uint8(x).float() - to_uint8(r).float()).abs() * gain
+    return e.clamp(0, 255).to(torch.uint8)
+
+
+def evaluate(model: torch.nn.Module, data: str | Path, cfg: EvalConfig,
+             device: torch.device, lpips_net=None, inception=None) -> EvalResult:
+    """Reconstruct every image of ``data`` with ``model`` (posterior mode) and measure it."""
+    from latentae.eval.inception import load_inception
+    from latentae.eval.lpips import load_lpips
+
+    f = model.spatial_compression_ratio
+    if cfg.resolution % f:
+        raise ValueError(f"--resolution {cfg.resolution} is not divisible by the model's "
+                         f"spatial compression ratio {f}: use a multiple of {f}")
+    if cfg.dtype not in MODEL_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(MODEL_DTYPES)}, got {cfg.dtype!r}")
+    ds = ImageFolderDataset(data, cfg.resolution, crop=cfg.crop)
+    ds.files = ds.files[: cfg.limit] if cfg.limit else ds.files
+    lpips_net = lpips_net or load_lpips("alex", device)
+    inception = inception or load_inception(device)
+    model = model.to(device, MODEL_DTYPES[cfg.dtype]).eval()
+    timer, corrupt, rows, grid_rows = Timer(device), [], [], []
+    real, fake = FeatureStats(), FeatureStats()
+    lat = LatentStats(model.latent_channels)
+    batches = iter_batches(ds, cfg.batch_size, corrupt)
+    if cfg.progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, total=math.ceil(len(ds) / cfg.batch_size), unit="batch",
+                       desc="eval")
+    with torch.no_grad(), tf32_disabled():
+        for x, names in batches:
+            x = x.to(device)
+            with timer("model"):
+                z = model.encode(x.to(MODEL_DTYPES[cfg.dtype])).mode()
+                r = model.decode(z).float()
+            with timer("latent stats"):
+                lat.update(z.float())
+            with timer("psnr"):
+                p = psnr_per_image(x, r)
+            with timer("ssim"):
+                s = ssim_per_image(x, r)
+            with timer("lpips"):
+                q = to_uint8  # LPIPS sees the quantized images too, back in [-1, 1]
+                d = lpips_net(q(x).float() / 127.5 - 1, q(r).float() / 127.5 - 1).cpu()
+            with timer("inception"):
+                real.update(inception(resize_for_inception(x, cfg.fid_protocol)))
+                fake.update(inception(resize_for_inception(r, cfg.fid_protocol)))
+            rows += [{"file": n, "psnr": float(a), "ssim": float(b), "lpips": float(c)}
+                     for n, a, b, c in zip(names, p, s, d)]
+            grid_rows += [[xi.cpu(), ri.cpu(), _error_image(xi, ri, cfg.error_gain).cpu()]
+                          for xi, ri in zip(x, r)][: cfg.grid_images - len(grid_rows)]
+    factors = (float(model.scaling_factor), float(model.shift_factor or 0.0))
+    return _finish(rows, real, fake, lat, corrupt, timer, grid_rows, ds, factors)
+
+
+def _finish(rows, real, fake, lat, corrupt, timer, grid_rows, ds, factors) -> EvalResult:
+    if not rows:
+        raise ValueError(f"none of the {len(ds.files)} image(s) in {ds.folder} could be "
+                         f"decoded ({len(corrupt)} corrupt)")
+    notes = []
+    summary = {"psnr": mean_finite(torch.tensor([r["psnr"] for r in rows])),
+               "ssim": float(sum(r["ssim"] for r in rows) / len(rows)),
+               "lpips": float(sum(r["lpips"] for r in rows) / len(rows)),
+               "rfid": None, "mmd2_scaled": None, "mmd2_standardized": None}
+    with timer("fid"):
+        if real.n >= 2:
+            summary["rfid"] = fid_from_stats(real, fake, warn=False)
+        else:
+            notes.append("rFID needs at least 2 images; not computed")
+    if 2 <= real.n < 2048:
+        notes.append(f"rFID from {real.n} images (< 2048): biased upwards, not comparable "
+                     "with published numbers")
+    latents = lat.summary()
+    with timer("mmd"):
+        v = lat.vectors()
+        if v.shape[0] >= 2:  # as the diffusion model sees them, and standardized
+            scale, shift = factors
+            summary["mmd2_scaled"] = mmd2_to_normal((v - shift) * scale)
+            summary["mmd2_standardized"] = mmd2_to_normal(
+                (v - latents["mean"]) / max(latents["std"], 1e-12))
+            latents["mmd_vectors"] = v.shape[0]
+            latents["model_scaling_factor"], latents["model_shift_factor"] = scale, shift
+    if corrupt:
+        notes.append(f"{len(corrupt)} corrupt image(s) skipped: " + ", ".join(corrupt[:5]))
+    grid = image_grid(grid_rows) if grid_rows else None
+    return EvalResult(summary, rows, latents, corrupt, timer.seconds, grid, notes)
+
