@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -17,3 +18,22 @@ def num_groups(channels: int) -> int:
 def group_norm(channels: int, eps: float = 1e-6) -> nn.GroupNorm:
     """GroupNorm with the house group rule and the SD-VAE epsilon (1e-6)."""
     return nn.GroupNorm(num_groups(channels), channels, eps=eps, affine=True)
+
+
+class RMSNorm2d(nn.Module):
+    """RMSNorm over the channels of a ``(B, C, H, W)`` tensor, with affine weight and bias.
+
+    ``y = x / sqrt(mean_c(x²) + eps) · weight + bias`` at every pixel (DC-AE's ``RMSNorm2d``;
+    diffusers applies its ``RMSNorm(bias=True)`` to ``x.movedim(1, -1)``, the same numbers).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        variance = x.float().pow(2).mean(dim=1, keepdim=True)  # (B, 1, H, W)
+        x = (x * torch.rsqrt(variance + self.eps)).to(self.weight.dtype)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
