@@ -54,3 +54,10 @@ def test_odd_sizes_are_rejected_with_the_needed_multiple():
         haar_dwt(torch.randn(1, 3, 36, 32), 3)
     with pytest.raises(ValueError, match="divisible by 2"):
         dwt2(torch.randn(1, 3, 15, 16))
+
+
+def test_wide_inputs_take_the_sum_path_and_agree():
+    x = torch.randn(1, 8, 16, 16)  # > 4 channels: the elementwise path, not the conv
+    ref = _pywt_levels(x.double().numpy(), 1)[0]
+    assert np.abs(dwt2(x).numpy() - ref).max() <= 1e-5
+    assert (idwt2(dwt2(x)) - x).abs().max() <= 1e-5
