@@ -11,7 +11,6 @@ has returned freed memory (``malloc_trim``); GPU peak memory is
 from __future__ import annotations
 
 import ctypes
-import gc
 import os
 import platform
 import statistics
@@ -83,9 +82,10 @@ def _proc_status_kb(field: str) -> int | None:
 
 
 def _release_free_memory() -> None:
-    """Return freed heap memory to the OS so the RSS baseline is honest."""
+    """Return freed heap memory to the OS so the RSS baseline is honest (call
+    ``gc.collect()`` beforehand where cyclic garbage may hold tensors; it is slow with
+    large libraries loaded, so it is not done here)."""
     global _LIBC
-    gc.collect()
     if platform.system() != "Linux":
         return
     try:
@@ -136,7 +136,7 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 1536,
                   repeats: int = 5) -> float:
     """This machine's ``n×n`` matmul rate in GFLOP/s (median of ``repeats``)."""
     a = torch.randn(n, n, device=device, dtype=dtype)

@@ -7,6 +7,7 @@ turn. Inputs are fixed random tensors (throughput does not depend on content).
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 
 import torch
@@ -119,6 +120,7 @@ def time_mode(subjects: list[Subject], mode: str, settings: BenchSettings) -> di
         fns[s.name] = _mode_fn(s, mode, x, z, device, dtype)
         for _ in range(settings.warmup):
             fns[s.name]()
+    gc.collect()  # once per mode: cyclic garbage would distort the RSS baselines
     times: dict[str, list[float]] = {n: [] for n in fns}
     peaks: dict[str, int | None] = {}
     for rep in range(settings.repeats):
@@ -181,6 +183,10 @@ def build_subjects(models: list, compare: str | None = None, note=print) -> list
 def run_bench(subjects: list[Subject], settings: BenchSettings, progress=print) -> dict:
     """Measure the machine, then every subject; returns the JSON-able report."""
     settings.check()
+    for s in subjects:  # fail before any measuring
+        if settings.resolution % s.compression:
+            raise ValueError(f"resolution {settings.resolution} is not divisible by {s.name}'s "
+                             f"compression factor {s.compression}")
     device = torch.device(settings.device)
     torch.manual_seed(settings.seed)
     machine = measure.machine_info(device)
