@@ -104,22 +104,42 @@ def _error_image(x: torch.Tensor, r: torch.Tensor, gain: float) -> torch.Tensor:
     return e.clamp(0, 255).to(torch.uint8)
 
 
-def evaluate(model: torch.nn.Module, data: str | Path, cfg: EvalConfig,
-             device: torch.device, lpips_net=None, inception=None) -> EvalResult:
-    """Reconstruct every image of ``data`` with ``model`` (posterior mode) and measure it."""
-    from latentae.eval.inception import load_inception
-    from latentae.eval.lpips import load_lpips
-
+def _check(model: torch.nn.Module, cfg: EvalConfig) -> None:
     f = model.spatial_compression_ratio
     if cfg.resolution % f:
         raise ValueError(f"--resolution {cfg.resolution} is not divisible by the model's "
                          f"spatial compression ratio {f}: use a multiple of {f}")
     if cfg.dtype not in MODEL_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(MODEL_DTYPES)}, got {cfg.dtype!r}")
+
+
+def _measure(x: torch.Tensor, r: torch.Tensor, nets: tuple, cfg: EvalConfig, timer: Timer,
+             real: FeatureStats, fake: FeatureStats) -> list[torch.Tensor]:
+    """PSNR, SSIM, LPIPS per image ``(B,)`` each; Inception features into the stats."""
+    lpips_net, inception = nets
+    with timer("psnr"):
+        p = psnr_per_image(x, r)
+    with timer("ssim"):
+        s = ssim_per_image(x, r)
+    with timer("lpips"):
+        q = to_uint8  # LPIPS sees the quantized images too, back in [-1, 1]
+        d = lpips_net(q(x).float() / 127.5 - 1, q(r).float() / 127.5 - 1).cpu()
+    with timer("inception"):
+        real.update(inception(resize_for_inception(x, cfg.fid_protocol)))
+        fake.update(inception(resize_for_inception(r, cfg.fid_protocol)))
+    return [p, s, d]
+
+
+def evaluate(model: torch.nn.Module, data: str | Path, cfg: EvalConfig,
+             device: torch.device, lpips_net=None, inception=None) -> EvalResult:
+    """Reconstruct every image of ``data`` with ``model`` (posterior mode) and measure it."""
+    from latentae.eval.inception import load_inception
+    from latentae.eval.lpips import load_lpips
+
+    _check(model, cfg)
     ds = ImageFolderDataset(data, cfg.resolution, crop=cfg.crop)
     ds.files = ds.files[: cfg.limit] if cfg.limit else ds.files
-    lpips_net = lpips_net or load_lpips("alex", device)
-    inception = inception or load_inception(device)
+    nets = (lpips_net or load_lpips("alex", device), inception or load_inception(device))
     model = model.to(device, MODEL_DTYPES[cfg.dtype]).eval()
     timer, corrupt, rows, grid_rows = Timer(device), [], [], []
     real, fake = FeatureStats(), FeatureStats()
@@ -137,16 +157,7 @@ def evaluate(model: torch.nn.Module, data: str | Path, cfg: EvalConfig,
                 r = model.decode(z).float()
             with timer("latent stats"):
                 lat.update(z.float())
-            with timer("psnr"):
-                p = psnr_per_image(x, r)
-            with timer("ssim"):
-                s = ssim_per_image(x, r)
-            with timer("lpips"):
-                q = to_uint8  # LPIPS sees the quantized images too, back in [-1, 1]
-                d = lpips_net(q(x).float() / 127.5 - 1, q(r).float() / 127.5 - 1).cpu()
-            with timer("inception"):
-                real.update(inception(resize_for_inception(x, cfg.fid_protocol)))
-                fake.update(inception(resize_for_inception(r, cfg.fid_protocol)))
+            p, s, d = _measure(x, r, nets, cfg, timer, real, fake)
             rows += [{"file": n, "psnr": float(a), "ssim": float(b), "lpips": float(c)}
                      for n, a, b, c in zip(names, p, s, d)]
             grid_rows += [[xi.cpu(), ri.cpu(), _error_image(xi, ri, cfg.error_gain).cpu()]
