@@ -10,9 +10,10 @@ from latentae import __version__
 from latentae.cli import bench as _bench
 from latentae.cli import eval as _eval
 from latentae.cli import models as _models
+from latentae.cli import tools as _tools
 from latentae.cli import weights as _weights
 
-COMMAND_MODULES = (_models, _weights, _bench, _eval,)
+COMMAND_MODULES = (_models, _weights, _bench, _eval, _tools,)
 
 
 def build_parser() -> argparse.ArgumentParser:

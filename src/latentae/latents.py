@@ -1,0 +1,129 @@
+"""Latent shard files written by ``latentae encode`` and read by ``latentae decode``.
+
+One safetensors file per shard of images. Each tensor is one image's latent
+``(nz, h, w)`` keyed by the image's path relative to the input folder (``/``
+separators). The header metadata records what a diffusion pipeline needs to use them:
+
+- ``format``: ``latentae-latents/1``; ``family``, ``model`` (preset or path),
+  ``latent_channels``, ``compression``;
+- ``scaling_factor``, ``shift_factor`` and ``scaling_applied`` (``"true"`` when the
+  stored tensors are ``(z - shift) · scale``, the diffusion model's input);
+- ``sizes``: JSON ``{key: [H, W]}``, the original image sizes (images are padded to a
+  multiple of the compression factor before encoding; decode crops back);
+- ``posterior``: ``mode`` or ``sample``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+FORMAT = "latentae-latents/1"
+
+
+@dataclass
+class LatentShard:
+    """The tensors and metadata of one shard file."""
+
+    latents: dict[str, torch.Tensor]  # key -> (nz, h, w)
+    sizes: dict[str, tuple[int, int]]  # key -> original (H, W)
+    meta: dict[str, str]
+
+    @property
+    def scaling_applied(self) -> bool:
+        return self.meta.get("scaling_applied") == "true"
+
+    def unscale(self, key: str) -> torch.Tensor:
+        """The raw latent ``z`` of ``key`` (undoing ``(z - shift) · scale`` if applied)."""
+        z = self.latents[key]
+        if self.scaling_applied:
+            z = z / float(self.meta["scaling_factor"]) + float(self.meta["shift_factor"])
+        return z
+
+
+def shard_metadata(model, model_name: str, scaling_applied: bool, posterior: str
+                   ) -> dict[str, str]:
+    """The metadata every shard of one ``encode`` run carries (``sizes`` added per shard)."""
+    from latentae import __version__
+    return {"format": FORMAT, "family": model.family, "model": model_name,
+            "latent_channels": str(model.latent_channels),
+            "compression": str(model.spatial_compression_ratio),
+            "scaling_factor": repr(float(model.scaling_factor)),
+            "shift_factor": repr(float(model.shift_factor)),
+            "scaling_applied": "true" if scaling_applied else "false",
+            "posterior": posterior, "latentae_version": __version__}
+
+
+def write_shard(path: str | os.PathLike, latents: dict[str, torch.Tensor],
+                sizes: dict[str, tuple[int, int]], meta: dict[str, str]) -> None:
+    """Write a shard atomically (temporary name, then rename)."""
+    path = Path(path)
+    meta = {**meta, "sizes": json.dumps({k: list(v) for k, v in sizes.items()})}
+    tensors = {k: v.detach().float().contiguous().cpu() for k, v in latents.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_shard(path: str | os.PathLike) -> LatentShard:
+    """Read and check a shard; a file that is not one raises ``ValueError`` saying so."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            latents = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a latentae latent shard (format "
+                         f"{meta.get('format')!r}, expected {FORMAT!r}); write one with "
+                         "`latentae encode`")
+    try:
+        sizes = {k: (int(v[0]), int(v[1])) for k, v in json.loads(meta["sizes"]).items()}
+    except (KeyError, ValueError, TypeError, IndexError) as e:
+        raise ValueError(f"{path}: bad 'sizes' metadata: {e}") from e
+    for k, z in latents.items():
+        if z.ndim != 3:
+            raise ValueError(f"{path}: latent {k!r} has shape {tuple(z.shape)}, "
+                             "expected (channels, h, w)")
+    return LatentShard(latents, sizes, meta)
+
+
+def list_shards(path: str | os.PathLike) -> list[Path]:
+    """A shard file, or the sorted ``*.safetensors`` files of a folder."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise ValueError(f"{path} does not exist: pass a latent file or a folder of them")
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"no .safetensors latent files in {path}")
+    return files
+
+
+def check_compatible(shard: LatentShard, model, path: Path) -> None:
+    """Raise ``ValueError`` when ``model`` cannot decode the shard's latents."""
+    nz = model.latent_channels
+    for k, z in shard.latents.items():
+        if z.shape[0] != nz:
+            raise ValueError(f"{path}: latent {k!r} has {z.shape[0]} channels but "
+                             f"{model.preset or model.family} decodes {nz}; these latents "
+                             f"come from {shard.meta.get('model')} ({shard.meta.get('family')})")
+    fam = shard.meta.get("family")
+    if fam != model.family or int(shard.meta.get("compression", 0)) != \
+            model.spatial_compression_ratio:
+        raise ValueError(f"{path}: latents were made by a {fam} model "
+                         f"({shard.meta.get('model')}, f={shard.meta.get('compression')}); "
+                         f"the given model is {model.family} "
+                         f"(f={model.spatial_compression_ratio})")
