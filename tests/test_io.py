@@ -101,3 +101,14 @@ def test_dataset_counts_corrupt_files_and_mixed_sizes(tmp_path):
     assert [p.name for p in ds.corrupt] == ["c.png"]
     with pytest.raises(ValueError, match="crop"):
         ImageFolderDataset(tmp_path, 16, crop="left")
+
+
+def test_dataset_random_crops_follow_torch_seed(tmp_path):
+    _write(tmp_path, "a.png", size=(60, 20))
+    ds = ImageFolderDataset(tmp_path, 16, crop="random", flip=True)
+    torch.manual_seed(3)
+    first = [ds[0][0] for _ in range(8)]
+    torch.manual_seed(3)
+    again = [ds[0][0] for _ in range(8)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert any(not torch.equal(first[0], t) for t in first[1:])  # crops do vary

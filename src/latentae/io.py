@@ -173,8 +173,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, folder: str | os.PathLike, resolution: int, crop: str = "center",
-                 flip: bool = False, files: Sequence[Path] | None = None,
-                 seed: int = 0) -> None:
+                 flip: bool = False, files: Sequence[Path] | None = None) -> None:
         if crop not in ("center", "random"):
             raise ValueError(f"crop must be 'center' or 'random', got {crop!r}")
         if resolution <= 0:
@@ -183,7 +182,6 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.files = list(files) if files is not None else list_images(folder)
         self.resolution, self.crop, self.flip = resolution, crop, flip
         self.corrupt: list[Path] = []
-        self._rng = random.Random(seed)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -191,11 +189,14 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def load(self, index: int) -> Image.Image:
         """The cropped RGB image at ``index`` (raises ``CorruptImageError``)."""
         img = load_image(self.files[index])
+        # Random choices come from torch's RNG: DataLoader seeds it per worker and epoch,
+        # and torch.manual_seed makes a run reproducible.
+        rng = random.Random(int(torch.randint(0, 2**62, ())))
         if self.crop == "center":
             img = resize_center_crop(img, self.resolution)
         else:
-            img = resize_random_crop(img, self.resolution, self._rng)
-        if self.flip and self._rng.random() < 0.5:
+            img = resize_random_crop(img, self.resolution, rng)
+        if self.flip and rng.random() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         return img
 
