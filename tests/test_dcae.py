@@ -119,6 +119,13 @@ def test_reduced_width_structures_match_diffusers(name, size):
     assert_parity(ref, dcae_from_diffusers(ref), size)
 
 
+def test_empty_first_stage_with_conv_down_and_interpolate_up_matches_diffusers():
+    config = dataclasses.replace(PRESETS["dcae-tiny-f32"], downsample="conv",
+                                 upsample="interpolate")
+    ref = reference(config)
+    assert_parity(ref, dcae_from_diffusers(ref), 64)
+
+
 @pytest.mark.parametrize("name", ["dcae-tiny-f64", "dcae-f32c32-sana"])
 def test_export_loads_in_diffusers_and_agrees(tmp_path, name):
     # SANA / 8: strided-conv down, interpolation up, multi-scale (5,) attention
