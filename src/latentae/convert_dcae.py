@@ -233,8 +233,12 @@ def state_dict_from_diffusers(config: DCAEConfig,
 def state_dict_to_diffusers(config: DCAEConfig,
                             sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our state dict -> diffusers ``AutoencoderDC`` keys and layouts."""
+    kmap = key_map(config)
+    if set(sd) != set(kmap):
+        odd = sorted(set(sd) ^ set(kmap))
+        raise ValueError(f"state dict does not match the DC-AE config: {odd[:5]}")
     out = {}
-    for ours, theirs in key_map(config).items():
+    for ours, theirs in kmap.items():
         t = sd[ours].detach()
         if isinstance(theirs, str):
             out[theirs] = t
