@@ -37,6 +37,14 @@ class ResBlock(nn.Module):
                      if in_channels != out_channels else nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.skip(x) + h
+        # Without autograd, SiLU overwrites the fresh norm output in place and the skip is
+        # added into the fresh conv output: same values, two fewer large allocations and
+        # memory passes per block (a measured win on CPU, where ops are memory-bound).
+        inplace = not torch.is_grad_enabled()
+        h = self.norm1(x)
+        h = self.conv1(F.silu(h, inplace=inplace and h is not x))  # never overwrite x
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=inplace)))
+        s = self.skip(x)
+        if torch.result_type(h, s) == h.dtype:  # keeps autocast's type promotion
+            return h.add_(s)
+        return s + h
