@@ -10,10 +10,11 @@ from latentae import __version__
 from latentae.cli import bench as _bench
 from latentae.cli import eval as _eval
 from latentae.cli import models as _models
+from latentae.cli import study as _study
 from latentae.cli import tools as _tools
 from latentae.cli import weights as _weights
 
-COMMAND_MODULES = (_models, _weights, _bench, _eval, _tools,)
+COMMAND_MODULES = (_models, _weights, _bench, _eval, _tools, _study,)
 
 
 def build_parser() -> argparse.ArgumentParser:

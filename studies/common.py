@@ -1,0 +1,254 @@
+"""Shared harness of the small-scale reproduction studies (issue 8, docs/results.md).
+
+Every study script builds models, trains them with the public training API
+(``latentae.train``: ``make_config``, ``Recipe``/``Phase``/``LossWeights``, ``train``),
+evaluates them with ``latentae.eval.run.evaluate`` on kodak24 crops, and writes
+``OUT/results.json`` + ``OUT/table.md`` (+ a PNG plot). Runs are deterministic given
+``--seed``: the training loop derives its noise and crops from Python's ``hash`` of
+tuples, so the scripts pin ``PYTHONHASHSEED=0`` (re-executing themselves if needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("LATENTAE_STUDY_DATA", ROOT.parent / "shared" / "data"))
+TRAIN_DATA = DATA / "bsds400-train"
+EVAL_DATA = DATA / "kodak24"
+DEFAULT_OUT = ROOT / "runs" / "studies"
+
+
+def pin_hash_seed() -> None:
+    """Re-execute the current command with ``PYTHONHASHSEED=0`` unless already pinned.
+
+    Why: ``latentae.train`` seeds crops and latent noise with ``hash((seed, ...))``, which
+    Python salts per process for tuples holding strings; without a pinned hash seed two
+    runs with the same ``--seed`` see different noise."""
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
+def parser(name: str, doc: str) -> argparse.ArgumentParser:
+    """The options every study takes."""
+    p = argparse.ArgumentParser(prog=f"studies/{name}.py", description=doc)
+    p.add_argument("--quick", action="store_true",
+                   help="tiny settings (a few steps, 32² images): a smoke run, not a result")
+    p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT}/{name})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="override the training steps")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 is fastest on a shared 2-core machine)")
+    p.add_argument("--eval-limit", type=int, default=None,
+                   help="evaluate on the first N kodak24 images only")
+    return p
+
+
+def setup(args: argparse.Namespace, name: str) -> Path:
+    """Threads, seed, data check; returns the output folder."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    for d in (TRAIN_DATA, EVAL_DATA):
+        if not d.is_dir():
+            raise ValueError(f"{d} is missing: the studies need ../shared/data beside the "
+                             "checkout (or set LATENTAE_STUDY_DATA)")
+    out = Path(args.out) if args.out else DEFAULT_OUT / name
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def machine() -> str:
+    """A one-line description of where the numbers were measured."""
+    return (f"{platform.machine()} CPU, {os.cpu_count()} cores visible, "
+            f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}")
+
+
+def count(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+def save_init(model: torch.nn.Module, path: Path) -> Path:
+    """Save a freshly built model so ``train`` starts from exactly these weights."""
+    model.save_pretrained(str(path))
+    return path
+
+
+def train_model(start: Path | str, run_dir: Path, phases: tuple, seed: int,
+                val_every: int = 0, val_images: int = 24, discriminator: str = "patchgan",
+                discriminator_channels: int = 32, ema_decay: float = 0.999) -> dict[str, Any]:
+    """Train ``start`` (a saved model dir) through ``phases`` with ``latentae.train``.
+
+    Returns ``{"model": exported EMA dir, "seconds": wall time, "img_s": images/s,
+    "curve": [validation records]}``. Validation (``val_every`` > 0) runs the EMA model on
+    the first ``val_images`` kodak24 center crops at the last phase's resolution."""
+    from latentae.train.config import make_config
+    from latentae.train.loop import train
+    from latentae.train.monitor import read_metrics
+    from latentae.train.recipes import Recipe
+
+    _patchgan_width_workaround()
+    cfg = make_config({
+        "model": str(start), "data": str(TRAIN_DATA), "out": str(run_dir), "seed": seed,
+        "val_data": str(EVAL_DATA) if val_every else None, "val_images": val_images,
+        "val_every": val_every, "ckpt_every": 10**9, "keep_checkpoints": 1,
+        "log_every": 25, "progress": False, "ema_decay": ema_decay})
+    recipe = Recipe(run_dir.name, tuple(phases), discriminator=discriminator,
+                    discriminator_channels=discriminator_channels)
+    if (run_dir / "metrics.jsonl").exists():  # a fresh run, never appended to an old log
+        (run_dir / "metrics.jsonl").unlink()
+    t0 = time.perf_counter()
+    exported = train(cfg, recipe)
+    seconds = time.perf_counter() - t0
+    if exported is None:
+        raise RuntimeError(f"training of {run_dir} stopped early")
+    records = read_metrics(run_dir)
+    rates = [r["img_s"] for r in records if "img_s" in r]
+    curve = [{"step": r["step"], **{k[4:]: v for k, v in r.items() if k.startswith("val_")}}
+             for r in records if "val_psnr" in r]
+    return {"model": str(exported), "seconds": round(seconds, 1),
+            "img_s": round(sum(rates) / len(rates), 2) if rates else None, "curve": curve}
+
+
+def _patchgan_width_workaround() -> None:
+    """``latentae.train.loop.setup`` builds every discriminator with ``channels=...``, but
+    ``PatchGANDiscriminator`` names its width ``ndf``; translate until the loop does."""
+    import inspect
+
+    from latentae.losses.discriminators import PatchGANDiscriminator
+    from latentae.train import loop
+
+    if "channels" in inspect.signature(PatchGANDiscriminator).parameters:
+        return
+    original = loop.build_discriminator
+    if getattr(original, "_study_patch", False):
+        return
+
+    def build(name: str, **kwargs):
+        if name == "patchgan" and "channels" in kwargs:
+            kwargs["ndf"] = kwargs.pop("channels")
+        return original(name, **kwargs)
+
+    build._study_patch = True
+    loop.build_discriminator = build
+
+
+_NETS: dict[str, Any] = {}
+
+
+def evaluate_dir(model_dir: str | Path, resolution: int, limit: int | None = None,
+                 crop: str = "center") -> dict[str, Any]:
+    """PSNR/SSIM/LPIPS(Alex)/rFID/latent MMD² of a saved model on kodak24 crops at
+    ``resolution`` (shortest side resized, then cropped), as ``latentae eval`` measures."""
+    from latentae.checkpoint import load
+    from latentae.eval.inception import load_inception
+    from latentae.eval.lpips import load_lpips
+    from latentae.eval.run import EvalConfig, evaluate
+
+    if not _NETS:
+        _NETS["lpips"], _NETS["inception"] = load_lpips("alex"), load_inception()
+    model = load(model_dir)
+    torch.manual_seed(0)  # random crops, when asked for, are the same for every model
+    res = evaluate(model, EVAL_DATA, EvalConfig(resolution=resolution, crop=crop, limit=limit,
+                                                batch_size=8, progress=False),
+                   torch.device("cpu"), _NETS["lpips"], _NETS["inception"])
+    s = res.summary
+    return {"images": len(res.rows), "psnr": s["psnr"], "ssim": s["ssim"],
+            "lpips": s["lpips"], "rfid": s["rfid"], "mmd2_std": s["mmd2_standardized"],
+            "latent_std": res.latents.get("std"), "notes": res.notes}
+
+
+@torch.no_grad()
+def encode_rate(model: torch.nn.Module, resolution: int, batch: int = 8,
+                repeats: int = 3) -> float:
+    """Encoder throughput in images/s (median of ``repeats`` timed batches after one
+    warm-up), posterior mode, float32 on CPU. Noisy on a shared machine."""
+    model.eval()
+    x = torch.zeros(batch, 3, resolution, resolution)
+    model.encode(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.encode(x).mode()
+        times.append(time.perf_counter() - t)
+    return batch / sorted(times)[len(times) // 2]
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    """A GitHub markdown table of ``rows`` restricted to ``columns``."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, study: str, args: argparse.Namespace, rows: list[dict],
+                  columns: list[str], extra: dict | None = None, started: float = 0.0) -> None:
+    """``OUT/results.json`` (everything) and ``OUT/table.md`` (the table + the command)."""
+    command = f"python studies/{study}.py " + " ".join(sys.argv[1:])
+    meta = {"study": study, "command": command.strip(), "seed": args.seed,
+            "quick": args.quick, "machine": machine(),
+            "wall_seconds": round(time.perf_counter() - started, 1) if started else None,
+            "train_data": str(TRAIN_DATA.name), "eval_data": str(EVAL_DATA.name)}
+    (out / "results.json").write_text(json.dumps({**meta, **(extra or {}), "rows": rows},
+                                                 indent=1, default=str))
+    table = markdown_table(rows, columns)
+    (out / "table.md").write_text(f"`{meta['command']}` ({meta['machine']}, "
+                                  f"{meta['wall_seconds']} s)\n\n{table}")
+    print(table)
+
+
+def plot(path: Path, series: dict[str, tuple[list, list]], xlabel: str, ylabel: str,
+         title: str, logx: bool = False) -> None:
+    """A small line plot (PNG, ~40 KB) of ``{label: (xs, ys)}``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=90)
+    for label, (xs, ys) in series.items():
+        pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def trained_models(args, source: str | None, study: str = "litevae_vs_sdvae") -> dict[str, str]:
+    """``{name: model_dir}`` of the models trained by ``study`` (its ``results.json`` in
+    ``source`` or its default folder); runs that study first (same flags) when absent."""
+    folder = Path(source) if source else (
+        Path(args.out) / study if args.out else DEFAULT_OUT / study)
+    path = folder / "results.json"
+    if not path.is_file():
+        print(f"{path} not found: running studies/{study}.py first", flush=True)
+        import importlib
+        sub = argparse.Namespace(**{**vars(args), "out": str(folder)})
+        importlib.import_module(study).run(sub)
+    rows = json.loads(path.read_text())["rows"]
+    return {r["model"]: r["model_dir"] for r in rows}
