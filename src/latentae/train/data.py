@@ -1,0 +1,199 @@
+"""Training data: a recursive image folder or webdataset-style ``.tar`` shards, read by
+index; shortest-side resize (optionally to a random larger scale), random square crop
+and horizontal flip at the phase's resolution.
+
+Determinism (STYLE §4): sample ``i`` of a phase's infinite stream is file
+``perm_e[i mod N]`` with ``perm_e`` a permutation seeded by (seed, phase, epoch
+``e = i // N``), and its crop and flip come from an RNG seeded by (seed, phase, i). A
+step reads stream positions ``[step·B·W + rank·B, … + B)`` (B per-process batch, W
+processes), so a resumed run, or W processes, see exactly the samples of one
+uninterrupted process with batch B·W. Corrupt files and (with ``small="skip"``) images
+smaller than the crop are replaced by the next file of the permutation and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from latentae.io import (
+    IMAGE_SUFFIXES,
+    CorruptImageError,
+    list_images,
+    load_image,
+    resize_shortest,
+    to_tensor,
+)
+
+
+@dataclass(frozen=True)
+class ShardMember:
+    """One image inside a tar shard: where its bytes are."""
+
+    shard: str
+    offset: int
+    size: int
+    name: str
+
+
+Source = Path | ShardMember
+
+
+def seed_from(*values: int) -> int:
+    """A 63-bit seed from integers, the same in every process (unlike ``hash`` of str)."""
+    digest = hashlib.sha256(repr(tuple(int(v) for v in values)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def list_sources(path: str | os.PathLike) -> list[Source]:
+    """Image files under ``path``, or the image members of the ``.tar`` shards there
+    (a folder holding ``*.tar`` is read as shards). Raises ``ValueError`` when empty."""
+    path = Path(path)
+    shards = sorted(path.glob("*.tar")) if path.is_dir() else []
+    if not shards:
+        return list(list_images(path))
+    members: list[Source] = []
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            members += [ShardMember(str(shard), m.offset_data, m.size, m.name)
+                        for m in tar.getmembers()
+                        if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES]
+    if not members:
+        raise ValueError(f"the shards in {path} hold no images")
+    return members
+
+
+def read_source(src: Source) -> Image.Image:
+    """Decode one source as RGB (``CorruptImageError`` if it cannot be decoded)."""
+    if isinstance(src, Path):
+        return load_image(src)
+    with open(src.shard, "rb") as f:
+        f.seek(src.offset)
+        data = f.read(src.size)
+    return load_image(io.BytesIO(data))
+
+
+class TrainImages(torch.utils.data.Dataset):
+    """Stream position ``i`` -> ``(image (3, R, R) in [-1, 1], corrupt, small)`` where
+    the counts say how many sources were skipped to produce it."""
+
+    def __init__(self, sources: list[Source], resolution: int, seed: int = 0,
+                 phase: int = 0, small: str = "upscale", crop_scale: float = 1.0) -> None:
+        if not sources:
+            raise ValueError("no training images")
+        self.sources, self.resolution = sources, resolution
+        self.seed, self.phase, self.small, self.crop_scale = seed, phase, small, crop_scale
+        self._perm: tuple[int, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def _file(self, i: int) -> int:
+        epoch, j = divmod(i, len(self.sources))
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(seed_from(self.seed, self.phase, epoch))
+            self._perm = (epoch, torch.randperm(len(self.sources), generator=g))
+        return int(self._perm[1][j])
+
+    def crop(self, img: Image.Image, rng: random.Random) -> Image.Image:
+        """Resize the shortest side to ``R·U(1, crop_scale)``, random ``R×R`` crop, flip."""
+        r = self.resolution
+        img = resize_shortest(img, round(r * rng.uniform(1.0, self.crop_scale)))
+        w, h = img.size
+        left, top = rng.randint(0, w - r), rng.randint(0, h - r)
+        img = img.crop((left, top, left + r, top + r))
+        return img.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else img
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        rng = random.Random(seed_from(self.seed, self.phase, i, 1))
+        corrupt = small = 0
+        for k in range(len(self.sources)):
+            src = self.sources[(self._file(i) + k) % len(self.sources)]
+            try:
+                img = read_source(src)
+            except CorruptImageError:
+                corrupt += 1
+                continue
+            if self.small == "skip" and min(img.size) < self.resolution:
+                small += 1
+                continue
+            return to_tensor(self.crop(img, rng)), corrupt, small
+        raise ValueError(f"no usable training image among {len(self.sources)} sources "
+                         f"({corrupt} corrupt, {small} smaller than {self.resolution}px "
+                         "with small_images='skip')")
+
+
+class StreamBatches(torch.utils.data.Sampler):
+    """Infinite batch sampler: step ``s`` yields this process's slice of the global
+    batch, positions ``s·B·W + rank·B + [0, B)``, starting at ``start_step``."""
+
+    def __init__(self, batch_size: int, rank: int = 0, world: int = 1,
+                 start_step: int = 0) -> None:
+        self.batch_size, self.rank, self.world, self.start = batch_size, rank, world, start_step
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step, b = self.start, self.batch_size
+        while True:
+            base = step * b * self.world + self.rank * b
+            yield list(range(base, base + b))
+            step += 1
+
+
+def collate(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, int, int]:
+    return (torch.stack([x for x, _, _ in items]), sum(c for _, c, _ in items),
+            sum(s for _, _, s in items))
+
+
+def make_loader(dataset: TrainImages, batch_size: int, rank: int, world: int,
+                start_step: int, workers: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader yielding ``(images (B, 3, R, R), corrupt, small)`` from ``start_step``."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=StreamBatches(batch_size, rank, world, start_step),
+        num_workers=workers, collate_fn=collate, persistent_workers=False)
+
+
+def write_shards(folder: str | os.PathLike, out: str | os.PathLike,
+                 max_bytes: int = 1 << 30) -> list[Path]:
+    """Pack the images under ``folder`` into webdataset-style tar shards
+    ``out/shard-000000.tar`` … of at most ``max_bytes`` each (a single larger image gets
+    its own shard). Members are ``<index>.<ext>`` holding the original file bytes, so
+    both this reader and the ``webdataset`` package read them. Returns the shard paths."""
+    files = list_images(folder)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    shards: list[Path] = []
+    tar, used = None, 0
+    for i, f in enumerate(files):
+        size = f.stat().st_size + 1024  # + tar header and padding
+        if tar is None or used + size > max_bytes:
+            if tar is not None:
+                tar.close()
+            shards.append(out / f"shard-{len(shards):06d}.tar")
+            tar, used = tarfile.open(shards[-1], "w"), 0
+        tar.add(str(f), arcname=f"{i:09d}{f.suffix.lower()}")
+        used += size
+    if tar is not None:
+        tar.close()
+    return shards
+
+
+def parse_size(text: str) -> int:
+    """``"1GB"``, ``"500MB"``, ``"64KB"`` or a byte count -> bytes."""
+    units = {"KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+    t = text.strip().upper()
+    for u, m in units.items():
+        if t.endswith(u):
+            return int(float(t[: -len(u)]) * m)
+    try:
+        return int(t.rstrip("B"))
+    except ValueError as e:
+        raise ValueError(f"cannot read size {text!r}: use e.g. 1GB, 500MB, 64KB") from e
