@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# One intra-op thread per test process: `make test` runs two pytest workers on two cores,
+# and oversubscribed threads make tiny models ~100x slower.
+torch.set_num_threads(1)
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
