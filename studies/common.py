@@ -49,6 +49,8 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="override the training steps")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is fastest on a shared 2-core machine)")
+    p.add_argument("--retrain", action="store_true",
+                   help="train again even where OUT holds a finished run of the same config")
     p.add_argument("--eval-limit", type=int, default=None,
                    help="evaluate on the first N kodak24 images only")
     return p
@@ -57,6 +59,7 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
 def setup(args: argparse.Namespace, name: str) -> Path:
     """Threads, seed, data check; returns the output folder."""
     torch.set_num_threads(args.threads)
+    REUSE["on"] = not args.retrain
     torch.manual_seed(args.seed)
     for d in (TRAIN_DATA, EVAL_DATA):
         if not d.is_dir():
@@ -93,7 +96,6 @@ def train_model(start: Path | str, run_dir: Path, phases: tuple, seed: int,
     the first ``val_images`` kodak24 center crops at the last phase's resolution."""
     from latentae.train.config import make_config
     from latentae.train.loop import train
-    from latentae.train.monitor import read_metrics
     from latentae.train.recipes import Recipe
 
     _patchgan_width_workaround()
@@ -104,6 +106,10 @@ def train_model(start: Path | str, run_dir: Path, phases: tuple, seed: int,
         "log_every": 25, "progress": False, "ema_decay": ema_decay})
     recipe = Recipe(run_dir.name, tuple(phases), discriminator=discriminator,
                     discriminator_channels=discriminator_channels)
+    done = finished_run(run_dir, cfg, recipe)
+    if done is not None:
+        print(f"reusing the finished run {run_dir} (same config; --retrain to redo it)")
+        return done
     if (run_dir / "metrics.jsonl").exists():  # a fresh run, never appended to an old log
         (run_dir / "metrics.jsonl").unlink()
     t0 = time.perf_counter()
@@ -111,12 +117,41 @@ def train_model(start: Path | str, run_dir: Path, phases: tuple, seed: int,
     seconds = time.perf_counter() - t0
     if exported is None:
         raise RuntimeError(f"training of {run_dir} stopped early")
+    (run_dir / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
+    return summarize_run(run_dir)
+
+
+REUSE = {"on": True}  # cleared by --retrain
+
+
+def summarize_run(run_dir: Path) -> dict[str, Any]:
+    """Exported model, wall time, mean images/s and validation curve of a finished run."""
+    from latentae.train.monitor import read_metrics
+
     records = read_metrics(run_dir)
     rates = [r["img_s"] for r in records if "img_s" in r]
     curve = [{"step": r["step"], **{k[4:]: v for k, v in r.items() if k.startswith("val_")}}
              for r in records if "val_psnr" in r]
-    return {"model": str(exported), "seconds": round(seconds, 1),
+    secs = run_dir / "train_seconds.txt"
+    return {"model": str(run_dir / "model"),
+            "seconds": float(secs.read_text()) if secs.is_file() else None,
             "img_s": round(sum(rates) / len(rates), 2) if rates else None, "curve": curve}
+
+
+def finished_run(run_dir: Path, cfg, recipe) -> dict[str, Any] | None:
+    """The summary of an earlier run in ``run_dir`` that finished with exactly this
+    configuration (same ``config.yaml``, exported model, last step reached), else None."""
+    from latentae.train.config import dump_yaml
+
+    if not REUSE["on"] or not (run_dir / "model" / "config.json").is_file():
+        return None
+    path = run_dir / "config.yaml"
+    if not path.is_file() or path.read_text() != dump_yaml(cfg, recipe):
+        return None
+    steps = [json.loads(line).get("step", 0) for line in
+             (run_dir / "metrics.jsonl").read_text().splitlines()[-3:] if line.strip()]
+    return summarize_run(run_dir) if steps and max(steps) >= sum(
+        p.steps for p in recipe.phases) else None
 
 
 def _patchgan_width_workaround() -> None:
@@ -252,3 +287,23 @@ def trained_models(args, source: str | None, study: str = "litevae_vs_sdvae") ->
         importlib.import_module(study).run(sub)
     rows = json.loads(path.read_text())["rows"]
     return {r["model"]: r["model_dir"] for r in rows}
+
+
+def bars(path: Path, labels: list[str], values: list[float | None], ylabel: str,
+         title: str) -> None:
+    """A small bar chart (PNG) of one value per label."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=90)
+    ax.bar(range(len(labels)), [v if v is not None else 0.0 for v in values])
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
+    lo = min((v for v in values if v is not None), default=0.0)
+    ax.set_ylim(bottom=lo - 1.0 if lo > 1 else 0.0)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

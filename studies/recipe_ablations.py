@@ -83,10 +83,9 @@ def run(args) -> list[dict]:
         print(rows[-1], flush=True)
     cols = ["variant", "psnr", "ssim", "lpips", "rfid", "train_s"]
     common.write_results(out, NAME, args, rows, cols, extra={"steps": steps}, started=started)
-    series = {"PSNR": (list(range(len(rows))), [r["psnr"] for r in rows])}
-    common.plot(out / "psnr_by_variant.png", series,
-                "variant: " + ", ".join(f"{i}={r['variant']}" for i, r in enumerate(rows)),
-                "PSNR (kodak24 center)", "LiteVAE-tiny recipe ablations")
+    common.bars(out / "psnr_by_variant.png", [r["variant"] for r in rows],
+                [r["psnr"] for r in rows], "PSNR (kodak24 center)",
+                f"LiteVAE-tiny recipe ablations, {res}², {steps} steps")
     return rows
 
 
