@@ -55,8 +55,9 @@ def header_lines(report: dict) -> list[str]:
            if s["dtype"] != "float32" else ""),
         f"- Haar DWT (one level) {m['haar']['haar_dwt_GBps']:.2f} GB/s vs plain copy "
         f"{m['haar']['copy_GBps']:.2f} GB/s ({100 * m['haar']['haar_over_copy']:.0f}%)",
-        "- peak memory: growth of peak RSS during one call (CPU) / CUDA max allocated (GPU); "
-        "train GFLOP/s counts backward as 2× forward",
+        "- peak memory: growth of peak RSS during one extra call (CPU) / CUDA max allocated "
+        "(GPU); train GFLOP/s counts backward as 2× forward; glibc allocator tuned: "
+        f"{m.get('allocator_tuned', False)}",
     ]
     return lines
 

@@ -19,6 +19,7 @@ from latentae.bench.subjects import (
     diffusers_subject,
     diffusers_twin,
     latentae_subject,
+    on_meta_device,
 )
 
 MODES = ("encode", "decode", "train_encode", "train_decode")
@@ -37,6 +38,7 @@ class BenchSettings:
     repeats: int = 3
     modes: tuple[str, ...] = MODES
     channels_last: str = "latentae"  # "latentae", "all" or "none"
+    tune_allocator: bool = True  # glibc keeps freed large blocks (measure.tune_allocator)
     seed: int = 0
     extras: dict = field(default_factory=dict)
 
@@ -100,19 +102,36 @@ def static_measures(s: Subject, settings: BenchSettings) -> dict:
     s.module.to(device)
     if _uses_channels_last(s, settings):
         s.module.to(memory_format=torch.channels_last)
-    x1, z1 = _inputs(s, settings, 1, device)
     return {"kind": s.kind, "twin_of": s.twin_of, "encoder_params": s.encoder_params,
             "decoder_params": s.decoder_params,
             "channels_last": _uses_channels_last(s, settings),
-            "gflops_per_image": {
-                "encode": measure.count_flops(lambda: s.encode(x1)) / 1e9,
-                "decode": measure.count_flops(lambda: s.decode(z1)) / 1e9}}
+            "gflops_per_image": {part: _count_flops(s, part, settings) / 1e9
+                                 for part in ("encode", "decode")}}
+
+
+def _count_flops(s: Subject, part: str, settings: BenchSettings) -> int:
+    """FLOPs of one image's encode or decode, on the meta device when the model allows
+    (no compute), else by running it."""
+    try:
+        meta = on_meta_device(s)
+        x1, z1 = _inputs(meta, settings, 1, torch.device("meta"))
+    except (RuntimeError, NotImplementedError):
+        meta, (x1, z1) = None, _inputs(s, settings, 1, torch.device(settings.device))
+    target = meta or s
+    fn = target.encode if part == "encode" else target.decode
+    try:
+        return measure.count_flops(lambda: fn(x1 if part == "encode" else z1))
+    except (RuntimeError, NotImplementedError):
+        if meta is None:
+            raise
+        x1, z1 = _inputs(s, settings, 1, torch.device(settings.device))
+        fn = s.encode if part == "encode" else s.decode
+        return measure.count_flops(lambda: fn(x1 if part == "encode" else z1))
 
 
 def time_mode(subjects: list[Subject], mode: str, settings: BenchSettings) -> dict[str, dict]:
     """Time ``mode`` for every subject with the repeats *interleaved* (s1, s2, s1, s2, ...)
-    so that a change in machine load hits every column alike; peak memory is taken on
-    each subject's first timed call."""
+    so that a change in machine load hits every column alike."""
     device, dtype = torch.device(settings.device), DTYPES[settings.dtype]
     fns = {}
     for s in subjects:
@@ -122,14 +141,12 @@ def time_mode(subjects: list[Subject], mode: str, settings: BenchSettings) -> di
             fns[s.name]()
     gc.collect()  # once per mode: cyclic garbage would distort the RSS baselines
     times: dict[str, list[float]] = {n: [] for n in fns}
-    peaks: dict[str, int | None] = {}
-    for rep in range(settings.repeats):
+    for _ in range(settings.repeats):
         for name, fn in fns.items():
-            if rep == 0:
-                t, peaks[name] = measure.time_with_peak_memory(fn, device)
-            else:
-                t = measure.time_once(fn, device)
-            times[name].append(t)
+            times[name].append(measure.time_once(fn, device))
+    # Peak memory in one more, untimed call each (its bookkeeping returns cached memory
+    # to the OS, which would slow a timed call).
+    peaks = {name: measure.peak_memory_bytes(fn, device) for name, fn in fns.items()}
     for s in subjects:  # drop the last training step's gradients before the next mode
         for p in s.module.parameters():
             p.grad = None
@@ -144,8 +161,8 @@ def time_mode(subjects: list[Subject], mode: str, settings: BenchSettings) -> di
 def compare_outputs(a: Subject, b: Subject, settings: BenchSettings) -> dict:
     """Max |a − b| of the encode and decode outputs on the same inputs (bench dtype)."""
     device, dtype = torch.device(settings.device), DTYPES[settings.dtype]
-    xa, za = _inputs(a, settings, min(settings.batch, 2), device)
-    xb, zb = _inputs(b, settings, min(settings.batch, 2), device)
+    xa, za = _inputs(a, settings, 1, device)
+    xb, zb = _inputs(b, settings, 1, device)
     res = {}
     with torch.no_grad(), measure.autocast(device, dtype):
         for part, (fa, fb, ia, ib) in {"encode": (a.encode, b.encode, xa, xb),
@@ -190,6 +207,7 @@ def run_bench(subjects: list[Subject], settings: BenchSettings, progress=print) 
     device = torch.device(settings.device)
     torch.manual_seed(settings.seed)
     machine = measure.machine_info(device)
+    machine["allocator_tuned"] = settings.tune_allocator and measure.tune_allocator()
     machine["matmul_float32_gflops"] = measure.matmul_gflops(device)
     if settings.dtype != "float32":
         machine[f"matmul_{settings.dtype}_gflops"] = measure.matmul_gflops(

@@ -91,3 +91,14 @@ def diffusers_subject(vae: nn.Module, name: str, twin_of: str | None = None) -> 
     return Subject(name=name, module=vae, encoder_params=_count(enc), decoder_params=_count(dec),
                    encode=encode, decode=lambda z: vae.decode(z).sample, latent_channels=nz,
                    compression=f, kind="diffusers", twin_of=twin_of)
+
+
+def on_meta_device(s: Subject) -> Subject:
+    """A copy of ``s`` whose module lives on the meta device: shapes without data, so
+    FLOPs are counted without computing anything."""
+    import copy
+
+    module = copy.deepcopy(s.module).to("meta")
+    if s.kind == "latentae":
+        return latentae_subject(module, s.name)
+    return diffusers_subject(module, s.name, s.twin_of)

@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", choices=["latentae", "all", "none"], default="latentae",
                    help="which models run in channels_last memory format (diffusers twins "
                         "run as shipped unless 'all')")
+    p.add_argument("--default-allocator", action="store_true",
+                   help="leave glibc's malloc thresholds alone (default: keep freed large "
+                        "blocks for reuse, for every model alike)")
     p.add_argument("--compare", choices=["diffusers"], default=None,
                    help="add the diffusers twin (same weights) of each SD-VAE/DC-AE model "
                         "and check its outputs equal latentae's")
@@ -63,7 +66,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = BenchSettings(resolution=args.resolution, batch=args.batch, dtype=args.dtype,
                              device=args.device, warmup=args.warmup, repeats=args.repeats,
                              modes=tuple(m for m in args.modes.split(",") if m),
-                             channels_last=args.channels_last)
+                             channels_last=args.channels_last,
+                             tune_allocator=not args.default_allocator)
     settings.check()
     models = [(spec, load_any(spec, random_init=True)) for spec in args.models]
     subjects = build_subjects(models, compare=args.compare,

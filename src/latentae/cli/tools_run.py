@@ -25,6 +25,9 @@ class Coder:
                  tile: int | None = None, overlap: int = 64, max_batch: int | None = None,
                  channels_last: bool = True) -> None:
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            from latentae.bench.measure import tune_allocator
+            tune_allocator()  # reuse freed activation memory: 2-3× faster large ops
         self.dtype = DTYPES[dtype]
         self.f = model.spatial_compression_ratio
         if tile is not None:
