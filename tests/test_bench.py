@@ -120,3 +120,17 @@ def test_bad_input_exits_nonzero_with_a_message(argv, message, capsys):
     err = capsys.readouterr().err
     assert rc != 0
     assert re.search(message, err), err
+
+
+def test_bf16_psnr_change_is_measured(shared_data, tmp_path, capsys):
+    rc = main(["bench", "sdvae-tiny", "--resolution", "32", "--batch", "1", "--warmup", "0",
+               "--repeats", "1", "--modes", "encode", "--dtype", "bfloat16",
+               "--psnr-images", str(shared_data / "kodak24"), "--psnr-resolution", "64",
+               "--psnr-limit", "2", "--json", str(tmp_path / "b.json")])
+    assert rc == 0
+    p = json.loads((tmp_path / "b.json").read_text())["psnr"]["sdvae-tiny"]
+    assert p["images"] == 2 and p["psnr_float32"] > 0 and p["psnr_low"] > 0
+    assert p["psnr_change_db"] == pytest.approx(p["psnr_low"] - p["psnr_float32"])
+    assert "float32 vs bfloat16 autocast" in capsys.readouterr().out
+    assert main(["bench", "sdvae-tiny", "--psnr-images", str(shared_data / "kodak24")]) != 0
+    assert "pass --dtype bfloat16" in capsys.readouterr().err

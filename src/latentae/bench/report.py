@@ -87,6 +87,15 @@ def to_markdown(report: dict, baseline: str | None = None) -> str:
                  f"{e['encode']['max_abs_diff']:.1e}, dec {e['decode']['max_abs_diff']:.1e})"
                  for e in eq]
         out.append("| same outputs as latentae | " + " | ".join(cells) + " |")
+    if report.get("psnr"):
+        dt = report["settings"]["dtype"]
+        out += ["", f"Reconstruction PSNR (dB, posterior mode), float32 vs {dt} autocast:", "",
+                f"| model | images | float32 | {dt} | change | {dt} vs float32 recon |",
+                "|---|---|---|---|---|---|"]
+        for name, p in report["psnr"].items():
+            out.append(f"| {name} | {p['images']} | {p['psnr_float32']:.3f} | "
+                       f"{p['psnr_low']:.3f} | {p['psnr_change_db']:+.4f} | "
+                       f"{p['psnr_low_vs_float32']:.2f} |")
     return "\n".join(out) + "\n"
 
 

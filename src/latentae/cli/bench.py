@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and check its outputs equal latentae's")
     p.add_argument("--baseline", default=None, help="column the ratios refer to "
                    "(default: the first; e.g. diffusers:sdvae-f8)")
+    p.add_argument("--psnr-images", default=None, metavar="DIR",
+                   help="with --dtype bfloat16/float16: also reconstruct these images in "
+                        "float32 and in that dtype and report the PSNR change")
+    p.add_argument("--psnr-resolution", type=int, default=None,
+                   help="center-crop --psnr-images to this size (default: full images)")
+    p.add_argument("--psnr-limit", type=int, default=None, help="use at most N images")
     p.add_argument("--json", default=None, help="write the full report here")
     p.add_argument("--markdown", default=None, help="write the Markdown table here")
     p.set_defaults(func=cmd_bench)
@@ -76,6 +82,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if baseline not in [s.name for s in subjects]:
         raise ValueError(f"--baseline {baseline!r} is not among {[s.name for s in subjects]}")
     report = run_bench(subjects, settings, progress=lambda m: print(m, file=sys.stderr))
+    if args.psnr_images:
+        report["psnr"] = _psnr_section(args, models, settings)
     report["arguments"] = {k: v for k, v in vars(args).items() if k != "func"}
     print(write_report(report, args.json, args.markdown, baseline=baseline))
     bad = [n for n, r in report["results"].items()
@@ -85,3 +93,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _psnr_section(args: argparse.Namespace, models: list, settings) -> dict:
+    import torch
+
+    from latentae.bench.precision import load_images, psnr_change
+    from latentae.bench.runner import DTYPES
+
+    if args.dtype == "float32":
+        raise ValueError("--psnr-images compares a lower precision with float32: "
+                         "pass --dtype bfloat16 or float16")
+    images = load_images(args.psnr_images, args.psnr_resolution, args.psnr_limit)
+    out = {}
+    for name, model in models:
+        print(f"bench: {name}: PSNR float32 vs {args.dtype}", file=sys.stderr)
+        out[name] = psnr_change(model, images, DTYPES[args.dtype], torch.device(args.device),
+                                settings.channels_last != "none")
+    return out
