@@ -69,6 +69,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     for path in (args.json, args.markdown):
         _check_out(path)  # fail before minutes of measuring, not after
+    if args.psnr_images and args.dtype == "float32":
+        raise ValueError("--psnr-images compares a lower precision with float32: "
+                         "pass --dtype bfloat16 or float16")
     settings = BenchSettings(resolution=args.resolution, batch=args.batch, dtype=args.dtype,
                              device=args.device, warmup=args.warmup, repeats=args.repeats,
                              modes=tuple(m for m in args.modes.split(",") if m),
@@ -101,9 +104,6 @@ def _psnr_section(args: argparse.Namespace, models: list, settings) -> dict:
     from latentae.bench.precision import load_images, psnr_change
     from latentae.bench.runner import DTYPES
 
-    if args.dtype == "float32":
-        raise ValueError("--psnr-images compares a lower precision with float32: "
-                         "pass --dtype bfloat16 or float16")
     images = load_images(args.psnr_images, args.psnr_resolution, args.psnr_limit)
     out = {}
     for name, model in models:
