@@ -113,6 +113,7 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     (["litevae-tiny", "--compare", "diffusers"], "none of the models has a diffusers twin"),
     (["sdvae-tiny", "--json", "/nonexistent-dir/x.json"], "not writable|missing"),
     (["sdvae-tiny", "--repeats", "0"], "repeats"),
+    (["sdvae-tiny", "--dtype", "float32,int8"], "unknown dtype"),
 ])
 def test_bad_input_exits_nonzero_with_a_message(argv, message, capsys):
     rc = main(["bench", *argv, "--warmup", "0", "--repeats", "1", "--modes", "encode"]
@@ -124,11 +125,14 @@ def test_bad_input_exits_nonzero_with_a_message(argv, message, capsys):
 
 def test_bf16_psnr_change_is_measured(shared_data, tmp_path, capsys):
     rc = main(["bench", "sdvae-tiny", "--resolution", "32", "--batch", "1", "--warmup", "0",
-               "--repeats", "1", "--modes", "encode", "--dtype", "bfloat16",
+               "--repeats", "1", "--modes", "encode", "--dtype", "float32,bfloat16",
                "--psnr-images", str(shared_data / "kodak24"), "--psnr-resolution", "64",
                "--psnr-limit", "2", "--json", str(tmp_path / "b.json")])
     assert rc == 0
-    p = json.loads((tmp_path / "b.json").read_text())["psnr"]["sdvae-tiny"]
+    rep = json.loads((tmp_path / "b.json").read_text())
+    assert list(rep["results"]) == ["sdvae-tiny", "sdvae-tiny@bfloat16"]
+    assert rep["results"]["sdvae-tiny@bfloat16"]["encode"]["images_per_s"] > 0
+    p = rep["psnr"]["sdvae-tiny"]
     assert p["images"] == 2 and p["psnr_float32"] > 0 and p["psnr_low"] > 0
     assert p["psnr_change_db"] == pytest.approx(p["psnr_low"] - p["psnr_float32"])
     assert "float32 vs bfloat16 autocast" in capsys.readouterr().out

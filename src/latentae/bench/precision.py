@@ -48,5 +48,6 @@ def psnr_change(model, images: list[torch.Tensor], dtype: torch.dtype,
         plow.append(_psnr(x, rlow))
         pcross.append(_psnr(r32, rlow))
     m32, mlow = float(torch.cat(p32).mean()), float(torch.cat(plow).mean())
-    return {"images": len(images), "psnr_float32": m32, "psnr_low": mlow,
+    return {"images": len(images), "dtype": str(dtype).replace("torch.", ""),
+            "psnr_float32": m32, "psnr_low": mlow,
             "psnr_change_db": mlow - m32, "psnr_low_vs_float32": float(torch.cat(pcross).mean())}

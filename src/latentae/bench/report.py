@@ -47,12 +47,13 @@ def header_lines(report: dict) -> list[str]:
         f"- load average (1 min) at start/end: {m.get('load_average_1m')} / "
         f"{m.get('load_average_1m_end')}",
         f"- {s['resolution']}² images, batch {s['batch']}, dtype {s['dtype']}"
-        + (" (autocast)" if s["dtype"] != "float32" else "")
+        + (" (non-float32 by autocast; such columns are named model@dtype)"
+           if s["dtype"] != "float32" else "")
         + f", channels_last: {s['channels_last']}; {s['warmup']} warm-up call(s), "
         f"median of {s['repeats']}",
         f"- this machine's float32 matmul rate: {m['matmul_float32_gflops']:.0f} GFLOP/s"
-        + (f"; {s['dtype']}: {m['matmul_' + s['dtype'] + '_gflops']:.0f} GFLOP/s"
-           if s["dtype"] != "float32" else ""),
+        + "".join(f"; {k[7:-7]}: {v:.0f} GFLOP/s" for k, v in m.items()
+                  if k.startswith("matmul_") and k != "matmul_float32_gflops"),
         f"- Haar DWT (one level) {m['haar']['haar_dwt_GBps']:.2f} GB/s vs plain copy "
         f"{m['haar']['copy_GBps']:.2f} GB/s ({100 * m['haar']['haar_over_copy']:.0f}%)",
         "- peak memory: growth of peak RSS during one extra call (CPU) / CUDA max allocated "
@@ -88,7 +89,7 @@ def to_markdown(report: dict, baseline: str | None = None) -> str:
                  for e in eq]
         out.append("| same outputs as latentae | " + " | ".join(cells) + " |")
     if report.get("psnr"):
-        dt = report["settings"]["dtype"]
+        dt = next(p["dtype"] for p in report["psnr"].values())
         out += ["", f"Reconstruction PSNR (dB, posterior mode), float32 vs {dt} autocast:", "",
                 f"| model | images | float32 | {dt} | change | {dt} vs float32 recon |",
                 "|---|---|---|---|---|---|"]

@@ -7,6 +7,7 @@ turn. Inputs are fixed random tensors (throughput does not depend on content).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from latentae.bench.subjects import (
     diffusers_twin,
     latentae_subject,
     on_meta_device,
+    with_dtype,
 )
 
 MODES = ("encode", "decode", "train_encode", "train_decode")
@@ -32,7 +34,7 @@ class BenchSettings:
 
     resolution: int = 256
     batch: int = 4
-    dtype: str = "float32"
+    dtype: str = "float32"  # one dtype, or several comma-separated (one column each)
     device: str = "cpu"
     warmup: int = 1
     repeats: int = 3
@@ -42,9 +44,14 @@ class BenchSettings:
     seed: int = 0
     extras: dict = field(default_factory=dict)
 
+    @property
+    def dtypes(self) -> list[str]:
+        return [d for d in self.dtype.split(",") if d]
+
     def check(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+        bad_dtypes = [d for d in self.dtypes if d not in DTYPES]
+        if bad_dtypes or not self.dtypes:
+            raise ValueError(f"unknown dtype(s) {bad_dtypes}; valid: {', '.join(DTYPES)}")
         bad = sorted(set(self.modes) - set(MODES))
         if bad or not self.modes:
             raise ValueError(f"unknown mode(s) {bad}; valid: {', '.join(MODES)}")
@@ -102,7 +109,8 @@ def static_measures(s: Subject, settings: BenchSettings) -> dict:
     s.module.to(device)
     if _uses_channels_last(s, settings):
         s.module.to(memory_format=torch.channels_last)
-    return {"kind": s.kind, "twin_of": s.twin_of, "encoder_params": s.encoder_params,
+    return {"kind": s.kind, "twin_of": s.twin_of, "dtype": s.dtype,
+            "encoder_params": s.encoder_params,
             "decoder_params": s.decoder_params,
             "channels_last": _uses_channels_last(s, settings),
             "gflops_per_image": {part: _count_flops(s, part, settings) / 1e9
@@ -132,11 +140,11 @@ def _count_flops(s: Subject, part: str, settings: BenchSettings) -> int:
 def time_mode(subjects: list[Subject], mode: str, settings: BenchSettings) -> dict[str, dict]:
     """Time ``mode`` for every subject with the repeats *interleaved* (s1, s2, s1, s2, ...)
     so that a change in machine load hits every column alike."""
-    device, dtype = torch.device(settings.device), DTYPES[settings.dtype]
+    device = torch.device(settings.device)
     fns = {}
     for s in subjects:
         x, z = _inputs(s, settings, settings.batch, device)
-        fns[s.name] = _mode_fn(s, mode, x, z, device, dtype)
+        fns[s.name] = _mode_fn(s, mode, x, z, device, DTYPES[s.dtype])
         for _ in range(settings.warmup):
             fns[s.name]()
     gc.collect()  # once per mode: cyclic garbage would distort the RSS baselines
@@ -159,8 +167,8 @@ def time_mode(subjects: list[Subject], mode: str, settings: BenchSettings) -> di
 
 
 def compare_outputs(a: Subject, b: Subject, settings: BenchSettings) -> dict:
-    """Max |a − b| of the encode and decode outputs on the same inputs (bench dtype)."""
-    device, dtype = torch.device(settings.device), DTYPES[settings.dtype]
+    """Max |a − b| of the encode and decode outputs on the same inputs (``b``'s dtype)."""
+    device, dtype = torch.device(settings.device), DTYPES[b.dtype]
     xa, za = _inputs(a, settings, 1, device)
     xb, zb = _inputs(b, settings, 1, device)
     res = {}
@@ -177,9 +185,11 @@ def compare_outputs(a: Subject, b: Subject, settings: BenchSettings) -> dict:
     return res
 
 
-def build_subjects(models: list, compare: str | None = None, note=print) -> list[Subject]:
+def build_subjects(models: list, compare: str | None = None, note=print,
+                   dtypes: list[str] | tuple[str, ...] = ("float32",)) -> list[Subject]:
     """``models``: ``(name, Autoencoder)`` pairs; ``compare="diffusers"`` adds each twin
-    right after its model (families without one are noted and skipped)."""
+    right after its model (families without one are noted and skipped). With several
+    ``dtypes`` every column repeats per dtype after the first (``name@dtype``)."""
     if compare not in (None, "diffusers"):
         raise ValueError(f"--compare supports 'diffusers' only, got {compare!r}")
     subjects = []
@@ -194,7 +204,8 @@ def build_subjects(models: list, compare: str | None = None, note=print) -> list
     if compare == "diffusers" and not any(s.twin_of for s in subjects):
         raise ValueError("--compare diffusers: none of the models has a diffusers twin "
                          f"(families with one: {sorted(TWIN_FAMILIES)})")
-    return subjects
+    first = [dataclasses.replace(s, dtype=dtypes[0]) for s in subjects]
+    return first + [with_dtype(s, dt) for dt in dtypes[1:] for s in first]
 
 
 def run_bench(subjects: list[Subject], settings: BenchSettings, progress=print) -> dict:
@@ -209,9 +220,9 @@ def run_bench(subjects: list[Subject], settings: BenchSettings, progress=print) 
     machine = measure.machine_info(device)
     machine["allocator_tuned"] = settings.tune_allocator and measure.tune_allocator()
     machine["matmul_float32_gflops"] = measure.matmul_gflops(device)
-    if settings.dtype != "float32":
-        machine[f"matmul_{settings.dtype}_gflops"] = measure.matmul_gflops(
-            device, DTYPES[settings.dtype])
+    for dt in settings.dtypes:
+        if dt != "float32":
+            machine[f"matmul_{dt}_gflops"] = measure.matmul_gflops(device, DTYPES[dt])
     machine["haar"] = measure.copy_vs_haar(device, settings.batch, settings.resolution)
     by_name = {s.name: s for s in subjects}
     results = {}

@@ -35,6 +35,7 @@ class Subject:
     compression: int
     kind: str  # "latentae" or "diffusers"
     twin_of: str | None = None
+    dtype: str = "float32"  # autocast dtype this column runs in
 
 
 def _count(params) -> int:
@@ -102,3 +103,12 @@ def on_meta_device(s: Subject) -> Subject:
     if s.kind == "latentae":
         return latentae_subject(module, s.name)
     return diffusers_subject(module, s.name, s.twin_of)
+
+
+def with_dtype(s: Subject, dtype: str) -> Subject:
+    """The same model as another column that runs under ``dtype`` autocast
+    (named ``name@dtype``)."""
+    import dataclasses
+
+    return dataclasses.replace(s, name=f"{s.name}@{dtype}", dtype=dtype,
+                               twin_of=None if s.twin_of is None else f"{s.twin_of}@{dtype}")

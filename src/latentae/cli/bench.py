@@ -16,8 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
-                   help="float32, or autocast to bfloat16/float16")
+    p.add_argument("--dtype", default="float32",
+                   help=f"one of {', '.join(DTYPES)} (non-float32 by autocast), or several "
+                        "comma-separated: each model gets a column per dtype, timed in the "
+                        "same interleaved run (e.g. float32,bfloat16)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--warmup", type=int, default=1)
@@ -69,7 +71,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     for path in (args.json, args.markdown):
         _check_out(path)  # fail before minutes of measuring, not after
-    if args.psnr_images and args.dtype == "float32":
+    low = [d for d in args.dtype.split(",") if d and d != "float32"]
+    if args.psnr_images and not low:
         raise ValueError("--psnr-images compares a lower precision with float32: "
                          "pass --dtype bfloat16 or float16")
     settings = BenchSettings(resolution=args.resolution, batch=args.batch, dtype=args.dtype,
@@ -80,13 +83,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings.check()
     models = [(spec, load_any(spec, random_init=True)) for spec in args.models]
     subjects = build_subjects(models, compare=args.compare,
-                              note=lambda m: print(m, file=sys.stderr))
+                              note=lambda m: print(m, file=sys.stderr), dtypes=settings.dtypes)
     baseline = args.baseline or subjects[0].name
     if baseline not in [s.name for s in subjects]:
         raise ValueError(f"--baseline {baseline!r} is not among {[s.name for s in subjects]}")
     report = run_bench(subjects, settings, progress=lambda m: print(m, file=sys.stderr))
     if args.psnr_images:
-        report["psnr"] = _psnr_section(args, models, settings)
+        report["psnr"] = _psnr_section(args, models, settings, low[0])
     report["arguments"] = {k: v for k, v in vars(args).items() if k != "func"}
     print(write_report(report, args.json, args.markdown, baseline=baseline))
     bad = [n for n, r in report["results"].items()
@@ -98,7 +101,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _psnr_section(args: argparse.Namespace, models: list, settings) -> dict:
+def _psnr_section(args: argparse.Namespace, models: list, settings, dtype: str) -> dict:
     import torch
 
     from latentae.bench.precision import load_images, psnr_change
@@ -107,7 +110,7 @@ def _psnr_section(args: argparse.Namespace, models: list, settings) -> dict:
     images = load_images(args.psnr_images, args.psnr_resolution, args.psnr_limit)
     out = {}
     for name, model in models:
-        print(f"bench: {name}: PSNR float32 vs {args.dtype}", file=sys.stderr)
-        out[name] = psnr_change(model, images, DTYPES[args.dtype], torch.device(args.device),
+        print(f"bench: {name}: PSNR float32 vs {dtype}", file=sys.stderr)
+        out[name] = psnr_change(model, images, DTYPES[dtype], torch.device(args.device),
                                 settings.channels_last != "none")
     return out
