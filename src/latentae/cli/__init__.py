@@ -12,9 +12,10 @@ from latentae.cli import eval as _eval
 from latentae.cli import models as _models
 from latentae.cli import study as _study
 from latentae.cli import tools as _tools
+from latentae.cli import train as _train
 from latentae.cli import weights as _weights
 
-COMMAND_MODULES = (_models, _weights, _bench, _eval, _tools, _study,)
+COMMAND_MODULES = (_models, _weights, _bench, _eval, _tools, _study, _train,)
 
 
 def build_parser() -> argparse.ArgumentParser:

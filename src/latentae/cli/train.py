@@ -1,0 +1,104 @@
+"""``latentae train``, ``latentae plot``, ``latentae shards``, ``latentae demo``."""
+
+from __future__ import annotations
+
+import argparse
+
+# Command-line flags that map one-to-one onto TrainConfig fields (None = not given).
+FLAGS = (("--model", str, "preset name or saved model directory (default litevae-tiny)"),
+         ("--recipe", str, "litevae | dcae | sdvae (default litevae)"),
+         ("--data", str, "training images (recursive folder) or a folder of .tar shards"),
+         ("--val-data", str, "held-out images for validation"),
+         ("--out", str, "run folder, e.g. runs/NAME"),
+         ("--steps-scale", float, "multiply every phase's steps, e.g. 0.01"),
+         ("--resume", str, "'auto': continue from the newest valid checkpoint in OUT"),
+         ("--seed", int, None), ("--ema-decay", float, None),
+         ("--grad-clip", float, "max gradient norm (0: off)"),
+         ("--accumulation", int, "gradient accumulation rounds per step"),
+         ("--val-every", int, None), ("--ckpt-every", int, None), ("--log-every", int, None),
+         ("--keep-checkpoints", int, None),
+         ("--max-minutes", float, "checkpoint and stop after this long (resume later)"),
+         ("--max-steps", int, "checkpoint and stop after this many steps"),
+         ("--workers", int, "data loader processes"),
+         ("--small-images", str, "upscale | skip images smaller than the crop"),
+         ("--crop-scale", float, "shortest side resized to res × U(1, S) before cropping"),
+         ("--device", str, "auto | cpu | cuda | cuda:N"))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an autoencoder with a paper's recipe",
+                       description="Train on a folder of images with a phased recipe; "
+                       "one process or `torchrun --nproc_per_node N -m latentae train`.")
+    for flag, typ, help_ in FLAGS:
+        p.add_argument(flag, type=typ, default=None, help=help_)
+    p.add_argument("--config", help="YAML file with config keys (and recipe_overrides)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field: lr=2e-4, p256.batch_size=8, losses.kl=0")
+    p.add_argument("--channels-last", action="store_true", default=None)
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("plot", help="draw the loss and metric curves of a run")
+    p.add_argument("run", help="run folder (holds metrics.jsonl)")
+    p.add_argument("--out", help="PNG path (default RUN/curves.png)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("shards", help="pack an image folder into webdataset tar shards")
+    p.add_argument("folder")
+    p.add_argument("out")
+    p.add_argument("--size", default="1GB", help="maximum shard size (default 1GB)")
+    p.set_defaults(func=cmd_shards)
+
+    p = sub.add_parser("demo", help="train litevae-tiny for ~3 min on CPU, write a report")
+    p.add_argument("--out", default="demo")
+    p.add_argument("--minutes", type=float, default=3.0)
+    p.add_argument("--no-perceptual", dest="perceptual", action="store_false",
+                   help="train without the LPIPS-VGG loss (faster on CPU)")
+    p.set_defaults(func=cmd_demo)
+
+
+def parse_sets(items: list[str]) -> dict[str, object]:
+    import yaml
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from latentae.train.config import load_yaml, make_config
+    from latentae.train.loop import train
+    file = load_yaml(args.config) if args.config else {}
+    cli = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+           for flag, _, _ in FLAGS}
+    cli.update(channels_last=args.channels_last, compile=args.compile, progress=args.progress,
+               recipe_overrides=parse_sets(args.set))
+    out = train(make_config(file, cli))
+    if out is not None:
+        print(f"model: {out}  (load with latentae.load('{out}'))")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from latentae.train.plot import plot_run
+    print(plot_run(args.run, args.out))
+    return 0
+
+
+def cmd_shards(args: argparse.Namespace) -> int:
+    from latentae.train.data import parse_size, write_shards
+    shards = write_shards(args.folder, args.out, parse_size(args.size))
+    print(f"wrote {len(shards)} shard(s) to {args.out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from latentae.train.demo import run_demo
+    report = run_demo(args.out, args.minutes, perceptual=args.perceptual)
+    print(f"report: {report}\nrecon grid: {report.parent / 'recon_grid.png'}\n"
+          f"loss curve: {report.parent / 'loss_curve.png'}")
+    return 0
