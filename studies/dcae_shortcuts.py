@@ -49,8 +49,13 @@ def settings(args) -> dict:
         return dict(steps=args.steps or 2, resolution=32, batch=2, val_every=1,
                     val_images=2, models=QUICK_MODELS, eval_limit=args.eval_limit or 2)
     steps = args.steps or 200
+    chosen = getattr(args, "models", None)
+    models = tuple(chosen.split(",")) if chosen else tuple(MODELS)
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; valid: {', '.join(MODELS)}")
     return dict(steps=steps, resolution=64, batch=8, val_every=max(1, steps // 8),
-                val_images=24, models=tuple(MODELS), eval_limit=args.eval_limit)
+                val_images=24, models=models, eval_limit=args.eval_limit)
 
 
 def run(args) -> list[dict]:
@@ -93,7 +98,10 @@ def run(args) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     common.pin_hash_seed()
-    run(common.parser(NAME, __doc__).parse_args(argv))
+    p = common.parser(NAME, __doc__)
+    p.add_argument("--models", default=None,
+                   help="comma-separated subset of " + ", ".join(MODELS))
+    run(p.parse_args(argv))
     return 0
 
 
