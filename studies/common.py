@@ -155,26 +155,32 @@ def finished_run(run_dir: Path, cfg, recipe) -> dict[str, Any] | None:
 
 
 def _patchgan_width_workaround() -> None:
-    """``latentae.train.loop.setup`` builds every discriminator with ``channels=...``, but
-    ``PatchGANDiscriminator`` names its width ``ndf``; translate until the loop does."""
+    """The trainer builds every discriminator with ``channels=...``, but
+    ``PatchGANDiscriminator`` names its width ``ndf``; translate until the trainer does.
+    Patches whichever trainer module (``loop`` or ``run``) holds ``build_discriminator``."""
+    import importlib
     import inspect
 
     from latentae.losses.discriminators import PatchGANDiscriminator
-    from latentae.train import loop
 
     if "channels" in inspect.signature(PatchGANDiscriminator).parameters:
         return
-    original = loop.build_discriminator
-    if getattr(original, "_study_patch", False):
-        return
+    for name in ("latentae.train.loop", "latentae.train.run"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        original = getattr(module, "build_discriminator", None)
+        if original is None or getattr(original, "_study_patch", False):
+            continue
 
-    def build(name: str, **kwargs):
-        if name == "patchgan" and "channels" in kwargs:
-            kwargs["ndf"] = kwargs.pop("channels")
-        return original(name, **kwargs)
+        def build(kind: str, _original=original, **kwargs):
+            if kind == "patchgan" and "channels" in kwargs:
+                kwargs["ndf"] = kwargs.pop("channels")
+            return _original(kind, **kwargs)
 
-    build._study_patch = True
-    loop.build_discriminator = build
+        build._study_patch = True
+        module.build_discriminator = build
 
 
 _NETS: dict[str, Any] = {}
