@@ -138,3 +138,24 @@ def test_overrides_and_errors(tmp_path):
         make_config({})
     cfg = make_config({"data": "x", "steps_scale": "0.001", "recipe_overrides": {"steps": 2}})
     assert [p.steps for p in resolve_recipe(cfg).phases] == [2, 2]
+
+
+def test_dcae_phases_train_only_their_groups(tmp_path):
+    # DC-AE §3.3: phase 2 trains encoder.project_out + decoder.project_in, phase 3 only
+    # decoder.head (with PatchGAN). One step per phase; a state is saved at each phase end.
+    cfg = tiny_config(tmp_path, "dcae", model="dcae-tiny-f32", recipe="dcae",
+                      keep_checkpoints=5, overrides={"steps": 1, "disc_start": 0})
+    train(cfg)
+    states = [torch.load(p, weights_only=True)["model"]
+              for p in sorted((tmp_path / "dcae" / "checkpoints").glob("state-*.pt"))]
+    assert len(states) == 3
+    model = create_model("dcae-tiny-f32")
+    groups = model.param_groups()
+    names = {id(p): n for n, p in model.named_parameters()}
+    for before, after, trained in ((states[0], states[1], ("encoder.project_out",
+                                                           "decoder.project_in")),
+                                   (states[1], states[2], ("decoder.head",))):
+        inside = {names[id(p)] for g in trained for p in groups[g]}
+        for name in names.values():
+            same = torch.equal(before[name], after[name])
+            assert same != (name in inside), name

@@ -31,13 +31,14 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 class PatchGANDiscriminator(nn.Module):
     """taming ``NLayerDiscriminator``: conv4/s2 + LeakyReLU(0.2), ``n_layers - 1`` more
-    conv4/s2 + norm + LeakyReLU (width ``ndf·min(2^n, 8)``), one conv4/s1 block, conv4/s1
+    conv4/s2 + norm + LeakyReLU (width ``channels·min(2^n, 8)``), one conv4/s1 block, conv4/s1
     to 1 channel; N(0, 0.02) init. ``norm="batch"`` as LDM; ``"group"``/``"none"`` keep
     samples independent (needed for exact DDP equivalence)."""
 
-    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3,
+    def __init__(self, in_channels: int = 3, channels: int = 64, n_layers: int = 3,
                  norm: str = "batch") -> None:
         super().__init__()
+        ndf = channels  # taming's name
         bias = norm == "none"
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2)]
         mult = 1
