@@ -159,3 +159,38 @@ def test_dcae_phases_train_only_their_groups(tmp_path):
         for name in names.values():
             same = torch.equal(before[name], after[name])
             assert same != (name in inside), name
+
+
+def test_nan_guard_skips_counts_and_stops(tmp_path):
+    from types import SimpleNamespace
+
+    from latentae.train.loop import finish_step
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([w], lr=0.1)
+    run = SimpleNamespace(cfg=make_config({"data": "x", "max_bad_steps": 2}), skipped=0,
+                          bad_steps={"g": 0, "d": 0}, global_step=7, phase=0, dir=tmp_path)
+    module = torch.nn.Module()
+    module.w = w
+    w.grad = torch.tensor([1.0, float("nan"), 0.0])
+    assert not finish_step(run, opt, module, {}, "g")
+    assert torch.equal(w.detach(), torch.ones(3)) and run.skipped == 1  # step skipped
+    w.grad = torch.tensor([float("inf"), 0.0, 0.0])
+    with pytest.raises(RuntimeError, match="2 non-finite G steps in a row"):
+        finish_step(run, opt, module, {}, "g")
+
+
+def test_cli_train_plot_shards(tmp_path, capsys):
+    from latentae.cli import main
+    data = smooth_images(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--recipe", "sdvae",
+                 "--set", "steps=2", "--set", "resolution=32", "--set", "batch_size=2",
+                 "--set", "losses.perceptual=0", "--set", "discriminator_on=false",
+                 "--log-every", "1", "--no-progress"]) == 0
+    assert (run / "model" / "config.json").is_file() and (run / "config.yaml").is_file()
+    assert main(["plot", str(run)]) == 0 and (run / "curves.png").is_file()
+    assert main(["shards", str(data), str(tmp_path / "shards"), "--size", "4KB"]) == 0
+    from latentae.train.data import list_sources
+    assert len(list_sources(tmp_path / "shards")) == 4
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(run)]) == 2
+    assert "not a directory" in capsys.readouterr().err
