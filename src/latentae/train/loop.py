@@ -29,6 +29,7 @@ from latentae.losses import (
     r1_penalty,
     wavelet_charbonnier_loss,
 )
+from latentae.models.distributions import DiagonalGaussian
 from latentae.train import dist
 from latentae.train.config import TrainConfig, dump_yaml, resolve_recipe
 from latentae.train.data import TrainImages, make_loader, seed_from
@@ -63,7 +64,10 @@ class Generator(nn.Module):
     def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         posterior = self.model.encode(x)
         z = posterior.mean + posterior.std * eps  # (B, nz, H/f, W/f)
-        return self.model.decode(z), posterior.kl()
+        if isinstance(posterior, DiagonalGaussian):  # KL in float32 even under autocast
+            moments = torch.cat([posterior.mean, posterior.logvar], dim=1).float()
+            posterior = DiagonalGaussian(moments)
+        return self.model.decode(z), posterior.kl().float()
 
 
 def set_trainable(model: nn.Module, groups: tuple[str, ...]) -> list[nn.Parameter]:
@@ -195,6 +199,9 @@ def finish_step(run: Run, opt: torch.optim.Optimizer, module: nn.Module,
 def run_phase(run: Run, phase: Phase, resume: dict[str, Any] | None) -> bool:
     """Train one phase from ``run.step``; returns False when stopped early."""
     cfg, rank, world = run.cfg, dist.rank(), dist.world_size()
+    if phase.batch_size % cfg.accumulation:
+        raise ValueError(f"phase {phase.name!r}: batch_size {phase.batch_size} is not "
+                         f"divisible by accumulation {cfg.accumulation}")
     run.g_opt = make_optimizer(set_trainable(run.model, phase.train_groups), phase)
     run.d_opt = make_optimizer(list(run.disc.parameters()), phase) \
         if phase.discriminator_on else None
