@@ -70,6 +70,7 @@ def parse_sets(items: list[str]) -> dict[str, object]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from latentae.train import dist
     from latentae.train.config import load_yaml, make_config
     from latentae.train.loop import train
     file = load_yaml(args.config) if args.config else {}
@@ -77,9 +78,12 @@ def cmd_train(args: argparse.Namespace) -> int:
            for flag, _, _ in FLAGS}
     cli.update(channels_last=args.channels_last, compile=args.compile, progress=args.progress,
                recipe_overrides=parse_sets(args.set))
-    out = train(make_config(file, cli))
-    if out is not None:
-        print(f"model: {out}  (load with latentae.load('{out}'))")
+    try:
+        out = train(make_config(file, cli))
+        if out is not None:
+            dist.print0(f"model: {out}  (load with latentae.load('{out}'))")
+    finally:
+        dist.destroy()
     return 0
 
 
