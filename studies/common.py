@@ -98,7 +98,6 @@ def train_model(start: Path | str, run_dir: Path, phases: tuple, seed: int,
     from latentae.train.loop import train
     from latentae.train.recipes import Recipe
 
-    _patchgan_width_workaround()
     cfg = make_config({
         "model": str(start), "data": str(TRAIN_DATA), "out": str(run_dir), "seed": seed,
         "val_data": str(EVAL_DATA) if val_every else None, "val_images": val_images,
@@ -152,35 +151,6 @@ def finished_run(run_dir: Path, cfg, recipe) -> dict[str, Any] | None:
              (run_dir / "metrics.jsonl").read_text().splitlines()[-3:] if line.strip()]
     return summarize_run(run_dir) if steps and max(steps) >= sum(
         p.steps for p in recipe.phases) else None
-
-
-def _patchgan_width_workaround() -> None:
-    """The trainer builds every discriminator with ``channels=...``, but
-    ``PatchGANDiscriminator`` names its width ``ndf``; translate until the trainer does.
-    Patches whichever trainer module (``loop`` or ``run``) holds ``build_discriminator``."""
-    import importlib
-    import inspect
-
-    from latentae.losses.discriminators import PatchGANDiscriminator
-
-    if "channels" in inspect.signature(PatchGANDiscriminator).parameters:
-        return
-    for name in ("latentae.train.loop", "latentae.train.run"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        original = getattr(module, "build_discriminator", None)
-        if original is None or getattr(original, "_study_patch", False):
-            continue
-
-        def build(kind: str, _original=original, **kwargs):
-            if kind == "patchgan" and "channels" in kwargs:
-                kwargs["ndf"] = kwargs.pop("channels")
-            return _original(kind, **kwargs)
-
-        build._study_patch = True
-        module.build_discriminator = build
 
 
 _NETS: dict[str, Any] = {}
