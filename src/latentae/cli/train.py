@@ -53,8 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train litevae-tiny for ~3 min on CPU, write a report")
     p.add_argument("--out", default="demo")
     p.add_argument("--minutes", type=float, default=3.0)
-    p.add_argument("--no-perceptual", dest="perceptual", action="store_false",
-                   help="train without the LPIPS-VGG loss (faster on CPU)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: half the cores)")
+    p.add_argument("--perceptual", action="store_true",
+                   help="add the LPIPS-VGG loss (slower; needs more than 3 minutes)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -102,7 +103,8 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from latentae.train.demo import run_demo
-    report = run_demo(args.out, args.minutes, perceptual=args.perceptual)
+    report = run_demo(args.out, args.minutes, perceptual=args.perceptual,
+                      threads=args.threads)
     print(f"report: {report}\nrecon grid: {report.parent / 'recon_grid.png'}\n"
           f"loss curve: {report.parent / 'loss_curve.png'}")
     return 0
