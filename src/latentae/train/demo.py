@@ -95,7 +95,7 @@ def run_demo(out: str | Path = "demo", minutes: float = 3.0, seed: int = 0,
               "training without the perceptual loss")
     cfg = make_config(dict(model="litevae-tiny", data=str(train_dir), val_data=str(val_dir),
                            out=str(out / "run"), seed=seed, max_minutes=minutes,
-                           val_every=50, ckpt_every=100, log_every=5, ema_decay=0.995,
+                           val_every=50, ckpt_every=100, log_every=1, ema_decay=0.995,
                            crop_scale=4.0))
     train(cfg, demo_recipe(vgg))
     t_train = time.time() - t0
