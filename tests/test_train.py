@@ -216,3 +216,24 @@ def test_gradient_accumulation_matches_full_batch(tmp_path):
     train(tiny_config(tmp_path, "acc2", accumulation=2, **kw))
     a, b = final_weights(tmp_path / "acc1"), final_weights(tmp_path / "acc2")
     assert_same_training(a, b)
+
+
+def test_sigterm_checkpoints_and_exits_zero(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    data = smooth_images(tmp_path / "data")
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "latentae", "train", "--data", str(data), "--out", str(run),
+           "--recipe", "sdvae", "--set", "steps=100000", "--set", "resolution=32",
+           "--set", "batch_size=2", "--set", "losses.perceptual=0",
+           "--set", "discriminator_on=false", "--log-every", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
+    state = load_latest(run / "checkpoints")
+    assert state is not None and state["global_step"] >= 1
