@@ -173,6 +173,9 @@ def test_dcae_phases_train_only_their_groups(tmp_path):
         for name in names.values():
             same = torch.equal(before[name], after[name])
             assert same != (name in inside), name
+    # Frozen BatchNorm layers keep their running statistics (buffers) in phase 3 too.
+    stats = [k for k in states[1] if "running_" in k]
+    assert stats and all(torch.equal(states[1][k], states[2][k]) for k in stats)
 
 
 def test_nan_guard_skips_counts_and_stops(tmp_path):

@@ -81,6 +81,13 @@ def set_trainable(model: nn.Module, groups: tuple[str, ...]) -> list[nn.Paramete
     chosen = {id(p) for g in groups for p in available[g]}
     for p in model.parameters():
         p.requires_grad_(id(p) in chosen)
+    # A frozen BatchNorm must not keep updating its running statistics (buffers, not
+    # parameters): DC-AE phase 3 trains only the decoder head above BatchNorm stages.
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in m.parameters()):
+            m.eval()
     return [p for p in model.parameters() if p.requires_grad]
 
 
