@@ -27,6 +27,7 @@ lint: install
 	$(BIN)/ruff check src tests
 
 demo: install
+	$(BIN)/latentae weights fetch
 	$(BIN)/latentae demo --out demo
 
 clean:

@@ -224,7 +224,9 @@ def run_phase(run: Run, phase: Phase, resume: dict[str, Any] | None) -> bool:
                        cfg.crop_scale)
     batches = iter(make_loader(data, phase.batch_size, rank, world, run.step, cfg.workers))
     lat = phase.resolution // run.model.spatial_compression_ratio
-    bar = tqdm(total=phase.steps, initial=run.step, desc=f"{phase.name}",
+    # A run bounded by --max-minutes has no meaningful step total (or ETA).
+    bar = tqdm(total=None if cfg.max_minutes else phase.steps, initial=run.step,
+               desc=f"{phase.name}",
                disable=not (cfg.progress and dist.is_main()), dynamic_ncols=True)
     window, t0 = [], time.time()
     while run.step < phase.steps:
