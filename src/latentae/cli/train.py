@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a recipe field: lr=2e-4, p256.batch_size=8, losses.kl=0")
     p.add_argument("--channels-last", action="store_true", default=None)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile")
+    p.add_argument("--gradient-checkpointing", action="store_true", default=None,
+                   help="recompute block activations in backward (less memory)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.set_defaults(func=cmd_train)
 
@@ -77,7 +79,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     file = load_yaml(args.config) if args.config else {}
     cli = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
            for flag, _, _ in FLAGS}
-    cli.update(channels_last=args.channels_last, compile=args.compile, progress=args.progress,
+    cli.update(channels_last=args.channels_last, compile=args.compile,
+               gradient_checkpointing=args.gradient_checkpointing, progress=args.progress,
                recipe_overrides=parse_sets(args.set))
     try:
         out = train(make_config(file, cli))

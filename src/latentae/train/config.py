@@ -45,6 +45,7 @@ class TrainConfig:
     crop_scale: float = 1.0  # shortest side resized to resolution × U(1, crop_scale)
     channels_last: bool = False
     compile: bool = False
+    gradient_checkpointing: bool = False  # recompute block activations in backward
     device: str = "auto"
     resume: str = "none"  # "auto": newest valid checkpoint in OUT/checkpoints
     progress: bool = True

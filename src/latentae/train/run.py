@@ -138,6 +138,9 @@ def setup(cfg: TrainConfig, recipe: Recipe) -> Run:
     device = dist.device(cfg.device)
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     model = load_any(cfg.model, random_init=True).to(device, memory_format=memory_format(cfg))
+    if cfg.gradient_checkpointing:
+        from latentae.nn.checkpointing import enable_gradient_checkpointing
+        enable_gradient_checkpointing(model)
     disc = None
     if recipe.uses_discriminator:
         disc = build_discriminator(recipe.discriminator,
