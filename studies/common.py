@@ -4,8 +4,8 @@ Every study script builds models, trains them with the public training API
 (``latentae.train``: ``make_config``, ``Recipe``/``Phase``/``LossWeights``, ``train``),
 evaluates them with ``latentae.eval.run.evaluate`` on kodak24 crops, and writes
 ``OUT/results.json`` + ``OUT/table.md`` (+ a PNG plot). Runs are deterministic given
-``--seed``: the training loop derives its noise and crops from Python's ``hash`` of
-tuples, so the scripts pin ``PYTHONHASHSEED=0`` (re-executing themselves if needed).
+``--seed``. The scripts pin ``PYTHONHASHSEED=0`` (re-executing themselves if needed):
+the trainer that produced most of docs/results.md seeded with Python's ``hash``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ DEFAULT_OUT = ROOT / "runs" / "studies"
 def pin_hash_seed() -> None:
     """Re-execute the current command with ``PYTHONHASHSEED=0`` unless already pinned.
 
-    Why: ``latentae.train`` seeds crops and latent noise with ``hash((seed, ...))``, which
-    Python salts per process for tuples holding strings; without a pinned hash seed two
-    runs with the same ``--seed`` see different noise."""
+    Why: ``latentae.train`` before commit 60bf628 seeded crops and latent noise with
+    ``hash((seed, ...))``, which Python salts per process for tuples holding strings;
+    pinning keeps those results reproducible and costs nothing with later trainers."""
     if os.environ.get("PYTHONHASHSEED") != "0":
         os.environ["PYTHONHASHSEED"] = "0"
         os.execv(sys.executable, [sys.executable, *sys.argv])
