@@ -212,7 +212,8 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 def write_results(out: Path, study: str, args: argparse.Namespace, rows: list[dict],
                   columns: list[str], extra: dict | None = None, started: float = 0.0) -> None:
     """``OUT/results.json`` (everything) and ``OUT/table.md`` (the table + the command)."""
-    command = f"python studies/{study}.py " + " ".join(sys.argv[1:])
+    via_cli = Path(sys.argv[0]).name == "latentae"  # `latentae study NAME ...`
+    command = ("latentae " if via_cli else f"python studies/{study}.py ") + " ".join(sys.argv[1:])
     meta = {"study": study, "command": command.strip(), "seed": args.seed,
             "quick": args.quick, "machine": machine(),
             "wall_seconds": round(time.perf_counter() - started, 1) if started else None,
