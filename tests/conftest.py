@@ -27,3 +27,16 @@ def shared_data() -> Path:
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def fetched() -> Path:
+    """The metric network weights cache; fetched once if missing (``make test`` fetches
+    before pytest), skipped with the reason if that is impossible."""
+    from latentae import weights
+    if any(s != "ok" for s in weights.verify().values()):
+        try:
+            weights.fetch(log=lambda *a: None)
+        except ValueError as e:
+            pytest.skip(f"metric weights are not cached and `latentae weights fetch` failed: {e}")
+    return weights.cache_dir()

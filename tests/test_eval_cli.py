@@ -15,16 +15,6 @@ from latentae import weights
 from latentae.cli import main
 
 
-@pytest.fixture(scope="module")
-def fetched():
-    if any(s != "ok" for s in weights.verify().values()):
-        try:
-            weights.fetch(log=lambda *a: None)
-        except ValueError as e:
-            pytest.skip(f"metric weights are not cached and `latentae weights fetch` failed: {e}")
-    return weights.cache_dir()
-
-
 @pytest.fixture
 def folder(shared_data, tmp_path):
     """A corrupt file and two Kodak images of different orientation (768x512, 512x768)."""

@@ -21,16 +21,6 @@ from latentae.eval.lpips import load_lpips
 from latentae.io import load_image, resize_center_crop, to_tensor
 
 
-@pytest.fixture(scope="module")
-def fetched():
-    if any(s != "ok" for s in weights.verify().values()):
-        try:
-            weights.fetch(log=lambda *a: None)
-        except ValueError as e:
-            pytest.skip(f"metric weights are not cached and `latentae weights fetch` failed: {e}")
-    return weights.cache_dir()
-
-
 def test_lpips_alex_reproduces_the_original_values(fetched, shared_data):
     d = shared_data / "lpips-examples"
     ref, p0, p1 = (to_tensor(load_image(d / f"ex_{n}.png"))[None] for n in ("ref", "p0", "p1"))

@@ -13,19 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from latentae import weights
 from latentae.cli import main
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
-
-
-@pytest.fixture(scope="module")
-def fetched():
-    if any(s != "ok" for s in weights.verify().values()):
-        try:
-            weights.fetch(log=lambda *a: None)
-        except ValueError as e:
-            pytest.skip(f"metric weights are not cached and `latentae weights fetch` failed: {e}")
 
 
 def run_study(name: str, out: Path, data: Path, *extra: str) -> dict:
