@@ -93,15 +93,22 @@ def test_peak_memory_sees_a_large_allocation():
 
 def test_cli_writes_json_and_markdown(tmp_path, capsys):
     rc = main(["bench", "sdvae-tiny", "--resolution", "32", "--batch", "1", "--warmup", "0",
-               "--repeats", "1", "--modes", "encode,decode", "--compare", "diffusers",
-               "--baseline", "diffusers:sdvae-tiny", "--json", str(tmp_path / "b.json"),
+               "--repeats", "1", "--modes", "encode,decode",
+               "--compare", "diffusers,diffusers-default",
+               "--baseline", "diffusers-default:sdvae-tiny", "--json", str(tmp_path / "b.json"),
                "--markdown", str(tmp_path / "b.md")])
     assert rc == 0
     rep = json.loads((tmp_path / "b.json").read_text())
-    assert set(rep["results"]) == {"sdvae-tiny", "diffusers:sdvae-tiny"}
-    assert "train_encode" not in rep["results"]["sdvae-tiny"]
+    res = rep["results"]
+    assert list(res) == ["sdvae-tiny", "diffusers:sdvae-tiny", "diffusers-default:sdvae-tiny"]
+    assert "train_encode" not in res["sdvae-tiny"]
+    # the default-settings twin was timed in its own process, and its outputs checked
+    assert [res[n]["process"] for n in res] == ["same", "same", "default"]
+    assert res["diffusers-default:sdvae-tiny"]["decode"]["images_per_s"] > 0
+    assert res["diffusers-default:sdvae-tiny"]["equal_outputs"]["equal"]
     md = (tmp_path / "b.md").read_text()
-    assert "Ratios in parentheses are to **diffusers:sdvae-tiny**" in md
+    assert "Ratios in parentheses are to **diffusers-default:sdvae-tiny**" in md
+    assert "fresh child process with PyTorch's defaults" in md
     assert "encode images/s" in capsys.readouterr().out
 
 
@@ -111,6 +118,7 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     (["sdvae-tiny", "--baseline", "other"], "baseline"),
     (["sdvae-tiny", "--resolution", "36"], "not divisible"),
     (["litevae-tiny", "--compare", "diffusers"], "none of the models has a diffusers twin"),
+    (["sdvae-tiny", "--compare", "diffusers,onnx"], "--compare takes"),
     (["sdvae-tiny", "--json", "/nonexistent-dir/x.json"], "not writable|missing"),
     (["sdvae-tiny", "--repeats", "0"], "repeats"),
     (["sdvae-tiny", "--dtype", "float32,int8"], "unknown dtype"),

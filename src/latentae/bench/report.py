@@ -63,6 +63,10 @@ def header_lines(report: dict) -> list[str]:
         "(GPU); train GFLOP/s counts backward as 2× forward; glibc allocator tuned: "
         f"{m.get('allocator_tuned', False)}",
     ]
+    isolated = [n for n, r in report["results"].items() if r.get("process") == "default"]
+    if isolated:
+        lines.append(f"- timed in a fresh child process with PyTorch's defaults (allocator "
+                     f"untouched, as a plain diffusers script runs): {', '.join(isolated)}")
     return lines
 
 

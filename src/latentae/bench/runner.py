@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from latentae.bench import measure
+from latentae.bench.isolated import DefaultProcessTimer
 from latentae.bench.subjects import (
     TWIN_FAMILIES,
     Subject,
@@ -103,13 +104,17 @@ def _mode_fn(s: Subject, mode: str, x: torch.Tensor, z: torch.Tensor, device: to
     return train_step
 
 
-def static_measures(s: Subject, settings: BenchSettings) -> dict:
-    """Parameters and GFLOPs per image (one image, FlopCounterMode) of a subject."""
-    device = torch.device(settings.device)
-    s.module.to(device)
+def static_measures_prepare(s: Subject, settings: BenchSettings) -> None:
+    """Move the subject's module to the device and memory format it is timed in."""
+    s.module.to(torch.device(settings.device))
     if _uses_channels_last(s, settings):
         s.module.to(memory_format=torch.channels_last)
-    return {"kind": s.kind, "twin_of": s.twin_of, "dtype": s.dtype,
+
+
+def static_measures(s: Subject, settings: BenchSettings) -> dict:
+    """Parameters and GFLOPs per image (one image, FlopCounterMode) of a subject."""
+    static_measures_prepare(s, settings)
+    return {"process": s.process, "kind": s.kind, "twin_of": s.twin_of, "dtype": s.dtype,
             "encoder_params": s.encoder_params,
             "decoder_params": s.decoder_params,
             "channels_last": _uses_channels_last(s, settings),
@@ -137,24 +142,35 @@ def _count_flops(s: Subject, part: str, settings: BenchSettings) -> int:
         return measure.count_flops(lambda: fn(x1 if part == "encode" else z1))
 
 
-def time_mode(subjects: list[Subject], mode: str, settings: BenchSettings) -> dict[str, dict]:
+def _timers(s: Subject, mode: str, settings: BenchSettings, children: dict):
+    """``(time, peak)`` callables for one subject and mode, after its warm-up; a
+    ``process="default"`` subject is timed in its child process (``children[id(module)]``)."""
+    device = torch.device(settings.device)
+    if s.process == "default":
+        child = children[id(s.module)]
+        child.prepare(mode, s.dtype)
+        return child.time, child.peak
+    x, z = _inputs(s, settings, settings.batch, device)
+    fn = _mode_fn(s, mode, x, z, device, DTYPES[s.dtype])
+    for _ in range(settings.warmup):
+        fn()
+    return (lambda: measure.time_once(fn, device)), (
+        lambda: measure.peak_memory_bytes(fn, device))
+
+
+def time_mode(subjects: list[Subject], mode: str, settings: BenchSettings,
+              children: dict | None = None) -> dict[str, dict]:
     """Time ``mode`` for every subject with the repeats *interleaved* (s1, s2, s1, s2, ...)
     so that a change in machine load hits every column alike."""
-    device = torch.device(settings.device)
-    fns = {}
-    for s in subjects:
-        x, z = _inputs(s, settings, settings.batch, device)
-        fns[s.name] = _mode_fn(s, mode, x, z, device, DTYPES[s.dtype])
-        for _ in range(settings.warmup):
-            fns[s.name]()
+    timers = {s.name: _timers(s, mode, settings, children or {}) for s in subjects}
     gc.collect()  # once per mode: cyclic garbage would distort the RSS baselines
-    times: dict[str, list[float]] = {n: [] for n in fns}
+    times: dict[str, list[float]] = {n: [] for n in timers}
     for _ in range(settings.repeats):
-        for name, fn in fns.items():
-            times[name].append(measure.time_once(fn, device))
+        for name, (timed, _) in timers.items():
+            times[name].append(timed())
     # Peak memory in one more, untimed call each (its bookkeeping returns cached memory
     # to the OS, which would slow a timed call).
-    peaks = {name: measure.peak_memory_bytes(fn, device) for name, fn in fns.items()}
+    peaks = {name: peak() for name, (_, peak) in timers.items()}
     for s in subjects:  # drop the last training step's gradients before the next mode
         for p in s.module.parameters():
             p.grad = None
@@ -185,24 +201,32 @@ def compare_outputs(a: Subject, b: Subject, settings: BenchSettings) -> dict:
     return res
 
 
+COMPARE = {"diffusers": "same", "diffusers-default": "default"}
+
+
 def build_subjects(models: list, compare: str | None = None, note=print,
                    dtypes: list[str] | tuple[str, ...] = ("float32",)) -> list[Subject]:
-    """``models``: ``(name, Autoencoder)`` pairs; ``compare="diffusers"`` adds each twin
-    right after its model (families without one are noted and skipped). With several
-    ``dtypes`` every column repeats per dtype after the first (``name@dtype``)."""
-    if compare not in (None, "diffusers"):
-        raise ValueError(f"--compare supports 'diffusers' only, got {compare!r}")
+    """``models``: ``(name, Autoencoder)`` pairs. ``compare``: comma-separated
+    ``diffusers`` (the twin timed in this process, ``diffusers:NAME``) and/or
+    ``diffusers-default`` (timed in a fresh process with PyTorch's defaults,
+    ``diffusers-default:NAME``); twins follow their model (families without one are noted
+    and skipped). With several ``dtypes`` every column repeats per dtype after the first
+    (``name@dtype``)."""
+    kinds = [k for k in (compare or "").split(",") if k]
+    if any(k not in COMPARE for k in kinds):
+        raise ValueError(f"--compare takes {' and/or '.join(COMPARE)}, got {compare!r}")
     subjects = []
     for name, model in models:
         model.eval()
         subjects.append(latentae_subject(model, name))
-        if compare == "diffusers" and model.family in TWIN_FAMILIES:
-            subjects.append(diffusers_subject(diffusers_twin(model), f"diffusers:{name}",
-                                              twin_of=name))
-        elif compare == "diffusers":
+        if kinds and model.family in TWIN_FAMILIES:
+            twin = diffusers_twin(model)
+            subjects += [diffusers_subject(twin, f"{k}:{name}", name, COMPARE[k])
+                         for k in kinds]
+        elif kinds:
             note(f"bench: {name} ({model.family}) has no diffusers twin; measured alone")
-    if compare == "diffusers" and not any(s.twin_of for s in subjects):
-        raise ValueError("--compare diffusers: none of the models has a diffusers twin "
+    if kinds and not any(s.twin_of for s in subjects):
+        raise ValueError(f"--compare {compare}: none of the models has a diffusers twin "
                          f"(families with one: {sorted(TWIN_FAMILIES)})")
     first = [dataclasses.replace(s, dtype=dtypes[0]) for s in subjects]
     return first + [with_dtype(s, dt) for dt in dtypes[1:] for s in first]
@@ -231,14 +255,23 @@ def run_bench(subjects: list[Subject], settings: BenchSettings, progress=print) 
         results[s.name] = static_measures(s, settings)
         if s.twin_of is not None:
             results[s.name]["equal_outputs"] = compare_outputs(by_name[s.twin_of], s, settings)
-    for mode in settings.modes:
-        progress(f"bench: {mode} ({len(subjects)} models, repeats interleaved)")
-        part = "encode" if mode.endswith("encode") else "decode"
-        factor = 3.0 if mode.startswith("train") else 1.0  # backward ≈ 2× forward FLOPs
-        for name, r in time_mode(subjects, mode, settings).items():
-            r["gflops_per_s"] = factor * results[name]["gflops_per_image"][part] * r[
-                "images_per_s"]
-            results[name][mode] = r
+    children = {}
+    try:
+        for s in subjects:
+            if s.process == "default" and id(s.module) not in children:
+                progress(f"bench: {s.name}: starting its default-settings process")
+                children[id(s.module)] = DefaultProcessTimer(s.module, settings, s.name)
+        for mode in settings.modes:
+            progress(f"bench: {mode} ({len(subjects)} models, repeats interleaved)")
+            part = "encode" if mode.endswith("encode") else "decode"
+            factor = 3.0 if mode.startswith("train") else 1.0  # backward ≈ 2× forward FLOPs
+            for name, r in time_mode(subjects, mode, settings, children).items():
+                r["gflops_per_s"] = factor * results[name]["gflops_per_image"][part] * r[
+                    "images_per_s"]
+                results[name][mode] = r
+    finally:
+        for child in children.values():
+            child.close()
     machine["load_average_1m_end"] = measure.machine_info(device).get("load_average_1m")
     return {"settings": {k: v for k, v in vars(settings).items() if k != "extras"},
             "machine": machine, "results": results, **settings.extras}

@@ -36,6 +36,7 @@ class Subject:
     kind: str  # "latentae" or "diffusers"
     twin_of: str | None = None
     dtype: str = "float32"  # autocast dtype this column runs in
+    process: str = "same"  # "same", or "default": timed in a fresh child process
 
 
 def _count(params) -> int:
@@ -70,8 +71,10 @@ def diffusers_twin(model: Autoencoder) -> nn.Module:
     return twin.eval()
 
 
-def diffusers_subject(vae: nn.Module, name: str, twin_of: str | None = None) -> Subject:
-    """A diffusers autoencoder as a bench subject."""
+def diffusers_subject(vae: nn.Module, name: str, twin_of: str | None = None,
+                      process: str = "same") -> Subject:
+    """A diffusers autoencoder as a bench subject (``process="default"``: timed in a child
+    process with PyTorch's defaults, see ``bench/isolated.py``)."""
     enc = [*vae.encoder.parameters()]
     dec = [*vae.decoder.parameters()]
     for attr, group in (("quant_conv", enc), ("post_quant_conv", dec)):
@@ -91,7 +94,7 @@ def diffusers_subject(vae: nn.Module, name: str, twin_of: str | None = None) -> 
         f = 2 ** (len(cfg.encoder_block_out_channels) - 1)
     return Subject(name=name, module=vae, encoder_params=_count(enc), decoder_params=_count(dec),
                    encode=encode, decode=lambda z: vae.decode(z).sample, latent_channels=nz,
-                   compression=f, kind="diffusers", twin_of=twin_of)
+                   compression=f, kind="diffusers", twin_of=twin_of, process=process)
 
 
 def on_meta_device(s: Subject) -> Subject:
@@ -102,7 +105,7 @@ def on_meta_device(s: Subject) -> Subject:
     module = copy.deepcopy(s.module).to("meta")
     if s.kind == "latentae":
         return latentae_subject(module, s.name)
-    return diffusers_subject(module, s.name, s.twin_of)
+    return diffusers_subject(module, s.name, s.twin_of, s.process)
 
 
 def with_dtype(s: Subject, dtype: str) -> Subject:
