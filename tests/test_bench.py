@@ -112,6 +112,24 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     assert "encode images/s" in capsys.readouterr().out
 
 
+def test_default_process_child_keeps_one_call_per_dtype():
+    """One child serves the float32 and the bfloat16 column of a model; each column's
+    timing must run its own call (a shared one once timed bf16 for both)."""
+    from latentae.bench.isolated import DefaultProcessTimer
+    from latentae.bench.subjects import diffusers_twin
+
+    twin = diffusers_twin(create_model("sdvae-tiny"))
+    child = DefaultProcessTimer(twin, BenchSettings(**SETTINGS), "twin")
+    try:
+        for dtype in ("float32", "bfloat16"):
+            timed, _ = child.prepare("encode", dtype)
+            assert timed() > 0
+        assert child.output_dtype("float32") == "float32"
+        assert child.output_dtype("bfloat16") == "bfloat16"
+    finally:
+        child.close()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["nope-preset"], "unknown model preset|neither a model directory"),
     (["sdvae-tiny", "--modes", "encode,fly"], "unknown mode"),

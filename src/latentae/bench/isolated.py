@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 _TAG = "@@latentae-bench "  # marks the child's answers among anything else it prints
+_CHILD_MAIN = "import sys, json; from latentae.bench.isolated import _child; " \
+              "_child(json.loads(sys.argv[1]))"
 
 
 class DefaultProcessTimer:
@@ -34,7 +36,7 @@ class DefaultProcessTimer:
         spec = json.dumps({"path": self._tmp.name, "cls": type(twin).__name__, "cfg": cfg,
                            "name": name, "threads": torch.get_num_threads()})
         # A new interpreter (not fork): nothing of this process's malloc settings carries.
-        self._proc = subprocess.Popen([sys.executable, "-m", "latentae.bench.isolated", spec],
+        self._proc = subprocess.Popen([sys.executable, "-c", _CHILD_MAIN, spec],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       text=True, bufsize=1)
         self._ask(None)
@@ -52,16 +54,16 @@ class DefaultProcessTimer:
             print(line, end="", file=sys.stderr)  # whatever else it printed
         raise RuntimeError("bench: the diffusers child process died")
 
-    def prepare(self, mode: str, dtype: str) -> None:
-        """Build inputs and the call for ``mode`` in ``dtype``, and run the warm-up."""
+    def prepare(self, mode: str, dtype: str) -> tuple:
+        """Build inputs and the call for ``mode`` in ``dtype``, run the warm-up; returns
+        ``(time, peak)`` callables for that call (one child serves every dtype column)."""
         self._ask(["prepare", mode, dtype])
+        return (lambda: self._ask(["time", dtype])), (lambda: self._ask(["peak", dtype]))
 
-    def time(self) -> float:
-        """Seconds of one synchronized call, measured in the child."""
-        return self._ask(["time"])
-
-    def peak(self) -> int | None:
-        return self._ask(["peak"])
+    def output_dtype(self, dtype: str) -> str | None:
+        """The dtype of what the prepared ``dtype`` call returns (``None`` for a training
+        step): lets a test see which call the child really runs."""
+        return self._ask(["output_dtype", dtype])
 
     def close(self) -> None:
         if self._proc.poll() is None:
@@ -87,8 +89,8 @@ def _child(spec: dict) -> None:
         torch.set_num_threads(spec["threads"])
         import diffusers
 
-        vae = getattr(diffusers, spec["cls"]).from_pretrained(spec["path"],
-                                                              local_files_only=True)
+        vae = getattr(diffusers, spec["cls"]).from_pretrained(
+            spec["path"], local_files_only=True, low_cpu_mem_usage=False)
         cfg = {**spec["cfg"], "modes": tuple(spec["cfg"]["modes"]), "tune_allocator": False}
         settings = runner.BenchSettings(**cfg)
         subject = diffusers_subject(vae.eval(), spec["name"])
@@ -98,7 +100,7 @@ def _child(spec: dict) -> None:
         _answer("error", f"{type(e).__name__}: {e}")
         return
     _answer("ok")
-    fn = None
+    fns = {}  # dtype -> the prepared call of the current mode
     for line in sys.stdin:
         msg = json.loads(line)
         try:
@@ -107,17 +109,17 @@ def _child(spec: dict) -> None:
             if msg[0] == "prepare":
                 s = dataclasses.replace(subject, dtype=msg[2])
                 x, z = runner._inputs(s, settings, settings.batch, device)
-                fn = runner._mode_fn(s, msg[1], x, z, device, runner.DTYPES[msg[2]])
+                fns[msg[2]] = runner._mode_fn(s, msg[1], x, z, device, runner.DTYPES[msg[2]])
                 for _ in range(settings.warmup):
-                    fn()
+                    fns[msg[2]]()
                 _answer("ok")
             elif msg[0] == "time":
-                _answer("ok", measure.time_once(fn, device))
+                _answer("ok", measure.time_once(fns[msg[1]], device))
             elif msg[0] == "peak":
-                _answer("ok", measure.peak_memory_bytes(fn, device))
+                _answer("ok", measure.peak_memory_bytes(fns[msg[1]], device))
+            elif msg[0] == "output_dtype":
+                out = fns[msg[1]]()
+                _answer("ok", None if out is None else str(out.dtype).removeprefix("torch."))
         except Exception as e:
             _answer("error", f"{type(e).__name__}: {e}")
 
-
-if __name__ == "__main__":
-    _child(json.loads(sys.argv[1]))

@@ -147,9 +147,7 @@ def _timers(s: Subject, mode: str, settings: BenchSettings, children: dict):
     ``process="default"`` subject is timed in its child process (``children[id(module)]``)."""
     device = torch.device(settings.device)
     if s.process == "default":
-        child = children[id(s.module)]
-        child.prepare(mode, s.dtype)
-        return child.time, child.peak
+        return children[id(s.module)].prepare(mode, s.dtype)
     x, z = _inputs(s, settings, settings.batch, device)
     fn = _mode_fn(s, mode, x, z, device, DTYPES[s.dtype])
     for _ in range(settings.warmup):
