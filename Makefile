@@ -20,11 +20,11 @@ install: $(VENV)/.installed
 
 test: install
 	$(BIN)/latentae weights fetch
-	$(BIN)/ruff check src tests studies
+	$(BIN)/ruff check src tests studies scripts
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 lint: install
-	$(BIN)/ruff check src tests studies
+	$(BIN)/ruff check src tests studies scripts
 
 demo: install
 	$(BIN)/latentae weights fetch
