@@ -128,3 +128,26 @@ def test_pad_to_multiple_and_crop_back():
     p, (h, w) = pad_to_multiple(x, 8)
     assert p.shape[-2:] == (64, 72) and (h, w) == (61, 70)
     assert torch.equal(p[..., :h, :w], x)
+
+
+def test_groupnorm_statistics_script_separates_the_causes(kodak_and_model):
+    """scripts/tiling_groupnorm.py (docs/benchmarks.md, Tiling): with the untiled run's
+    GroupNorm statistics the tiled encode is much closer than with per-tile statistics."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "tiling_groupnorm.py"
+    spec = importlib.util.spec_from_file_location("tiling_groupnorm", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    x = kodak_and_model[0][..., :384, :512]  # 3×2 tiles of 256² with 64 px overlap
+    torch.manual_seed(0)
+    model = create_model("sdvae-tiny").eval()
+    with torch.no_grad():
+        rel = script.compare(model, x)
+    assert set(rel["encode"]) == {"per-tile", "half-res", "tile-mean", "oracle"}
+    assert rel["encode"]["oracle"] < 0.5 * rel["encode"]["per-tile"]
+    assert rel["decode"]["oracle"] < rel["decode"]["per-tile"]
+    # and the patch is undone: GroupNorm modules run their own forward again
+    norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms and not any("forward" in vars(m) for m in norms)
