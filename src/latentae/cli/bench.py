@@ -67,7 +67,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from latentae.bench import BenchSettings, build_subjects, run_bench, write_report
     from latentae.convert import load_any
+    from latentae.devices import resolve_device
 
+    args.device = str(resolve_device(args.device))  # a clear error for a missing GPU
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")

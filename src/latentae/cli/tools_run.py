@@ -24,7 +24,9 @@ class Coder:
     def __init__(self, model, device: str = "cpu", dtype: str = "float32",
                  tile: int | None = None, overlap: int = 64, max_batch: int | None = None,
                  channels_last: bool = True) -> None:
-        self.device = torch.device(device)
+        from latentae.devices import resolve_device
+
+        self.device = resolve_device(device)
         if self.device.type == "cpu":
             from latentae.bench.measure import tune_allocator
             tune_allocator()  # reuse freed activation memory: 2-3× faster large ops

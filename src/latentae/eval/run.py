@@ -48,10 +48,10 @@ class EvalResult:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda if available, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``auto`` -> cuda if available, else cpu (see ``latentae.devices``)."""
+    from latentae.devices import resolve_device
+
+    return resolve_device(name)
 
 
 @contextlib.contextmanager

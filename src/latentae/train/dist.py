@@ -38,11 +38,9 @@ def is_main() -> bool:
 
 def device(requested: str = "auto") -> torch.device:
     """``auto``: this process's GPU (``LOCAL_RANK``) if CUDA is available, else CPU."""
-    if requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+    from latentae.devices import resolve_device
+
+    return resolve_device(requested)
 
 
 def print0(*args, **kwargs) -> None:
