@@ -1,11 +1,11 @@
 """Time a diffusers twin "as shipped": in a fresh child process with PyTorch's defaults.
 
-``latentae bench`` tunes glibc's allocator for its own process (``runtime.tune_allocator``)
+``latentae bench`` tunes glibc's allocator for its own process (``measure.tune_allocator``)
 and runs latentae models ``channels_last``; a twin measured in the same process gets the
 allocator tuning too, which is not what a user's plain diffusers script gets. A
-``diffusers-default:`` column therefore loads the same weights in a child interpreter (a new
-interpreter: no allocator tuning, contiguous memory unless ``--channels-last all``, the
-parent's thread count) and times it there. The parent keeps the repeats interleaved:
+``diffusers-default:`` column therefore loads the same weights in a new interpreter (no
+allocator tuning, contiguous memory unless ``--channels-last all``, the parent's thread
+count) and times it there. The parent keeps the repeats interleaved:
 while the child times a call the parent waits on the pipe, so the two never compete for
 the cores.
 """
