@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -36,9 +38,13 @@ class DefaultProcessTimer:
         spec = json.dumps({"path": self._tmp.name, "cls": type(twin).__name__, "cfg": cfg,
                            "name": name, "threads": torch.get_num_threads()})
         # A new interpreter (not fork): nothing of this process's malloc settings carries.
+        # It imports this very latentae, even when that is a source tree not on sys.path.
+        root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
         self._proc = subprocess.Popen([sys.executable, "-c", _CHILD_MAIN, spec],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      text=True, bufsize=1)
+                                      text=True, bufsize=1, env=env)
         self._ask(None)
 
     def _ask(self, request: list | None):
