@@ -101,7 +101,7 @@ def _child(spec: dict) -> None:
         settings = runner.BenchSettings(**cfg)
         subject = diffusers_subject(vae.eval(), spec["name"])
         device = torch.device(settings.device)
-        runner.static_measures_prepare(subject, settings)
+        runner.place_module(subject, settings)
     except Exception as e:  # report, do not leave the parent waiting
         _answer("error", f"{type(e).__name__}: {e}")
         return
@@ -114,10 +114,7 @@ def _child(spec: dict) -> None:
                 return
             if msg[0] == "prepare":
                 s = dataclasses.replace(subject, dtype=msg[2])
-                x, z = runner._inputs(s, settings, settings.batch, device)
-                fns[msg[2]] = runner._mode_fn(s, msg[1], x, z, device, runner.DTYPES[msg[2]])
-                for _ in range(settings.warmup):
-                    fns[msg[2]]()
+                fns[msg[2]] = runner.prepared_call(s, msg[1], settings)
                 _answer("ok")
             elif msg[0] == "time":
                 _answer("ok", measure.time_once(fns[msg[1]], device))

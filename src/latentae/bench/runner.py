@@ -104,7 +104,7 @@ def _mode_fn(s: Subject, mode: str, x: torch.Tensor, z: torch.Tensor, device: to
     return train_step
 
 
-def static_measures_prepare(s: Subject, settings: BenchSettings) -> None:
+def place_module(s: Subject, settings: BenchSettings) -> None:
     """Move the subject's module to the device and memory format it is timed in."""
     s.module.to(torch.device(settings.device))
     if _uses_channels_last(s, settings):
@@ -113,7 +113,7 @@ def static_measures_prepare(s: Subject, settings: BenchSettings) -> None:
 
 def static_measures(s: Subject, settings: BenchSettings) -> dict:
     """Parameters and GFLOPs per image (one image, FlopCounterMode) of a subject."""
-    static_measures_prepare(s, settings)
+    place_module(s, settings)
     return {"process": s.process, "kind": s.kind, "twin_of": s.twin_of, "dtype": s.dtype,
             "encoder_params": s.encoder_params,
             "decoder_params": s.decoder_params,
@@ -142,16 +142,24 @@ def _count_flops(s: Subject, part: str, settings: BenchSettings) -> int:
         return measure.count_flops(lambda: fn(x1 if part == "encode" else z1))
 
 
-def _timers(s: Subject, mode: str, settings: BenchSettings, children: dict):
-    """``(time, peak)`` callables for one subject and mode, after its warm-up; a
-    ``process="default"`` subject is timed in its child process (``children[id(module)]``)."""
+def prepared_call(s: Subject, mode: str, settings: BenchSettings):
+    """The call that ``mode`` times for ``s`` (in ``s.dtype``) on fixed inputs, after its
+    ``settings.warmup`` untimed runs (used here and in the default-process child)."""
     device = torch.device(settings.device)
-    if s.process == "default":
-        return children[id(s.module)].prepare(mode, s.dtype)
     x, z = _inputs(s, settings, settings.batch, device)
     fn = _mode_fn(s, mode, x, z, device, DTYPES[s.dtype])
     for _ in range(settings.warmup):
         fn()
+    return fn
+
+
+def _timers(s: Subject, mode: str, settings: BenchSettings, children: dict):
+    """``(time, peak)`` callables for one subject and mode, after its warm-up; a
+    ``process="default"`` subject is timed in its child process (``children[id(module)]``)."""
+    if s.process == "default":
+        return children[id(s.module)].prepare(mode, s.dtype)
+    device = torch.device(settings.device)
+    fn = prepared_call(s, mode, settings)
     return (lambda: measure.time_once(fn, device)), (
         lambda: measure.peak_memory_bytes(fn, device))
 

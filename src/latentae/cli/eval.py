@@ -35,8 +35,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from latentae.convert import load_any
+    from latentae.devices import resolve_device
     from latentae.eval.report import protocol, summary_table, write_report
-    from latentae.eval.run import EvalConfig, evaluate, pick_device
+    from latentae.eval.run import EvalConfig, evaluate
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
@@ -45,7 +46,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = EvalConfig(resolution=args.resolution, crop=args.crop, batch_size=args.batch_size,
                      limit=args.limit, dtype=args.dtype, fid_protocol=args.fid_protocol,
                      grid_images=args.grid_images, progress=not args.no_progress)
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     import torch
     torch.manual_seed(args.seed)  # reproducible --random-init weights
     model = load_any(args.model, random_init=args.random_init)

@@ -47,13 +47,6 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda if available, else cpu (see ``latentae.devices``)."""
-    from latentae.devices import resolve_device
-
-    return resolve_device(name)
-
-
 @contextlib.contextmanager
 def tf32_disabled() -> Iterator[None]:
     """TF32 off while metrics run (STYLE §7); previous settings restored after."""

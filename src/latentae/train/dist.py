@@ -36,13 +36,6 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def device(requested: str = "auto") -> torch.device:
-    """``auto``: this process's GPU (``LOCAL_RANK``) if CUDA is available, else CPU."""
-    from latentae.devices import resolve_device
-
-    return resolve_device(requested)
-
-
 def print0(*args, **kwargs) -> None:
     if is_main():
         print(*args, **kwargs, flush=True)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from latentae.checkpoint import atomic_write_bytes
+from latentae.devices import resolve_device
 from latentae.losses import build_discriminator
 from latentae.train import dist
 from latentae.train.config import TrainConfig, dump_yaml
@@ -135,7 +136,7 @@ def optional_lpips(net: str, device: torch.device, needed: bool) -> nn.Module | 
 def setup(cfg: TrainConfig, recipe: Recipe) -> Run:
     """Build model, EMA, discriminator, losses, data listing and the run folder."""
     from latentae.convert import load_any
-    device = dist.device(cfg.device)
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     model = load_any(cfg.model, random_init=True).to(device, memory_format=memory_format(cfg))
     if cfg.gradient_checkpointing:
