@@ -220,17 +220,18 @@ def _check_labels(sd: dict, key: str, num_classes: int) -> None:
 
 
 def load_official(state_dict: Any, name: str, patch_size: int, input_size: int,
-                  in_channels: int, num_classes: int) -> DiffusionModel:
+                  in_channels: int, num_classes: int, **overrides: Any) -> DiffusionModel:
     """A latentae model from weights in the official DiT or U-ViT/DC-AE release layout
     (see the module docstring); ``name`` is a latentae preset (``dit-xl``, ``uvit-h``…)
-    whose width and depth must match the weights. Raises ``InputError`` naming what
-    differs."""
+    whose width and depth (after ``overrides`` of config fields) must match the weights.
+    Raises ``InputError`` naming what differs."""
     family, arch = get_preset(name)
+    arch = {**arch, **overrides}
     sd = unwrap_state_dict(state_dict)
     if family == "uvit" and "label_emb.weight" in sd:  # U-ViT release: a plain nn.Embedding
         sd["label_emb.embedding_table.weight"] = sd.pop("label_emb.weight")
     label_key = ("y_embedder" if family == "dit" else "label_emb") + ".embedding_table.weight"
-    overrides = _official_overrides(sd, family, patch_size, in_channels)
+    _official_overrides(sd, family, patch_size, in_channels)  # checks the patch embedding first
     _check_labels(sd, label_key, num_classes)
     width = _shape(sd, "x_embedder.proj.weight" if family == "dit"
                    else "patch_embed.proj.weight", family)[0]
@@ -241,7 +242,9 @@ def load_official(state_dict: Any, name: str, patch_size: int, input_size: int,
                          f"has {arch['hidden_size']} and {arch['depth']}: choose the matching "
                          "--model")
     config = preset_config(name, patch_size=patch_size, in_channels=in_channels,
-                           input_size=input_size, num_classes=num_classes, **overrides)
+                           input_size=input_size, num_classes=num_classes,
+                           **{**overrides, **_official_overrides(sd, family, patch_size,
+                                                                 in_channels)})
     model = build(family, config, preset=name)
     try:
         load_state_dict_strict(model, sd, source=f"the {name} checkpoint")
