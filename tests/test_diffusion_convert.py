@@ -180,9 +180,11 @@ def official_uvit(release, depth=2, d=32, c=3, p=1, classes=5, size=4, conv=Fals
     mlp.fc1, mlp.fc2 and (out-blocks) skip_linear, then norm and decoder_pred."""
     label = "label_emb.weight" if release == "uvit" else "label_emb.embedding_table.weight"
     sd = {"patch_embed.proj.weight": randn(d, c, p, p), "patch_embed.proj.bias": randn(d),
-          label: randn(classes + 1, d), "pos_embed": randn(1, 2 + (size // p) ** 2, d),
+          "pos_embed": randn(1, (2 if classes else 1) + (size // p) ** 2, d),
           "norm.weight": randn(d, mean=1.0), "norm.bias": randn(d),
           "decoder_pred.weight": randn(p * p * c, d), "decoder_pred.bias": randn(p * p * c)}
+    if classes:  # unconditional: no label token (extras = 1)
+        sd[label] = randn(classes + 1, d)
     if time_mlp:
         sd.update({"time_embed.0.weight": randn(4 * d, d), "time_embed.0.bias": randn(4 * d),
                    "time_embed.2.weight": randn(d, 4 * d), "time_embed.2.bias": randn(d)})
@@ -264,17 +266,19 @@ def test_official_dit_weights_give_the_release_forward(sigma):
                                    rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("release,conv,time_mlp", [("uvit", True, False),
-                                                   ("uvit", False, True),
-                                                   ("dcae", False, False)])
-def test_official_uvit_weights_give_the_release_forward(release, conv, time_mlp):
-    sd, label = official_uvit(release, conv=conv, time_mlp=time_mlp)
+@pytest.mark.parametrize("release,conv,time_mlp,classes", [("uvit", True, False, 5),
+                                                           ("uvit", False, True, 5),
+                                                           ("uvit", False, False, 0),
+                                                           ("dcae", False, False, 5)])
+def test_official_uvit_weights_give_the_release_forward(release, conv, time_mlp, classes):
+    sd, label = official_uvit(release, conv=conv, time_mlp=time_mlp, classes=classes)
     ckpt = ({"ema": {"ema_0.9999": {"uvit." + k: v for k, v in sd.items()}}}
             if release == "dcae" else sd)  # DC-AE nests ModuleDict({"uvit": model})
     model = load_official(ckpt, "uvit-s", patch_size=1, input_size=4, in_channels=3,
-                          num_classes=5, **{**TINY, "num_heads": 8}).double().eval()
+                          num_classes=classes, **{**TINY, "num_heads": 8}).double().eval()
     assert (model.config.final_conv, model.config.mlp_time_embed) == (conv, time_mlp)
     x, t, y = batch(3, 4, 5)
+    y = y if classes else None
     with torch.no_grad():
         torch.testing.assert_close(model(x, t, y),
                                    ref_uvit(sd, x, t, y, p=1, heads=8, label_key=label),

@@ -208,15 +208,16 @@ def _official_overrides(sd: dict, family: str, patch_size: int, in_channels: int
     return fields
 
 
-def _check_labels(sd: dict, key: str, num_classes: int) -> None:
+def _check_labels(sd: dict, key: str, num_classes: int, family: str) -> None:
+    """Our label tables have ``num_classes + 1`` rows (the null class last); an
+    unconditional U-ViT has none, an unconditional DiT just the null row."""
+    expected = num_classes + 1 if (num_classes or family == "dit") else 0
     rows = sd[key].shape[0] if key in sd else 0
-    if num_classes and rows != num_classes + 1:
+    if rows != expected:
+        hint = f"--num-classes {rows - 1}" if rows else "--num-classes 0 (unconditional)"
         raise InputError(f"the checkpoint's label table has {rows} rows; {num_classes} "
-                         f"classes need {num_classes + 1} (the last is the null class for "
-                         "guidance): pass --num-classes " + str(max(rows - 1, 0)))
-    if not num_classes and rows:
-        raise InputError(f"the checkpoint is class-conditional ({rows} label rows); pass "
-                         f"--num-classes {rows - 1}")
+                         f"classes need {expected} (the last is the null class for "
+                         f"guidance): pass {hint}")
 
 
 def load_official(state_dict: Any, name: str, patch_size: int, input_size: int,
@@ -231,8 +232,8 @@ def load_official(state_dict: Any, name: str, patch_size: int, input_size: int,
     if family == "uvit" and "label_emb.weight" in sd:  # U-ViT release: a plain nn.Embedding
         sd["label_emb.embedding_table.weight"] = sd.pop("label_emb.weight")
     label_key = ("y_embedder" if family == "dit" else "label_emb") + ".embedding_table.weight"
-    _official_overrides(sd, family, patch_size, in_channels)  # checks the patch embedding first
-    _check_labels(sd, label_key, num_classes)
+    from_weights = _official_overrides(sd, family, patch_size, in_channels)
+    _check_labels(sd, label_key, num_classes, family)
     width = _shape(sd, "x_embedder.proj.weight" if family == "dit"
                    else "patch_embed.proj.weight", family)[0]
     depth = (_count(sd, "blocks.") if family == "dit"
@@ -243,8 +244,7 @@ def load_official(state_dict: Any, name: str, patch_size: int, input_size: int,
                          "--model")
     config = preset_config(name, patch_size=patch_size, in_channels=in_channels,
                            input_size=input_size, num_classes=num_classes,
-                           **{**overrides, **_official_overrides(sd, family, patch_size,
-                                                                 in_channels)})
+                           **{**overrides, **from_weights})
     model = build(family, config, preset=name)
     try:
         load_state_dict_strict(model, sd, source=f"the {name} checkpoint")
