@@ -170,6 +170,29 @@ def test_a_wrong_reference_file_is_refused(tmp_path):
         load_reference(tmp_path / "other.npz")
 
 
+def test_sample_sources_and_their_errors(tmp_path):
+    from PIL import Image
+
+    from latentae.eval.generation_data import iter_samples
+
+    u8 = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "s.npz", arr_0=u8)
+    got = torch.cat(list(iter_samples(tmp_path / "s.npz", 2, [])))
+    assert got.dtype == torch.uint8 and torch.equal(got, torch.from_numpy(u8).permute(0, 3, 1, 2))
+    (tmp_path / "d").mkdir()
+    Image.fromarray(u8[0]).save(tmp_path / "d" / "a.png")
+    Image.fromarray(np.zeros((9, 8, 3), np.uint8)).save(tmp_path / "d" / "b.png")
+    (tmp_path / "d" / "c.png").write_bytes(b"broken")
+    skipped: list[str] = []
+    with pytest.raises(InputError, match="share one size"):
+        list(iter_samples(tmp_path / "d", 4, skipped))
+    (tmp_path / "d" / "b.png").unlink()
+    assert sum(len(b) for b in iter_samples(tmp_path / "d", 4, skipped)) == 1
+    assert skipped[-1].endswith("c.png")
+    with pytest.raises(InputError, match="tensors"):
+        list(iter_samples([np.zeros((1, 3, 4, 4))], 2, []))
+
+
 # --- the logits layer ----------------------------------------------------------------
 def _torchvision_layout_file(path, trunk, fc_seed=0, perturb=False):
     """A pytorch-fid-style state dict: torchvision names, the port's convolutions."""

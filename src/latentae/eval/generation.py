@@ -10,6 +10,7 @@ in ``latentae.eval.generation_metrics``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterable
@@ -20,7 +21,13 @@ import torch
 
 from latentae.errors import InputError
 from latentae.eval import generation_metrics as gm
-from latentae.eval.fid import MIN_IMAGES_WARNING, FeatureStats, fid_from_stats
+from latentae.eval.fid import (
+    MIN_IMAGES_WARNING,
+    PROTOCOLS,
+    FeatureStats,
+    fid_from_stats,
+    resize_for_inception,
+)
 from latentae.eval.generation_data import (
     ReferenceStats,
     SampleSource,
@@ -30,6 +37,8 @@ from latentae.eval.generation_data import (
     save_reference,
 )
 from latentae.eval.inception import VERSION as INCEPTION_VERSION
+from latentae.eval.inception import load_inception
+from latentae.eval.inception_logits import HINT, find_logits_file, load_inception_with_logits
 from latentae.eval.run import tf32_disabled
 
 __all__ = ["GenerationConfig", "evaluate_samples", "extract", "load_reference",
@@ -57,7 +66,6 @@ class Extracted:
     features: torch.Tensor                 # (N, 2048) float32, CPU
     logits: torch.Tensor | None            # (N, 1008) float32, CPU, or None
     size: tuple[int, int] | None           # (H, W) of the images, None if they vary
-    skipped: list[str]
 
 
 def protocol_record(cfg: GenerationConfig) -> dict:
@@ -77,16 +85,12 @@ def protocol_record(cfg: GenerationConfig) -> dict:
     }
 
 
-def _inception(device: torch.device, logits_path, want_logits: bool):
+def _inception(device: torch.device, logits_path: str | os.PathLike | None):
     """(network, note): the FID Inception with its logits layer when the layer's file is
-    found, else without (and a note saying how to get the Inception Score)."""
-    from latentae.eval.inception import load_inception
-    from latentae.eval.inception_logits import HINT, find_logits_file, load_inception_with_logits
-
-    if want_logits and (logits_path is not None or find_logits_file() is not None):
+    found, else without it and a note saying how to get the Inception Score."""
+    if logits_path is not None or find_logits_file() is not None:
         return load_inception_with_logits(device, logits_path), None
-    note = f"Inception Score not computed: {HINT}" if want_logits else None
-    return load_inception(device), note
+    return load_inception(device), f"Inception Score not computed: {HINT}"
 
 
 @torch.no_grad()
@@ -94,8 +98,6 @@ def extract(batches: Iterable[torch.Tensor], net: torch.nn.Module, device: torch
             protocol: str = "tf1", progress: bool = False) -> Extracted:
     """Inception pool3 features (and logits if ``net`` has them) of image batches
     ``(B, 3, H, W)`` in [-1, 1] or uint8, under FID protocol ``protocol``."""
-    from latentae.eval.fid import resize_for_inception
-
     stats, feats, logits, sizes = FeatureStats(), [], [], set()
     if progress:
         from tqdm import tqdm  # deferred: only for the CLI's progress bar
@@ -112,7 +114,7 @@ def extract(batches: Iterable[torch.Tensor], net: torch.nn.Module, device: torch
     if stats.n == 0:
         raise InputError("no images to evaluate")
     return Extracted(stats, torch.cat(feats), torch.cat(logits) if logits else None,
-                     next(iter(sizes)) if len(sizes) == 1 else None, [])
+                     next(iter(sizes)) if len(sizes) == 1 else None)
 
 
 def reference_stats(real_dir: str | os.PathLike, out_npz: str | os.PathLike | None = None,
@@ -126,8 +128,7 @@ def reference_stats(real_dir: str | os.PathLike, out_npz: str | os.PathLike | No
     Keeps mean/covariance of all features and at most ``config.ref_max_features`` of
     the features themselves (a random subset, seed ``config.seed``) for PR and KID.
     """
-    from latentae.eval.inception import load_inception
-
+    _check(config)
     device = torch.device(device)
     net = inception or load_inception(device)
     skipped: list[str] = []
@@ -170,7 +171,6 @@ def _reference(ref, size, cfg, device, batch_size, net, progress) -> ReferenceSt
 
 
 def _check(cfg: GenerationConfig) -> None:
-    from latentae.eval.fid import PROTOCOLS
     if cfg.fid_protocol not in PROTOCOLS:
         raise InputError(f"unknown FID protocol {cfg.fid_protocol!r}; choose from {PROTOCOLS}")
     for name in ("is_splits", "pr_k", "kid_subsets", "kid_subset_size", "ref_max_features"):
@@ -195,17 +195,18 @@ def evaluate_samples(samples: SampleSource, ref: str | os.PathLike | ReferenceSt
     """
     cfg = config or GenerationConfig()
     if protocol is not None:
-        cfg = GenerationConfig(**{**cfg.__dict__, "fid_protocol": protocol})
+        cfg = dataclasses.replace(cfg, fid_protocol=protocol)
     _check(cfg)
     device = torch.device(device)
-    net, is_note = _inception(device, logits_path, want_logits=True)
+    net, is_note = _inception(device, logits_path)
     skipped: list[str] = []
     fake = extract(iter_samples(samples, batch_size, skipped), net, device,
                    cfg.fid_protocol, progress)
     real = _reference(ref, fake.size, cfg, device, batch_size, net, progress)
     if save_ref is not None:
         save_reference(real, save_ref)
-    out = _metrics(fake, real, cfg, device)
+    with tf32_disabled():
+        out = _metrics(fake, real, cfg, device)
     out["notes"] = _notes(fake.stats.n, real, skipped, is_note, out)
     return out
 
@@ -216,7 +217,7 @@ def _metrics(fake: Extracted, real: ReferenceStats, cfg: GenerationConfig,
     out = {"gfid": None, "inception_score": None, "inception_score_std": None,
            "precision": None, "recall": None, "kid": None, "kid_std": None,
            "n": n, "n_ref": n_ref, "n_ref_features": int(real.features.shape[0]),
-           "protocol": protocol_record(cfg), "config": dict(cfg.__dict__)}
+           "protocol": protocol_record(cfg), "config": dataclasses.asdict(cfg)}
     if min(n, n_ref) >= 2:
         out["gfid"] = fid_from_stats(real.stats, fake.stats, warn=False)
     if fake.logits is not None and n >= cfg.is_splits:
@@ -227,7 +228,7 @@ def _metrics(fake: Extracted, real: ReferenceStats, cfg: GenerationConfig,
             real.features, fake.features, cfg.pr_k, device=device)
     if min(n, real.features.shape[0]) >= 2:
         out["kid"], out["kid_std"] = gm.kid(real.features, fake.features, cfg.kid_subsets,
-                                            cfg.kid_subset_size, cfg.seed)
+                                            cfg.kid_subset_size, cfg.seed, device)
     return out
 
 

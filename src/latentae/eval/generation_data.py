@@ -102,10 +102,14 @@ def _batches(loaders: Iterable[tuple[str, Callable[[], torch.Tensor]]], batch_si
     xs = []
     for name, load in loaders:
         try:
-            xs.append(load())
+            x = load()
         except CorruptImageError:
             skipped.append(name)
             continue
+        if xs and x.shape != xs[0].shape:
+            raise InputError(f"{name} is {tuple(x.shape[1:])} but the images before it are "
+                             f"{tuple(xs[0].shape[1:])}: the images must share one size")
+        xs.append(x)
         if len(xs) == batch_size:
             yield torch.stack(xs)
             xs = []

@@ -128,11 +128,14 @@ def polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def kid(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray,
         subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE,
-        seed: int = 0) -> tuple[float, float]:
+        seed: int = 0, device: str | torch.device | None = None) -> tuple[float, float]:
     """Kernel Inception Distance ``(mean, std)``: the unbiased MMD² with the cubic kernel
     on ``subsets`` pairs of random subsets of ``m = min(subset_size, n, m)`` rows, drawn
-    without replacement (a fresh draw per subset, ``torch.Generator`` seeded ``seed``)."""
+    without replacement (a fresh draw per subset, ``torch.Generator`` seeded ``seed``),
+    in float64 on ``device`` (default: the features' device)."""
     x, y = (_as_tensor(a, torch.float64) for a in (real, fake))
+    if device is not None:
+        x, y = x.to(device), y.to(device)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise InputError(f"KID expects (n, D) and (m, D) features, got {tuple(x.shape)} "
                          f"and {tuple(y.shape)}")
