@@ -10,8 +10,15 @@ import torch
 from gaussian_oracle import gaussian_model, learned_variance_model, min_mse, random_law
 
 from latentae.diffusion import (
-    ddpm_loss, ddpm_loss_terms, ddpm_schedule, flow_loss, flow_loss_terms, q_sample, respace,
-    sample_flow_t, space_timesteps,
+    ddpm_loss,
+    ddpm_loss_terms,
+    ddpm_schedule,
+    flow_loss,
+    flow_loss_terms,
+    q_sample,
+    respace,
+    sample_flow_t,
+    space_timesteps,
 )
 from latentae.errors import InputError
 

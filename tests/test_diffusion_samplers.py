@@ -10,7 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 from gaussian_oracle import (
-    ALPHAS_CUMPROD, gaussian_model, learned_variance_model, mixture_model, random_law,
+    ALPHAS_CUMPROD,
+    gaussian_model,
+    learned_variance_model,
+    mixture_model,
+    random_law,
 )
 
 from latentae.diffusion import ddpm_sampling_schedule, guided_model, sample
@@ -47,6 +51,7 @@ def _max_step_diff(ours, theirs):
     return max(float((a - b).abs().max()) for a, b in zip(ours, theirs))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # diffusers' numpy 2 `copy` notice
 def test_dpm_solver_2m_steps_match_diffusers():
     shape, ours = (3, 2, 4, 4), []
     out = sample(_recording(_fake_eps, ours), shape, objective="ddpm", sampler="dpm++2m",
@@ -263,7 +268,8 @@ def _zeros(x, t, labels):
     (dict(objective="ddpm", sampler="ddim", steps=5, labels=torch.zeros(3, dtype=torch.int64)),
      ["shape (2,)"]),
     (dict(objective="flow", sampler="euler", steps=5, guidance=2.0, null_label=1,
-          labels=torch.zeros(2, dtype=torch.int64), guidance_interval=(0.8, 0.2)), ["t_lo <= t_hi"]),
+          labels=torch.zeros(2, dtype=torch.int64), guidance_interval=(0.8, 0.2)),
+     ["t_lo <= t_hi"]),
     (dict(objective="ddpm", sampler="ddpm", steps=5, learn_sigma=True), ["4 channels"]),
 ])
 def test_bad_sampling_arguments_raise_input_error(kwargs, words):

@@ -83,8 +83,8 @@ def guided_model(model_fn: ModelFn, labels: torch.Tensor | None, *, guidance: fl
     def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if labels is None:
             return model_fn(x, t, None)
-        now = float(t[0])
-        if guidance == 1.0 or (interval is not None and not interval[0] <= now <= interval[1]):
+        if guidance == 1.0 or (interval is not None
+                               and not interval[0] <= float(t[0]) <= interval[1]):
             return model_fn(x, t, labels)
         null = torch.full_like(labels, null_label)
         out = model_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null]))
@@ -109,13 +109,12 @@ def _ancestral(denoise: Denoiser, x: torch.Tensor, steps: int, *, learn_sigma: b
     for i in _bar(list(range(len(sched)))[::-1], progress):
         eps, v = split_output(denoise(x, _timestep(sched.timesteps[i], x)), x.shape[1],
                               learn_sigma)
-        mean = posterior_mean(sched, predict_x0(sched, x, i, eps), x, i)
-        if i == 0:
-            return mean
         log_var = torch.as_tensor(model_log_variance(sched, i, v, x), dtype=x.dtype,
                                   device=x.device)
-        x = mean + torch.exp(0.5 * log_var) * randn(tuple(x.shape), generator, device=x.device,
-                                                    dtype=x.dtype)
+        x = posterior_mean(sched, predict_x0(sched, x, i, eps), x, i)
+        if i > 0:  # the last step adds no noise
+            x = x + torch.exp(0.5 * log_var) * randn(tuple(x.shape), generator,
+                                                     device=x.device, dtype=x.dtype)
     return x
 
 
@@ -148,10 +147,12 @@ def _dpm_solver_2m(denoise: Denoiser, x: torch.Tensor, steps: int, *, learn_sigm
         eps, _ = split_output(denoise(x, _timestep(ts[k], x)), x.shape[1], learn_sigma)
         x0 = (x - float(sigma[k]) * eps) / float(alpha[k])
         if k == len(ts) - 1:
-            return x0
-        h = float(lam[k + 1] - lam[k])
-        d = x0 if prev_x0 is None else x0 + (x0 - prev_x0) * (h / float(lam[k] - lam[k - 1]) / 2)
-        x = float(sigma[k + 1] / sigma[k]) * x - float(alpha[k + 1]) * math.expm1(-h) * d
+            x = x0  # σ_next = 0: the first-order step lands on x̂_0
+        else:
+            h = float(lam[k + 1] - lam[k])
+            r = float(lam[k] - lam[k - 1]) / h if prev_x0 is not None else 1.0
+            d = x0 if prev_x0 is None else x0 + (x0 - prev_x0) / (2 * r)  # D0 + D1/2
+            x = float(sigma[k + 1] / sigma[k]) * x - float(alpha[k + 1]) * math.expm1(-h) * d
         prev_x0 = x0
     return x
 
