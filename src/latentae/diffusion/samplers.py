@@ -52,8 +52,9 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Te
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> output
 
 
-def ddpm_sampling_schedule(steps: int) -> Schedule:
-    """The 1000-step DiT schedule respaced to ``steps`` (ADM ``"steps"`` = diffusers linspace)."""
+def ddpm_sampling_schedule(steps: int | str) -> Schedule:
+    """The 1000-step DiT schedule respaced to ``steps`` (ADM ``"steps"`` = diffusers linspace;
+    any ``space_timesteps`` spec, e.g. ``"ddim50"``, also works)."""
     return respace(ddpm_schedule(), space_timesteps(NUM_TIMESTEPS, steps))
 
 
