@@ -14,9 +14,12 @@
 - ``euler`` / ``heun``: the ODE dx/dt = v from t = 1 to t = 0 on ``steps`` uniform intervals
   (Heun: Euler predictor, trapezoid corrector, 2 model calls per step, t = 0 included).
 
-Guidance (Ho & Salimans 2022): out = u + w·(c − u) on the prediction channels (ε or v), the
-conditional and null-class calls batched into one ``model_fn`` call (cond first) as DiT's
-``forward_with_cfg``; with learned sigma the v channels are the conditional ones. With
+Guidance (Ho & Salimans 2022): out = u + w·(c − u) on all C prediction channels (ε, or the
+flow velocity), the conditional and null-class calls batched into one ``model_fn`` call
+(cond first) as DiT's ``forward_with_cfg``; with learned sigma the v channels are the
+conditional ones. (The DiT release guides only ε channels 0–2 of 4 "for exact
+reproducibility" of its paper's numbers and calls all channels the standard approach; we
+take the standard one.) With
 ``guidance_interval=(t_lo, t_hi)`` guidance applies only where t_lo ≤ t ≤ t_hi, t in the
 units model_fn receives (Kynkäänniemi et al. 2024); elsewhere only the conditional call runs.
 """
