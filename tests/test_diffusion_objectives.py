@@ -1,0 +1,248 @@
+"""Objectives: the DiT schedule and respacing, q_sample, the ε / learned-variance / flow losses."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from gaussian_oracle import gaussian_model, learned_variance_model, min_mse, random_law
+
+from latentae.diffusion import (
+    ddpm_loss,
+    ddpm_loss_terms,
+    ddpm_schedule,
+    flow_loss,
+    flow_loss_terms,
+    q_sample,
+    respace,
+    sample_flow_t,
+    space_timesteps,
+)
+from latentae.errors import InputError
+
+diffusers = pytest.importorskip("diffusers")
+
+SHAPE = (2, 2, 2)
+D = 8
+
+
+def _data(n, mu, cov, seed):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, D, generator=g, dtype=torch.float64)
+    return (mu + z @ torch.linalg.cholesky(cov).T).float().reshape(n, *SHAPE)
+
+
+def test_schedule_is_dit_linear_and_matches_diffusers():
+    sched = ddpm_schedule()
+    assert sched.betas.dtype == torch.float64 and len(sched) == 1000
+    assert float(sched.betas[0]) == 1e-4 and abs(float(sched.betas[-1]) - 0.02) < 1e-15
+    theirs = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+                                     beta_schedule="linear")
+    assert float((theirs.betas.double() - sched.betas).abs().max()) < 2e-9  # float32 vs float64
+    rel = (theirs.alphas_cumprod.double() / sched.alphas_cumprod - 1).abs().max()
+    assert float(rel) < 4e-7  # measured 3.6e-7: diffusers' float32 cumulative product
+
+
+def test_space_timesteps_follows_adm():
+    # one section = diffusers linspace (DiT "250"); ADM's docstring example: 300 steps, "10,15,20"
+    for n in (10, 25, 50, 100, 250, 1000):
+        assert space_timesteps(1000, n) == np.linspace(0, 999, n).round().astype(int).tolist()
+    steps = space_timesteps(300, "10,15,20")
+    assert len(steps) == 45 and steps[:10] == [0, 11, 22, 33, 44, 55, 66, 77, 88, 99]
+    assert steps[-1] == 299 and space_timesteps(1000, "ddim250") == list(range(0, 1000, 4))
+    with pytest.raises(InputError, match="1 … 1000"):
+        space_timesteps(1000, 1001)
+    with pytest.raises(InputError, match="integer stride"):
+        space_timesteps(1000, "ddim300")
+
+
+def test_respacing_keeps_alphas_cumprod_and_original_timesteps():
+    full = ddpm_schedule()
+    keep = space_timesteps(1000, 250)
+    sched = respace(full, keep)
+    assert sched.timesteps.tolist() == keep
+    assert float((sched.alphas_cumprod - full.alphas_cumprod[keep]).abs().max()) < 1e-14
+    assert float(sched.betas[1]) > 3 * float(full.betas[keep[1]])  # recomputed, not copied
+
+
+def test_q_sample_matches_diffusers_add_noise():
+    x0, noise = torch.randn(6, *SHAPE), torch.randn(6, *SHAPE)
+    t = torch.tensor([0, 1, 250, 500, 998, 999])
+    theirs = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+                                     beta_schedule="linear").add_noise(x0, noise, t)
+    # measured 1.4e-6 at t = 0: diffusers' float32 √(1 − ᾱ_0) = √(1 − 0.9999) cancels
+    assert float((q_sample(x0, t, noise) - theirs).abs().max()) < 1e-5
+
+
+def test_eps_loss_at_the_exact_predictor_is_the_analytic_minimum():
+    """E[mean (ε − E[ε|x_t])²] = tr(I − σ_t² S_t⁻¹)/d, averaged over t = 0 … 999; a scaled
+    predictor scores worse. Tolerance 4·sd/√n of the per-sample losses."""
+    mu, cov = random_law(D, 0)
+    n = 4000
+    x0 = _data(n, mu, cov, 1)
+    exact = gaussian_model(mu, cov, "ddpm")
+    loss = ddpm_loss(exact, x0, None, generator=torch.Generator().manual_seed(2),
+                     learn_sigma=False).double()
+    want = sum(min_mse(mu, cov, t, "ddpm") for t in range(1000)) / 1000
+    assert abs(float(loss.mean()) - want) < 4 * float(loss.std()) / math.sqrt(n)
+
+    def worse(x, t, y):
+        return 1.2 * exact(x, t, y)
+
+    worse_loss = ddpm_loss(worse, x0, None, generator=torch.Generator().manual_seed(2),
+                           learn_sigma=False)
+    assert float(worse_loss.mean()) > float(loss.mean()) + 4 * float(loss.std()) / math.sqrt(n)
+
+
+def test_eps_loss_at_one_timestep_is_the_analytic_minimum():
+    mu, cov = random_law(D, 0)
+    n = 4000
+    x0, noise = _data(n, mu, cov, 3), torch.randn(n, *SHAPE)
+    for step in (10, 500, 990):
+        t = torch.full((n,), step)
+        mse = ddpm_loss_terms(gaussian_model(mu, cov, "ddpm"), x0, None, t, noise,
+                              learn_sigma=False)["mse"].double()
+        assert abs(float(mse.mean()) - min_mse(mu, cov, step, "ddpm")) < 4 * float(
+            mse.std()) / math.sqrt(n)
+
+
+def test_losses_are_reproducible_with_a_generator():
+    mu, cov = random_law(D, 0)
+    x0 = _data(16, mu, cov, 4)
+    for fn, kw, model in [(ddpm_loss, dict(learn_sigma=False), gaussian_model(mu, cov, "ddpm")),
+                          (flow_loss, dict(t_sampling="logit_normal"),
+                           gaussian_model(mu, cov, "flow"))]:
+        a = fn(model, x0, None, generator=torch.Generator().manual_seed(5), **kw)
+        b = fn(model, x0, None, generator=torch.Generator().manual_seed(5), **kw)
+        c = fn(model, x0, None, generator=torch.Generator().manual_seed(6), **kw)
+        assert a.shape == (16,) and torch.equal(a, b) and not torch.equal(a, c)
+
+
+def _vb_at(mu, var, step, v_shift, n=2000):
+    """Mean vb (bits) at ``step`` for diagonal N(mu, diag(var)) with exact ε and v + v_shift."""
+    sched = ddpm_schedule()
+    exact = learned_variance_model(mu, var, sched)
+
+    def model(x, t, y):
+        out = exact(x, t, y)
+        return torch.cat([out[:, :2], out[:, 2:] + v_shift], dim=1)
+
+    x0 = _data(n, mu, torch.diag(var), 7)
+    terms = ddpm_loss_terms(model, x0, None, torch.full((n,), step),
+                            torch.randn(x0.shape, generator=torch.Generator().manual_seed(8)),
+                            learn_sigma=True, schedule=sched)
+    return terms
+
+
+def test_learned_variance_bound_is_smallest_at_the_exact_variance():
+    """KL(q(x_{t−1}|x_t,x_0) ‖ p) over the variance is minimal at Var(x_{t−1}|x_t): shifting
+    v either way from the exact optimum raises the vb term. (Small t only: by t ≈ 600 the
+    range log β_t − log β̃_t is so narrow that the bound is flat in v to float32 precision.)"""
+    mu, cov = random_law(D, 1, diagonal=True)
+    for step in (1, 20, 100):
+        best = float(_vb_at(mu, cov.diagonal(), step, 0.0)["vb"].mean())
+        for shift in (-0.1, 0.1):
+            assert float(_vb_at(mu, cov.diagonal(), step, shift)["vb"].mean()) > best
+
+
+def test_learned_variance_vb_is_the_gaussian_kl_in_bits_and_stops_the_mean_gradient():
+    sched = ddpm_schedule()
+    x0, noise = torch.randn(4, *SHAPE), torch.randn(4, *SHAPE)
+    t = torch.tensor([1, 10, 400, 999])
+    out = torch.randn(4, 4, 2, 2, requires_grad=True)
+    terms = ddpm_loss_terms(lambda x, tt, y: out, x0, None, t, noise, learn_sigma=True)
+    # independent oracle: torch.distributions on the DDPM posterior and the model's Gaussian
+    x_t = q_sample(x0, t, noise)
+    ac, ac_prev = sched.alphas_cumprod[t], sched.alphas_cumprod_prev[t]
+    b = sched.betas[t]
+    shape = (4, 1, 1, 1)
+    c1 = (b * ac_prev.sqrt() / (1 - ac)).view(shape).float()
+    c2 = ((1 - ac_prev) * (1 - b).sqrt() / (1 - ac)).view(shape).float()
+    x0_hat = (x_t - (1 - ac).sqrt().view(shape).float() * out[:, :2]) / ac.sqrt().view(
+        shape).float()
+    post_var = (b * (1 - ac_prev) / (1 - ac)).view(shape).float()
+    frac = (out[:, 2:] + 1) / 2
+    var = torch.exp(frac * torch.log(b).view(shape).float() + (1 - frac) * torch.log(post_var))
+    kl = torch.distributions.kl_divergence(
+        torch.distributions.Normal(c1 * x0 + c2 * x_t, post_var.sqrt().expand_as(x0)),
+        torch.distributions.Normal(c1 * x0_hat + c2 * x_t, var.sqrt()))
+    want = kl.mean(dim=(1, 2, 3)) / math.log(2)
+    assert torch.allclose(terms["vb"], want, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(terms["loss"], terms["mse"] + terms["vb"])
+    (grad,) = torch.autograd.grad(terms["vb"].sum(), out)
+    assert float(grad[:, :2].abs().max()) == 0.0 and float(grad[:, 2:].abs().max()) > 0
+
+
+def test_fixed_variance_loss_is_the_mse_alone():
+    x0, noise, t = torch.randn(3, *SHAPE), torch.randn(3, *SHAPE), torch.tensor([0, 5, 999])
+    terms = ddpm_loss_terms(lambda x, tt, y: torch.zeros_like(x), x0, None, t, noise,
+                            learn_sigma=False)
+    assert torch.equal(terms["loss"], terms["mse"]) and not terms["vb"].any()
+    assert torch.allclose(terms["mse"], (noise**2).mean(dim=(1, 2, 3)))
+
+
+def test_model_gets_integer_timesteps_and_labels():
+    seen = {}
+
+    def model(x, t, y):
+        seen.update(t=t, y=y)
+        return torch.zeros_like(x)
+
+    labels = torch.arange(5)
+    ddpm_loss(model, torch.randn(5, *SHAPE), labels, generator=torch.Generator().manual_seed(0),
+              learn_sigma=False)
+    assert seen["t"].dtype == torch.int64 and 0 <= int(seen["t"].min()) <= int(seen["t"].max())
+    assert int(seen["t"].max()) < 1000 and seen["y"] is labels
+
+
+def test_flow_loss_at_the_exact_velocity_is_the_analytic_minimum():
+    """Fixed t and t ~ U[0, 1]: the mean per-element MSE equals tr Cov(ε − x | x_t)/d
+    (midpoint rule over t for the uniform case), within 4·sd/√n."""
+    mu, cov = random_law(D, 0)
+    n = 4000
+    exact = gaussian_model(mu, cov, "flow")
+    x0, noise = _data(n, mu, cov, 9), torch.randn(n, *SHAPE)
+    for t in (0.0, 0.3, 0.9, 1.0):
+        mse = flow_loss_terms(exact, x0, None, torch.full((n,), t), noise).double()
+        assert abs(float(mse.mean()) - min_mse(mu, cov, t, "flow")) < 4 * float(
+            mse.std()) / math.sqrt(n) + 1e-6
+    loss = flow_loss(exact, x0, None, generator=torch.Generator().manual_seed(10)).double()
+    want = sum(min_mse(mu, cov, (k + 0.5) / 1000, "flow") for k in range(1000)) / 1000
+    assert abs(float(loss.mean()) - want) < 4 * float(loss.std()) / math.sqrt(n)
+
+
+def test_flow_interpolant_and_velocity_target():
+    x0, noise, t = torch.randn(2, *SHAPE), torch.randn(2, *SHAPE), torch.tensor([0.25, 1.0])
+    got = {}
+
+    def model(x, tt, y):
+        got.update(x=x, t=tt)
+        return noise - x0  # the true velocity: zero loss
+
+    loss = flow_loss_terms(model, x0, None, t, noise)
+    assert torch.allclose(got["x"][0], 0.75 * x0[0] + 0.25 * noise[0])
+    assert torch.equal(got["x"][1], noise[1]) and got["t"].dtype == torch.float32
+    assert float(loss.abs().max()) == 0.0
+
+
+def test_logit_normal_times_have_the_asked_logit_moments():
+    t = sample_flow_t(20000, torch.Generator().manual_seed(11), t_sampling="logit_normal",
+                      logit_mean=0.5, logit_std=0.8)
+    logit = torch.log(t / (1 - t)).double()
+    assert ((t > 0) & (t < 1)).all()
+    assert abs(float(logit.mean()) - 0.5) < 4 * 0.8 / math.sqrt(20000)
+    assert abs(float(logit.std()) - 0.8) < 4 * 0.8 / math.sqrt(2 * 20000)
+    u = sample_flow_t(20000, torch.Generator().manual_seed(11))
+    assert abs(float(u.double().mean()) - 0.5) < 4 * math.sqrt(1 / 12 / 20000)
+
+
+def test_bad_objective_arguments_raise_input_error():
+    x0 = torch.randn(2, *SHAPE)
+    with pytest.raises(InputError, match="uniform, logit_normal"):
+        flow_loss(lambda x, t, y: x, x0, None, generator=None, t_sampling="cosine")
+    with pytest.raises(InputError, match="latent's shape"):
+        flow_loss(lambda x, t, y: x[:, :1], x0, None, generator=None)
+    with pytest.raises(InputError, match="must return 4 channels"):
+        ddpm_loss(lambda x, t, y: x, x0, None, generator=None, learn_sigma=True)
