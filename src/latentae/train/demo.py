@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from latentae.files import atomic_write_text
 from latentae.io import image_grid, save_image
 from latentae.train.recipes import LossWeights, Phase, Recipe
 
@@ -77,11 +78,11 @@ def run_demo(out: str | Path = "demo", minutes: float = 3.0, seed: int = 0,
     L1 alone gives recognisable reconstructions (14.5 dB; untrained 9.4 dB)."""
     from latentae.losses.perceptual import PerceptualLoss
     from latentae.registry import create_model
+    from latentae.train.autoencoder import train
     from latentae.train.config import make_config
-    from latentae.train.loop import train
-    from latentae.train.monitor import evaluate
     from latentae.train.plot import plot_run
     from latentae.train.state import load_latest
+    from latentae.train.validation import evaluate
 
     t0, out = time.time(), Path(out)
     # Half the cores: on a shared or small machine, OpenMP threads that wait on busy cores
@@ -95,6 +96,7 @@ def run_demo(out: str | Path = "demo", minutes: float = 3.0, seed: int = 0,
     cfg = make_config(dict(model="litevae-tiny", data=str(train_dir), val_data=str(val_dir),
                            out=str(out / "run"), seed=seed, max_minutes=minutes,
                            val_every=50, ckpt_every=100, log_every=1, ema_decay=0.995,
+                           overwrite=True,  # a demo always starts over
                            crop_scale=4.0))
     train(cfg, demo_recipe(vgg))
     t_train = time.time() - t0
@@ -114,10 +116,11 @@ def run_demo(out: str | Path = "demo", minutes: float = 3.0, seed: int = 0,
                  list(rec1[i:i + 6].clamp(-1, 1))]
     save_image(image_grid(rows), out / "recon_grid.png")
     plot_run(out / "run", out / "loss_curve.png")
-    info = dict(steps=state["global_step"], nimg=state["nimg"], t_train=t_train,
+    nimg = state["state"]["nimg"]
+    info = dict(steps=nimg // BATCH, nimg=nimg, t_train=t_train,
                 t_total=time.time() - t0, n_val=len(x), vgg=vgg)
     report = out / "report.md"
-    report.write_text(render_report(before, after, info))
+    atomic_write_text(report, render_report(before, after, info))
     return report
 
 
