@@ -112,7 +112,7 @@ def _number(value: Any, t: type, key: str) -> int | float:
     except (TypeError, ValueError, OverflowError):
         try:  # "1e3" for an int field
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InputError(f"{key}: cannot read {value!r} as {t.__name__}") from None
     if not _finite(number) or t is int and number != int(number):
         raise InputError(f"{key}: expected a finite {t.__name__}, got {value!r}")

@@ -66,9 +66,12 @@ class RunFolder:
             except StateError as e:
                 if not cfg.restart:
                     raise StateError(f"{e}. Nothing was changed; `--resume auto --restart` "
-                                     "starts the run over (deleting them)") from e
+                                     "starts the run over (deleting its files, as "
+                                     "--overwrite does)") from e
                 dist.print0(f"note: {e}; starting over (--restart)", file=sys.stderr)
                 clear = True
+            if saved is None and not clear:
+                dist.print0(f"note: no checkpoint in {self.checkpoints}: a new run")
         elif self.holds_run():
             if not cfg.overwrite:
                 raise StateError(f"{self.path} holds a run (config.yaml or checkpoints): "
