@@ -94,23 +94,22 @@ def train_model(start: Path | str, run_dir: Path, phases: tuple, seed: int,
     Returns ``{"model": exported EMA dir, "seconds": wall time, "img_s": images/s,
     "curve": [validation records]}``. Validation (``val_every`` > 0) runs the EMA model on
     the first ``val_images`` kodak24 center crops at the last phase's resolution."""
+    from latentae.train.autoencoder import train
     from latentae.train.config import make_config
-    from latentae.train.loop import train
     from latentae.train.recipes import Recipe
 
     cfg = make_config({
         "model": str(start), "data": str(TRAIN_DATA), "out": str(run_dir), "seed": seed,
         "val_data": str(EVAL_DATA) if val_every else None, "val_images": val_images,
         "val_every": val_every, "ckpt_every": 10**9, "keep_checkpoints": 1,
-        "log_every": 25, "progress": False, "ema_decay": ema_decay})
+        "log_every": 25, "progress": False, "ema_decay": ema_decay,
+        "overwrite": True})  # a fresh run: an unfinished or different one in run_dir goes
     recipe = Recipe(run_dir.name, tuple(phases), discriminator=discriminator,
                     discriminator_channels=discriminator_channels)
     done = finished_run(run_dir, cfg, recipe)
     if done is not None:
         print(f"reusing the finished run {run_dir} (same config; --retrain to redo it)")
         return done
-    if (run_dir / "metrics.jsonl").exists():  # a fresh run, never appended to an old log
-        (run_dir / "metrics.jsonl").unlink()
     t0 = time.perf_counter()
     exported = train(cfg, recipe)
     seconds = time.perf_counter() - t0

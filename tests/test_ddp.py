@@ -29,7 +29,7 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from latentae.train import dist
-    from latentae.train.loop import train
+    from latentae.train.autoencoder import train
     try:
         train(tiny_config(Path(tmp), "ddp", overrides={"batch_size": 1, "steps": 2}))
     finally:
@@ -41,7 +41,7 @@ def test_ddp_gloo_two_processes_match_one(tmp_path):
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available in this build")
     torch.set_num_threads(1)
-    from latentae.train.loop import train
+    from latentae.train.autoencoder import train
     train(tiny_config(tmp_path, "single", overrides={"batch_size": 2, "steps": 2}))
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     one, two = final_weights(tmp_path / "single"), final_weights(tmp_path / "ddp")

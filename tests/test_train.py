@@ -4,6 +4,7 @@ recipes and config overrides. Tiny model (litevae-tiny), 32² crops, a few steps
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+from latentae.errors import StateError, TrainingStopped
 from latentae.registry import create_model
+from latentae.train.autoencoder import set_trainable, train
 from latentae.train.config import apply_overrides, make_config, resolve_recipe
-from latentae.train.loop import set_trainable, train
 from latentae.train.recipes import get_recipe, scale_steps
-from latentae.train.state import load_latest
+from latentae.train.state import TrainState, load_latest, state_path
 
 
 def smooth_images(folder: Path, n: int = 4, size: int = 32) -> Path:
@@ -75,29 +77,37 @@ def test_overfits_four_images(tmp_path):
 
 
 def test_resume_is_bit_identical_and_skips_a_torn_checkpoint(tmp_path):
+    # Two phases of 3 steps × 2 images: 12 images. Stopped after 4 steps (8 images, phase 2
+    # after its first step), resumed past a newer torn file, it ends with the same weights.
     train(tiny_config(tmp_path, "full"))
     stopped = tiny_config(tmp_path, "split", max_steps=4)
-    assert train(stopped) is None  # stopped inside phase 2, after its step 1
+    assert train(stopped) is None
     ckpts = tmp_path / "split" / "checkpoints"
-    torn = ckpts / "state-000000099.pt"  # a newer, torn file must be skipped
-    torn.write_bytes((ckpts / "state-000000004.pt").read_bytes()[:1000])
-    assert load_latest(ckpts)["global_step"] == 4
+    state = load_latest(ckpts)["state"]
+    assert (state["phase"], state["phase_nimg"], state["nimg"]) == (1, 2, 8)
+    torn = state_path(ckpts, 99)  # a newer, torn file must be skipped
+    torn.write_bytes(state_path(ckpts, 8).read_bytes()[:1000])
+    assert load_latest(ckpts)["state"]["nimg"] == 8
     train(tiny_config(tmp_path, "split", resume="auto"))
     a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "split")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    sa = load_latest(tmp_path / "full" / "checkpoints")
-    sb = torch.load(ckpts / "state-000000006.pt", weights_only=True)
+    sa = torch.load(state_path(tmp_path / "full" / "checkpoints", 12), weights_only=True)
+    sb = torch.load(state_path(ckpts, 12), weights_only=True)
     for k in sa["disc"]:
         assert torch.equal(sa["disc"][k], sb["disc"][k]), k
+    assert sa["state"] == sb["state"]
+    assert sa.keys() == {"format", "model", "disc", "g_opt", "d_opt", "ema", "state"}
 
 
-def test_all_checkpoints_corrupt_starts_fresh(tmp_path, capsys):
+def test_all_checkpoints_corrupt_is_an_error_naming_them(tmp_path, capsys):
     (tmp_path / "c").mkdir()
-    (tmp_path / "c" / "state-000000001.pt").write_bytes(b"not a checkpoint")
-    assert load_latest(tmp_path / "c") is None
+    (tmp_path / "c" / "state-000000000001.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(StateError, match="state-000000000001.pt is unreadable"):
+        load_latest(tmp_path / "c")
     assert "unreadable" in capsys.readouterr().err
+    assert load_latest(tmp_path / "nothing-here") is None
 
 
 def test_phase_freezing_keeps_other_parameters(tmp_path):
@@ -178,22 +188,19 @@ def test_dcae_phases_train_only_their_groups(tmp_path):
     assert stats and all(torch.equal(states[1][k], states[2][k]) for k in stats)
 
 
-def test_nan_guard_skips_counts_and_stops(tmp_path):
-    from types import SimpleNamespace
-
-    from latentae.train.loop import finish_step
+def test_nan_guard_skips_counts_and_stops():
+    from latentae.train.loop import optimizer_step
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.Adam([w], lr=0.1)
-    run = SimpleNamespace(cfg=make_config({"data": "x", "max_bad_steps": 2}), skipped=0,
-                          bad_steps={"g": 0, "d": 0}, global_step=7, phase=0, dir=tmp_path)
-    module = torch.nn.Module()
-    module.w = w
+    cfg, state = make_config({"data": "x", "max_bad_steps": 2}), TrainState()
     w.grad = torch.tensor([1.0, float("nan"), 0.0])
-    assert not finish_step(run, opt, module, {}, "g")
-    assert torch.equal(w.detach(), torch.ones(3)) and run.skipped == 1  # step skipped
+    assert not math.isfinite(optimizer_step(opt, [w], state, cfg, "G"))
+    assert torch.equal(w.detach(), torch.ones(3)) and state.skipped == 1  # step skipped
     w.grad = torch.tensor([float("inf"), 0.0, 0.0])
-    with pytest.raises(RuntimeError, match="2 non-finite G steps in a row"):
-        finish_step(run, opt, module, {}, "g")
+    with pytest.raises(TrainingStopped, match="2 non-finite G steps in a row"):
+        optimizer_step(opt, [w], state, cfg, "G")
+    w.grad = torch.tensor([1.0, 0.0, 0.0])
+    assert optimizer_step(opt, [w], state, cfg, "G") == 1.0 and state.bad_steps["G"] == 0
 
 
 def test_cli_train_plot_shards(tmp_path, capsys):
@@ -209,7 +216,7 @@ def test_cli_train_plot_shards(tmp_path, capsys):
     assert main(["shards", str(data), str(tmp_path / "shards"), "--size", "4KB"]) == 0
     from latentae.train.data import list_sources
     assert len(list_sources(tmp_path / "shards")) == 4
-    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(run)]) == 2
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "new")]) == 2
     assert "not a directory" in capsys.readouterr().err
 
 
@@ -239,4 +246,22 @@ def test_sigterm_checkpoints_and_exits_zero(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
     state = load_latest(run / "checkpoints")
-    assert state is not None and state["global_step"] >= 1
+    assert state is not None and state["state"]["nimg"] >= 2
+
+
+def test_adaptive_gan_weight_uses_the_models_last_layer(tmp_path, monkeypatch):
+    # LiteVAE eq. 2 needs the gradients at the decoder's last layer: the step asks the
+    # model (``last_layer()``, which every family provides), not its decoder's internals.
+    from latentae.models.autoencoder import Autoencoder
+    calls, original = [], Autoencoder.last_layer
+
+    def last_layer(self):
+        calls.append(type(self).__name__)
+        return original(self)
+
+    monkeypatch.setattr(Autoencoder, "last_layer", last_layer)
+    cfg = tiny_config(tmp_path, "adaptive", recipe="sdvae",
+                      overrides={"steps": 1, "disc_start": 0, "discriminator_channels": 8})
+    train(cfg)
+    record = json.loads((tmp_path / "adaptive" / "metrics.jsonl").read_text().splitlines()[0])
+    assert calls == ["LiteVAE"] and record["adaptive_weight"] > 0

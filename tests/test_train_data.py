@@ -62,11 +62,15 @@ def test_samples_depend_only_on_position(tmp_path):
     b = TrainImages(list_sources(folder), 32, seed=3, crop_scale=1.5)
     for i in (7, 2, 7, 11):  # any order, any instance
         assert torch.equal(a[i][0], b[i][0])
-    # two processes with batch 2 read exactly the positions of one with batch 4
-    one = next(iter(StreamBatches(4, start_step=5)))
-    two = [next(iter(StreamBatches(2, rank=r, world=2, start_step=5))) for r in range(2)]
-    assert one == two[0] + two[1] == list(range(20, 24))
-    loader = make_loader(a, 2, 0, 1, start_step=1)
+    # two processes with batch 2 read exactly the positions of one with batch 4, from
+    # any image position (a resume after 20 images, or after 22 with another batch)
+    for start in (20, 22):
+        one = iter(StreamBatches(4, start=start))
+        two = [iter(StreamBatches(2, rank=r, world=2, start=start)) for r in range(2)]
+        for _ in range(2):
+            assert next(one) == next(two[0]) + next(two[1])
+    assert next(iter(StreamBatches(4, start=20))) == list(range(20, 24))
+    loader = make_loader(a, 2, 0, 1, start=2)
     x, corrupt, small = next(iter(loader))
     assert torch.equal(x, torch.stack([a[2][0], a[3][0]])) and corrupt == small == 0
 

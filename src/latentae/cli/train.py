@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+import yaml
+
+from latentae.errors import InputError
+
 # Command-line flags that map one-to-one onto TrainConfig fields (None = not given).
 FLAGS = (("--model", str, "preset name or saved model directory (default litevae-tiny)"),
          ("--recipe", str, "litevae | dcae | sdvae (default litevae)"),
@@ -11,14 +15,20 @@ FLAGS = (("--model", str, "preset name or saved model directory (default litevae
          ("--val-data", str, "held-out images for validation"),
          ("--out", str, "run folder, e.g. runs/NAME"),
          ("--steps-scale", float, "multiply every phase's steps, e.g. 0.01"),
-         ("--resume", str, "'auto': continue from the newest valid checkpoint in OUT"),
+         ("--resume", str, "'auto': continue from the newest valid checkpoint in OUT "
+          "(a new run if OUT has none)"),
          ("--seed", int, None), ("--ema-decay", float, None),
          ("--grad-clip", float, "max gradient norm (0: off)"),
          ("--accumulation", int, "gradient accumulation rounds per step"),
-         ("--val-every", int, None), ("--ckpt-every", int, None), ("--log-every", int, None),
+         ("--val-every", int, "validate every N steps of a phase (0: only at the end)"),
+         ("--ckpt-every", int, "checkpoint every N steps of a phase (0: only at phase "
+          "ends and stops)"),
+         ("--log-every", int, "log every N steps of a phase (0: only at phase ends)"),
          ("--keep-checkpoints", int, None),
          ("--max-minutes", float, "checkpoint and stop after this long (resume later)"),
-         ("--max-steps", int, "checkpoint and stop after this many steps"),
+         ("--max-steps", int, "checkpoint and stop after this many steps in this process "
+          "(steps of the phase it starts in)"),
+         ("--max-images", int, "checkpoint and stop after this many images in this process"),
          ("--workers", int, "data loader processes"),
          ("--small-images", str, "upscale | skip images smaller than the crop"),
          ("--crop-scale", float, "shortest side resized to res × U(1, S) before cropping"),
@@ -39,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
                    help="recompute block activations in backward (less memory)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="OUT holds a run: delete it (config, log, checkpoints, model) and "
+                   "start a new one")
+    p.add_argument("--restart", action="store_true", default=None,
+                   help="with --resume auto: start over when no checkpoint is readable "
+                   "(without it that is an error)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("plot", help="draw the loss and metric curves of a run")
@@ -62,30 +78,39 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_sets(items: list[str]) -> dict[str, object]:
-    import yaml
+    """``--set KEY=VALUE`` items, each value read as YAML (``0.5,0.9`` stays a string)."""
     out = {}
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise InputError(f"--set {key.strip()}: cannot read {value!r} ({e})") from e
     return out
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Exit 0 when finished or stopped with a checkpoint (SIGTERM, --max-*); 130 after
+    Ctrl-C (checkpoint written on the first, none on a second)."""
     from latentae.train import dist
+    from latentae.train.autoencoder import train
     from latentae.train.config import load_yaml, make_config
-    from latentae.train.loop import train
     file = load_yaml(args.config) if args.config else {}
     cli = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
            for flag, _, _ in FLAGS}
     cli.update(channels_last=args.channels_last, compile=args.compile,
                gradient_checkpointing=args.gradient_checkpointing, progress=args.progress,
+               overwrite=args.overwrite, restart=args.restart,
                recipe_overrides=parse_sets(args.set))
     try:
         out = train(make_config(file, cli))
         if out is not None:
             dist.print0(f"model: {out}  (load with latentae.load('{out}'))")
+    except KeyboardInterrupt:
+        dist.print0("interrupted: `--resume auto` continues from the newest checkpoint")
+        return 130
     finally:
         dist.destroy()
     return 0

@@ -85,6 +85,12 @@ class Autoencoder(nn.Module):
                 "encoder": list(self.encoder.parameters()),
                 "decoder": list(self.decoder.parameters())}
 
+    def last_layer(self) -> nn.Parameter:
+        """The weight of the decoder's final layer: the gradients of the reconstruction
+        and adversarial losses with respect to it set the adaptive GAN weight (LiteVAE
+        eq. 2). Families override this where their decoder differs."""
+        return self.decoder.last_layer_weight()
+
     # --- checks -------------------------------------------------------------------
     def check_image(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` naming the fix for a wrong rank, channel count or size."""

@@ -4,16 +4,16 @@ and horizontal flip at the phase's resolution.
 
 Determinism (STYLE §4): sample ``i`` of a phase's infinite stream is file
 ``perm_e[i mod N]`` with ``perm_e`` a permutation seeded by (seed, phase, epoch
-``e = i // N``), and its crop and flip come from an RNG seeded by (seed, phase, i). A
-step reads stream positions ``[step·B·W + rank·B, … + B)`` (B per-process batch, W
-processes), so a resumed run, or W processes, see exactly the samples of one
-uninterrupted process with batch B·W. Corrupt files and (with ``small="skip"``) images
-smaller than the crop are replaced by the next file of the permutation and counted.
+``e = i // N``), and its crop and flip come from an RNG seeded by (seed, phase, i). The
+step that starts at image ``n`` of the phase (the loop's ``state.phase_nimg``) reads
+stream positions ``n + rank·B + [0, B)`` (B per-process batch), so a resumed run, or W
+processes, see exactly the samples of one uninterrupted process with batch B·W.
+Corrupt files and (with ``small="skip"``) images smaller than the crop are replaced by
+the next file of the permutation and counted.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import random
@@ -33,6 +33,7 @@ from latentae.io import (
     resize_shortest,
     to_tensor,
 )
+from latentae.train.state import seed_from
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,6 @@ class ShardMember:
 
 
 Source = Path | ShardMember
-
-
-def seed_from(*values: int) -> int:
-    """A 63-bit seed from integers, the same in every process (unlike ``hash`` of str)."""
-    digest = hashlib.sha256(repr(tuple(int(v) for v in values)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def list_sources(path: str | os.PathLike) -> list[Source]:
@@ -133,19 +128,18 @@ class TrainImages(torch.utils.data.Dataset):
 
 
 class StreamBatches(torch.utils.data.Sampler):
-    """Infinite batch sampler: step ``s`` yields this process's slice of the global
-    batch, positions ``s·B·W + rank·B + [0, B)``, starting at ``start_step``."""
+    """Infinite batch sampler over stream positions: from image ``start`` of the global
+    stream, each step yields this process's ``B`` positions ``start + s·B·W + rank·B +
+    [0, B)`` (``B`` per process, ``W`` processes)."""
 
-    def __init__(self, batch_size: int, rank: int = 0, world: int = 1,
-                 start_step: int = 0) -> None:
-        self.batch_size, self.rank, self.world, self.start = batch_size, rank, world, start_step
+    def __init__(self, batch_size: int, rank: int = 0, world: int = 1, start: int = 0) -> None:
+        self.batch_size, self.rank, self.world, self.start = batch_size, rank, world, start
 
     def __iter__(self) -> Iterator[list[int]]:
-        step, b = self.start, self.batch_size
+        base, b = self.start + self.rank * self.batch_size, self.batch_size
         while True:
-            base = step * b * self.world + self.rank * b
             yield list(range(base, base + b))
-            step += 1
+            base += b * self.world
 
 
 def collate(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, int, int]:
@@ -154,10 +148,11 @@ def collate(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, i
 
 
 def make_loader(dataset: TrainImages, batch_size: int, rank: int, world: int,
-                start_step: int, workers: int = 0) -> torch.utils.data.DataLoader:
-    """A DataLoader yielding ``(images (B, 3, R, R), corrupt, small)`` from ``start_step``."""
+                start: int, workers: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader yielding ``(images (B, 3, R, R), corrupt, small)`` from stream
+    position ``start`` (an image count, see :class:`StreamBatches`)."""
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=StreamBatches(batch_size, rank, world, start_step),
+        dataset, batch_sampler=StreamBatches(batch_size, rank, world, start),
         num_workers=workers, collate_fn=collate, persistent_workers=False)
 
 

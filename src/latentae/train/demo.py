@@ -11,9 +11,21 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
+from latentae.eval.lpips import load_lpips
+from latentae.eval.metrics import PSNR_VERSION, SSIM_VERSION
+from latentae.files import atomic_write_text
 from latentae.io import image_grid, save_image
+from latentae.losses.perceptual import PerceptualLoss
+from latentae.registry import create_model
+from latentae.train.autoencoder import train
+from latentae.train.config import make_config
+from latentae.train.data import TrainImages, list_sources
+from latentae.train.plot import plot_run
 from latentae.train.recipes import LossWeights, Phase, Recipe
+from latentae.train.state import load_latest
+from latentae.train.validation import evaluate
 
 # Mostly colour photographs (with many grayscale ones a minutes-long run learns
 # luminance first and the held-out colour photos come back grey), two grayscale ones.
@@ -31,7 +43,6 @@ def write_skimage_images(out: Path) -> tuple[Path, Path]:
         import skimage.data
     except ImportError as e:
         raise ValueError("the demo needs scikit-image (pip install scikit-image)") from e
-    from PIL import Image
     for split, names in (("train", TRAIN_IMAGES), ("val", VAL_IMAGES)):
         (out / split).mkdir(parents=True, exist_ok=True)
         for name in names:
@@ -52,7 +63,6 @@ def demo_recipe(perceptual: bool) -> Recipe:
 
 
 def has_lpips(net: str) -> bool:
-    from latentae.eval.lpips import load_lpips
     try:
         load_lpips(net)
         return True
@@ -62,7 +72,6 @@ def has_lpips(net: str) -> bool:
 
 def val_crops(val_dir: Path, per_image: int = 6) -> torch.Tensor:
     """``per_image`` random 64² crops of each held-out image (fixed seed): ``(N, 3, 64, 64)``."""
-    from latentae.train.data import TrainImages, list_sources
     data = TrainImages(list_sources(val_dir), RESOLUTION, seed=1234, crop_scale=4.0)
     return torch.stack([data[i][0] for i in range(per_image * len(data))])
 
@@ -75,14 +84,6 @@ def run_demo(out: str | Path = "demo", minutes: float = 3.0, seed: int = 0,
     minutes it costs ~60% of each step (285 instead of 677 steps here) and its gradient
     dominates early, giving an input-independent texture (held-out PSNR 11.8 dB) where
     L1 alone gives recognisable reconstructions (14.5 dB; untrained 9.4 dB)."""
-    from latentae.losses.perceptual import PerceptualLoss
-    from latentae.registry import create_model
-    from latentae.train.config import make_config
-    from latentae.train.loop import train
-    from latentae.train.monitor import evaluate
-    from latentae.train.plot import plot_run
-    from latentae.train.state import load_latest
-
     t0, out = time.time(), Path(out)
     # Half the cores: on a shared or small machine, OpenMP threads that wait on busy cores
     # cost more than they give (measured here: 1 thread 2× faster than 2 under load).
@@ -95,6 +96,7 @@ def run_demo(out: str | Path = "demo", minutes: float = 3.0, seed: int = 0,
     cfg = make_config(dict(model="litevae-tiny", data=str(train_dir), val_data=str(val_dir),
                            out=str(out / "run"), seed=seed, max_minutes=minutes,
                            val_every=50, ckpt_every=100, log_every=1, ema_decay=0.995,
+                           overwrite=True,  # a demo always starts over
                            crop_scale=4.0))
     train(cfg, demo_recipe(vgg))
     t_train = time.time() - t0
@@ -105,25 +107,33 @@ def run_demo(out: str | Path = "demo", minutes: float = 3.0, seed: int = 0,
     model.load_state_dict(state["ema"]["model"])
     model.save_pretrained(str(out / "model"))
     x = val_crops(val_dir)
+    before, after = compare(untrained, model, x, alex, out / "recon_grid.png")
+    plot_run(out / "run", out / "loss_curve.png")
+    nimg = state["state"]["nimg"]
+    info = dict(steps=nimg // BATCH, nimg=nimg, t_train=t_train,
+                t_total=time.time() - t0, n_val=len(x), vgg=vgg)
+    report = out / "report.md"
+    atomic_write_text(report, render_report(before, after, info))
+    return report
+
+
+def compare(untrained: torch.nn.Module, trained: torch.nn.Module, x: torch.Tensor,
+            alex: bool, grid: Path) -> tuple[dict, dict]:
+    """Metrics of both models on ``x``; a grid of rows in threes (crops, untrained,
+    trained reconstructions) to ``grid``."""
     lpips = PerceptualLoss("alex") if alex else None
     before, rec0 = evaluate(untrained.eval(), x, lpips)
-    after, rec1 = evaluate(model.eval(), x, lpips)
+    after, rec1 = evaluate(trained.eval(), x, lpips)
     rows = []
     for i in range(0, len(x), 6):
         rows += [list(x[i:i + 6]), list(rec0[i:i + 6].clamp(-1, 1)),
                  list(rec1[i:i + 6].clamp(-1, 1))]
-    save_image(image_grid(rows), out / "recon_grid.png")
-    plot_run(out / "run", out / "loss_curve.png")
-    info = dict(steps=state["global_step"], nimg=state["nimg"], t_train=t_train,
-                t_total=time.time() - t0, n_val=len(x), vgg=vgg)
-    report = out / "report.md"
-    report.write_text(render_report(before, after, info))
-    return report
+    save_image(image_grid(rows), grid)
+    return before, after
 
 
 def render_report(before: dict, after: dict, info: dict) -> str:
     """The Markdown report."""
-    from latentae.eval.metrics import PSNR_VERSION, SSIM_VERSION
     keys = [k for k in ("psnr", "ssim", "lpips") if k in after]
     table = ["| model | " + " | ".join(k.upper() for k in keys) + " |",
              "|---|" + "---|" * len(keys)]

@@ -1,296 +1,344 @@
-"""The training loop, visible top to bottom (STYLE §3, after edm2's training_loop):
-set up, resume from the newest valid state, then for each :class:`Phase` one loop that
-takes a batch, makes a generator step (reconstruction + KL + adversarial terms), a
-discriminator step, an EMA update, and reports, validates and checkpoints. Generator
-and discriminator are separate modules with separate optimizers, each DDP-wrapped on
-its own. Everything random derives from (seed, phase, step, sample position), so a
-resumed run repeats an uninterrupted one bit for bit (CPU).
+"""The generic training loop, in the shape of edm2's ``training_loop``, for any model kind.
+
+:func:`training_loop` reads top to bottom: open the run folder (refuse, overwrite or
+resume: ``rundir.py``), build the task, restore the newest valid state, then for each
+phase ``task.begin_phase`` and one loop whose body is ``task.step`` + the EMA update,
+with reports, validation and checkpoints when ``state.phase_nimg`` crosses their
+interval; at the end validation and export. This module knows nothing of autoencoders:
+the run folder, config file, metrics log (JSONL + TensorBoard), checkpoints with
+retention, EMA, DDP (``dist.py``), SIGINT/SIGTERM, time and image limits, the progress
+bar, the non-finite-gradient guard and the phase loop are here for every model kind.
+
+**A task** is what a model kind supplies (:class:`Task`; ``autoencoder.AutoencoderTask``
+is one, ``tests/test_train_generic.py`` trains a linear regression as another)::
+
+    phases: Sequence[PhaseSpec]   each with .name, .steps, .batch_size (per process)
+    model: nn.Module              the trained network, unwrapped; the loop keeps its EMA
+    resume_keys: tuple[str, ...]  top-level keys of config() a resumed run must match
+    config() -> dict              the resolved configuration, YAML-able (OUT/config.yaml)
+    begin_phase(index) -> None    make phase `index` current: trainable parameters, NEW
+                                  optimizers (a checkpoint holds the current phase's), DDP
+    batches(index, start) -> Iterator
+                                  this process's batches of phase `index`, forever, from
+                                  image `start` of the phase's global stream
+    step(batch, state) -> dict[str, float]
+                                  one training step: forward, backward, each optimizer
+                                  through optimizer_step(); returns the values to log
+    checkpoint_items() -> dict[str, Stateful]
+                                  its modules and the current optimizers, by name
+    validate(ema, state, folder) -> dict[str, float]
+                                  every process calls it; logged as val_<name>
+    export(ema, folder) -> Path   every process calls it: write the final model on rank 0
+                                  (dist.is_main()), return its path everywhere
+
+``make_task(device)`` builds the task after the run folder was accepted and
+``torch.manual_seed(cfg.seed)`` was set (the same initial weights on every process).
+
+**Units.** The loop counts images over all processes (``TrainState.nimg``,
+``phase_nimg``); a phase is ``steps × batch_size × processes`` images. The step-valued
+settings (``log_every``, ``val_every``, ``ckpt_every``, ``max_steps``) are converted to
+images in one place, :func:`images`; ``max_images`` is given in images. 0 turns an
+interval off; the end-of-phase checkpoint and the end-of-run validation still happen.
+
+**Determinism.** Seeds derive from (seed, phase, image index): a task seeds its noise
+with ``seed_from(seed, state.phase, state.phase_nimg, purpose)``, and the global torch
+RNG is reseeded before every step from (seed, nimg, rank), so incidental randomness
+(dropout, label dropout) also repeats. A resumed run equals an uninterrupted one bit for
+bit (CPU, same thread count).
+
+**Stopping.** SIGTERM, SIGINT (Ctrl-C), ``max_minutes`` and ``max_steps``/``max_images``
+stop after the current step with a checkpoint and a line saying how to resume;
+``training_loop`` then returns ``None``, or after SIGINT raises ``KeyboardInterrupt``
+(``latentae train`` exits 130). A second Ctrl-C aborts at once. The non-finite guard
+raises :class:`~latentae.errors.TrainingStopped`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
+import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from latentae.losses import (
-    adaptive_weight,
-    discriminator_loss,
-    generator_loss,
-    highpass_l1_loss,
-    l1_loss,
-    l2_loss,
-    r1_penalty,
-    wavelet_charbonnier_loss,
-)
-from latentae.models.distributions import DiagonalGaussian
+from latentae.devices import resolve_device
+from latentae.errors import TrainingStopped
 from latentae.train import dist
-from latentae.train.config import TrainConfig, dump_yaml, resolve_recipe
-from latentae.train.data import TrainImages, make_loader, seed_from
-from latentae.train.recipes import Phase, Recipe
-from latentae.train.run import (
-    Run,
-    checkpoint,
-    export,
-    main_thread,
-    memory_format,
-    over_time,
-    report,
-    restore,
-    setup,
-    validate,
-    write_config,
-)
-from latentae.train.state import load_latest
+from latentae.train.config import LoopConfig
+from latentae.train.ema import EMA
+from latentae.train.monitor import MetricsLog
+from latentae.train.rundir import RunFolder
+from latentae.train.state import Stateful, TrainState, restore, save, seed_from
 
-__all__ = ["Generator", "Run", "set_trainable", "train"]
+__all__ = ["PhaseSpec", "Task", "TrainState", "images", "optimizer_step", "training_loop"]
 
 
-class Generator(nn.Module):
-    """The autoencoder's training forward as one module for DDP: ``(x, eps) ->
-    (recon, kl)`` with ``z = mean + std·eps`` (``eps`` drawn by the loop for the global
-    batch, so any process count sees the same noise) and ``kl`` per image ``(B,)``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        posterior = self.model.encode(x)
-        z = posterior.mean + posterior.std * eps  # (B, nz, H/f, W/f)
-        if isinstance(posterior, DiagonalGaussian):  # KL in float32 even under autocast
-            moments = torch.cat([posterior.mean, posterior.logvar], dim=1).float()
-            posterior = DiagonalGaussian(moments)
-        return self.model.decode(z), posterior.kl().float()
+class PhaseSpec(Protocol):
+    name: str
+    steps: int  # optimizer steps
+    batch_size: int  # samples per step and process
 
 
-def set_trainable(model: nn.Module, groups: tuple[str, ...]) -> list[nn.Parameter]:
-    """Freeze everything but ``param_groups()[g]`` for ``g`` in ``groups``; return the
-    trainable parameters (model order, no duplicates)."""
-    available = model.param_groups()
-    unknown = [g for g in groups if g not in available]
-    if unknown:
-        raise ValueError(f"{type(model).__name__} has no parameter group(s) {unknown}; "
-                         f"valid: {sorted(available)}")
-    chosen = {id(p) for g in groups for p in available[g]}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in chosen)
-    # A frozen BatchNorm must not keep updating its running statistics (buffers, not
-    # parameters): DC-AE phase 3 trains only the decoder head above BatchNorm stages.
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
-                p.requires_grad for p in m.parameters()):
-            m.eval()
-    return [p for p in model.parameters() if p.requires_grad]
+class Task(Protocol):
+    """What a model kind supplies to :func:`training_loop` (see the module docstring)."""
+
+    phases: Sequence[PhaseSpec]
+    model: nn.Module
+    resume_keys: tuple[str, ...]
+
+    def config(self) -> dict[str, Any]: ...
+
+    def begin_phase(self, index: int) -> None: ...
+
+    def batches(self, index: int, start: int) -> Iterator[Any]: ...
+
+    def step(self, batch: Any, state: TrainState) -> dict[str, float]: ...
+
+    def checkpoint_items(self) -> dict[str, Stateful]: ...
+
+    def validate(self, ema: nn.Module, state: TrainState, folder: Path) -> dict[str, float]: ...
+
+    def export(self, ema: nn.Module, folder: Path) -> Path: ...
 
 
-def make_optimizer(params: list[nn.Parameter], phase: Phase) -> torch.optim.Optimizer:
-    cls = torch.optim.AdamW if phase.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=phase.lr, betas=tuple(phase.betas), weight_decay=phase.weight_decay)
+def images(steps: int, phase: PhaseSpec) -> int:
+    """The one conversion from steps (how intervals and phase lengths are given) to the
+    loop's unit: a step of ``phase`` is its ``batch_size`` on each process."""
+    return steps * phase.batch_size * dist.world_size()
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on GPU, float32 on CPU (STYLE §7); wraps forward passes only."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def global_step(phases: Sequence[PhaseSpec], state: TrainState) -> int:
+    """Optimizer steps so far (for logs and plots; the loop itself counts images)."""
+    done = sum(p.steps for p in phases[:state.phase])
+    return done + state.phase_nimg // images(1, phases[state.phase])
 
 
-def step_seed(cfg: TrainConfig, phase: int, step: int) -> int:
-    return seed_from(cfg.seed, phase, step, 2)  # latent noise of this step
+class StopSignals:
+    """SIGTERM and SIGINT ask for a stop after the current step; a second SIGINT aborts
+    at once (``KeyboardInterrupt``). Installed only in the main thread."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: abort now, no checkpoint
+        self.received = signum
+        dist.print0(f"\n{signal.Signals(signum).name}: stopping after this step with a "
+                    "checkpoint (Ctrl-C again aborts at once)")
 
 
-def reconstruction_losses(recon: torch.Tensor, x: torch.Tensor, kl: torch.Tensor,
-                          phase: Phase, perceptual: nn.Module | None) -> dict[str, torch.Tensor]:
-    """The weighted non-adversarial terms (float32), keyed by name; zero weights skip."""
-    w, out = phase.losses, {}
-    terms = (("l1", l1_loss), ("l2", l2_loss), ("wavelet", wavelet_charbonnier_loss),
-             ("highpass", lambda a, b: highpass_l1_loss(a, b, w.highpass_sigma)))
-    for name, fn in terms:
-        if getattr(w, name):
-            out[name] = getattr(w, name) * fn(recon, x)
-    if w.perceptual:
-        out["perceptual"] = w.perceptual * perceptual(recon, x)
-    if w.kl:
-        out["kl"] = w.kl * kl.float().mean() / x[0].numel()  # = losses.kl_loss
-    return out
+def optimizer_step(opt: torch.optim.Optimizer, params: Iterable[nn.Parameter],
+                   state: TrainState, cfg: LoopConfig, tag: str) -> float:
+    """Clip the gradients of ``params`` to ``cfg.grad_clip``, then step ``opt`` -- unless
+    their norm is not finite: then skip the step, count it, and after ``max_bad_steps``
+    in a row raise :class:`TrainingStopped`. Returns the norm (gradients must already be
+    all-reduced, so every process decides alike)."""
+    params = [p for p in params if p.grad is not None]
+    clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+    norm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if params else 0.0
+    if math.isfinite(norm):
+        opt.step()
+        state.bad_steps[tag] = 0
+        return norm
+    state.bad_steps[tag] = state.bad_steps.get(tag, 0) + 1
+    state.skipped += 1
+    opt.zero_grad(set_to_none=True)
+    if state.bad_steps[tag] >= cfg.max_bad_steps:
+        raise TrainingStopped(
+            f"{state.bad_steps[tag]} non-finite {tag} steps in a row at image {state.nimg} "
+            f"(phase {state.phase}): lower the learning rate, raise grad_clip, or check "
+            "the data")
+    return norm
 
 
-def generator_step(run: Run, G: nn.Module, x: torch.Tensor, eps: torch.Tensor,
-                   phase: Phase, gan_on: bool) -> tuple[dict[str, float], torch.Tensor, bool]:
-    """One optimizer step of the autoencoder over ``accumulation`` rounds. Returns the
-    logged values, the detached reconstructions (for the D step), and success."""
-    acc, logs, recons = run.cfg.accumulation, {}, []
-    run.g_opt.zero_grad(set_to_none=True)
-    if run.disc is not None:
-        run.disc.requires_grad_(False)
-    for i, (xb, eb) in enumerate(zip(x.chunk(acc), eps.chunk(acc))):
-        with dist.no_sync(G, sync=i == acc - 1):
-            with autocast(run.device):
-                recon, kl = G(xb, eb)
-            recon = recon.float()
-            terms = reconstruction_losses(recon, xb, kl, phase, run.perceptual)
-            rec = sum(terms.values())
-            if gan_on:  # the unwrapped D: its gradients are not wanted here
-                with autocast(run.device):
-                    adv = generator_loss(run.disc(recon), phase.gan_loss)
-                weight = torch.tensor(phase.losses.adversarial)
-                if phase.losses.adaptive:
-                    last = run.model.decoder.last_layer_weight()
-                    weight = weight * dist.all_reduce_mean(adaptive_weight(rec, adv, last))
-                    logs["adaptive_weight"] = float(weight)
-                terms["adversarial"] = weight * adv
-            loss = sum(terms.values())
-            (loss / acc).backward()
-        recons.append(recon.detach())
-        for k, v in {**terms, "loss": loss}.items():
-            logs[k] = logs.get(k, 0.0) + float(v.detach()) / acc
-    ok = finish_step(run, run.g_opt, run.model, logs, "g")
-    return logs, torch.cat(recons), ok
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """The long-lived objects of one :func:`training_loop` call (counters: ``state``)."""
+
+    cfg: LoopConfig
+    task: Task
+    ema: EMA
+    state: TrainState
+    folder: RunFolder
+    log: MetricsLog | None
+    signals: StopSignals
+    device: torch.device
+    start_time: float
+    start_nimg: int  # where this process started
+    max_nimg: int  # images this process may train (0: no limit)
 
 
-def discriminator_step(run: Run, D: nn.Module, x: torch.Tensor, recon: torch.Tensor,
-                       phase: Phase) -> tuple[dict[str, float], bool]:
-    """One optimizer step of the discriminator: reals and reconstructions in one
-    forward (one DDP call), hinge or logistic loss, optional R1 on the reals."""
-    acc, logs = run.cfg.accumulation, {"d_loss": 0.0}
-    run.d_opt.zero_grad(set_to_none=True)
-    run.disc.requires_grad_(True)
-    for i, (xb, rb) in enumerate(zip(x.chunk(acc), recon.chunk(acc))):
-        with dist.no_sync(D, sync=i == acc - 1):
-            real = xb.detach().requires_grad_(phase.losses.r1 > 0)
-            with autocast(run.device):
-                logits = D(torch.cat([real, rb]))
-            n = len(xb)
-            real_l, fake_l = [t[:n] for t in logits], [t[n:] for t in logits]
-            loss = discriminator_loss(real_l, fake_l, phase.gan_loss)
-            if phase.losses.r1:
-                loss = loss + 0.5 * phase.losses.r1 * r1_penalty(real, real_l)
-            (loss / acc).backward()
-        logs["d_loss"] += float(loss.detach()) / acc
-        logs["logits_real"] = float(sum(t.detach().float().mean() for t in real_l))
-        logs["logits_fake"] = float(sum(t.detach().float().mean() for t in fake_l))
-    return logs, finish_step(run, run.d_opt, run.disc, logs, "d")
+def checkpoint_items(s: Session) -> dict[str, Stateful]:
+    """The one list of what a checkpoint holds; :func:`save` and :func:`restore` both
+    walk it. The task's modules come first, so a model mismatch is what is reported."""
+    return {**s.task.checkpoint_items(), "ema": s.ema, "state": s.state}
 
 
-def finish_step(run: Run, opt: torch.optim.Optimizer, module: nn.Module,
-                logs: dict[str, float], tag: str) -> bool:
-    """Clip, guard against non-finite gradients (skip the step and count it; stop after
-    ``max_bad_steps`` in a row), then step. Gradients are already all-reduced, so every
-    process takes the same decision."""
-    params = [p for p in module.parameters() if p.grad is not None]
-    clip = run.cfg.grad_clip if run.cfg.grad_clip > 0 else math.inf
-    norm = torch.nn.utils.clip_grad_norm_(params, clip) if params else torch.tensor(0.0)
-    logs[f"{tag}_grad_norm"] = float(norm)
-    if not math.isfinite(float(norm)):
-        run.bad_steps[tag] += 1
-        run.skipped += 1
-        opt.zero_grad(set_to_none=True)
-        if run.bad_steps[tag] >= run.cfg.max_bad_steps:
-            raise RuntimeError(
-                f"{run.bad_steps[tag]} non-finite {tag.upper()} steps in a row at step "
-                f"{run.global_step} (phase {run.phase}): lower the learning rate, raise "
-                "grad_clip, or check the data; the last good checkpoint is in "
-                f"{run.dir / 'checkpoints'}")
-        return False
-    opt.step()
-    run.bad_steps[tag] = 0
-    return True
-
-
-def run_phase(run: Run, phase: Phase, resume: dict[str, Any] | None) -> bool:
-    """Train one phase from ``run.step``; returns False when stopped early."""
-    cfg, rank, world = run.cfg, dist.rank(), dist.world_size()
-    if phase.batch_size % cfg.accumulation:
-        raise ValueError(f"phase {phase.name!r}: batch_size {phase.batch_size} is not "
-                         f"divisible by accumulation {cfg.accumulation}")
-    run.g_opt = make_optimizer(set_trainable(run.model, phase.train_groups), phase)
-    run.d_opt = make_optimizer(list(run.disc.parameters()), phase) \
-        if phase.discriminator_on else None
-    if resume is not None:  # optimizers of the phase we stopped in
-        run.g_opt.load_state_dict(resume["g_opt"])
-        if run.d_opt is not None:
-            run.d_opt.load_state_dict(resume["d_opt"])
-    G = dist.wrap(Generator(run.model))
-    D = dist.wrap(run.disc) if phase.discriminator_on else None
-    if cfg.compile:
-        G = torch.compile(G)
-    data = TrainImages(run.sources, phase.resolution, cfg.seed, run.phase, cfg.small_images,
-                       cfg.crop_scale)
-    batches = iter(make_loader(data, phase.batch_size, rank, world, run.step, cfg.workers))
-    lat = phase.resolution // run.model.spatial_compression_ratio
-    # A run bounded by --max-minutes has no meaningful step total (or ETA).
-    bar = tqdm(total=None if cfg.max_minutes else phase.steps, initial=run.step,
-               desc=f"{phase.name}",
-               disable=not (cfg.progress and dist.is_main()), dynamic_ncols=True)
-    window, t0 = [], time.time()
-    while run.step < phase.steps:
-        if dist.any_true(run.stop or over_time(run), run.device):
-            bar.close()
-            return False
-        x, corrupt, small = next(batches)
-        x = x.to(run.device, memory_format=memory_format(cfg))
-        g = torch.Generator().manual_seed(step_seed(cfg, run.phase, run.step))
-        eps = torch.randn(phase.batch_size * world, run.model.latent_channels, lat, lat,
-                          generator=g)[rank * phase.batch_size:(rank + 1) * phase.batch_size]
-        gan_on = phase.discriminator_on and run.step >= phase.disc_start
-        logs, recon, _ = generator_step(run, G, x, eps.to(run.device), phase, gan_on)
-        if gan_on:
-            logs.update(discriminator_step(run, D, x, recon, phase)[0])
-        run.ema.update(run.model)
-        run.step, run.global_step = run.step + 1, run.global_step + 1
-        run.nimg += phase.batch_size * world
-        run.corrupt, run.small = run.corrupt + corrupt, run.small + small
-        window.append(logs)
-        bar.update(1)
-        if run.step % cfg.log_every == 0 or run.step == phase.steps:
-            report(run, phase, window, bar, phase.batch_size * world * len(window)
-                   / max(time.time() - t0, 1e-9))
-            window, t0 = [], time.time()
-        if cfg.val_every and run.step % cfg.val_every == 0:
-            validate(run)
-        if run.step % cfg.ckpt_every == 0 and run.step < phase.steps:
-            checkpoint(run)
-    bar.close()
-    return True
-
-
-def train(cfg: TrainConfig, recipe: Recipe | None = None) -> Path | None:
-    """Run (or with ``resume='auto'`` continue) training. Returns the directory of the
-    exported EMA model (``OUT/model``), or ``None`` when stopped early (SIGTERM,
-    ``max_minutes``) after writing a checkpoint."""
-    dist.init()
-    recipe = recipe or resolve_recipe(cfg)
-    run = setup(cfg, recipe)
-    state = load_latest(run.dir / "checkpoints", run.device) if cfg.resume == "auto" else None
-    if state is not None:
-        restore(run, state)
-        dist.print0(f"resumed from {state['path']}: phase {run.phase}, step {run.step}")
+def save_checkpoint(s: Session) -> None:
+    """Write the training state (rank 0) and wait for it on every process."""
     if dist.is_main():
-        write_config(run, state is not None)
-        dist.print0(dump_yaml(cfg, recipe) if state is None else "")
-    previous = signal.signal(signal.SIGTERM, lambda *_: setattr(run, "stop", True)) \
-        if main_thread() else None
-    try:
-        while run.phase < len(recipe.phases):
-            resume = state if state is not None and state["phase"] == run.phase else None
-            if not run_phase(run, recipe.phases[run.phase], resume if run.step else None):
-                checkpoint(run)
-                dist.print0(f"stopped at step {run.global_step}; continue with --resume auto")
-                return None
-            run.phase, run.step = run.phase + 1, 0
-            checkpoint(run)
-        validate(run)
-        return export(run)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if run.log is not None:
-            run.log.close()
+        save(s.folder.checkpoints, checkpoint_items(s), s.state.nimg, s.cfg.keep_checkpoints)
+    dist.barrier()
 
 
+def limit_reached(s: Session) -> bool:
+    cfg, trained = s.cfg, s.state.nimg - s.start_nimg
+    return (bool(cfg.max_minutes) and time.time() - s.start_time > 60 * cfg.max_minutes
+            or bool(s.max_nimg) and trained >= s.max_nimg)
+
+
+def due(s: Session, every_steps: int) -> bool:
+    """``phase_nimg`` is at a multiple of the interval (0: never)."""
+    every = images(every_steps, s.task.phases[s.state.phase])
+    return bool(every) and s.state.phase_nimg % every == 0
+
+
+class Window:
+    """Running means of the logged values since the last report."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.steps, self.t0 = 0, time.time()
+
+    def add(self, logs: dict[str, float]) -> None:
+        for k, v in logs.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            self.counts[k] = self.counts.get(k, 0) + 1
+        self.steps += 1
+
+    def mean(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in sorted(self.sums)}
+
+
+def report(s: Session, window: Window, bar: tqdm) -> None:
+    """The window's means to the progress bar and the metrics log."""
+    mean, phase, st = window.mean(), s.task.phases[s.state.phase], s.state
+    img_s = images(window.steps, phase) / max(time.time() - window.t0, 1e-9)
+    bar.set_postfix(loss=f"{mean.get('loss', 0):.4f}", img_s=f"{img_s:.1f}")
+    if s.log is not None:
+        s.log.write({"step": global_step(s.task.phases, st), "nimg": st.nimg,
+                     "phase": phase.name, "phase_nimg": st.phase_nimg,
+                     "img_s": round(img_s, 3), "skipped_steps": st.skipped,
+                     "corrupt_files": st.corrupt, "small_files": st.small, **mean})
+
+
+def validate(s: Session) -> None:
+    metrics = s.task.validate(s.ema.model, s.state, s.folder.path)
+    if metrics and s.log is not None:
+        s.log.write({"step": global_step(s.task.phases, s.state), "nimg": s.state.nimg,
+                     **{f"val_{k}": v for k, v in metrics.items()}})
+
+
+def run_phase(s: Session) -> bool:
+    """Train the current phase from ``state.phase_nimg`` to its end (``True``) or to a
+    stop (``False``): the edm2 loop, reporting and saving before each step."""
+    st, phase = s.state, s.task.phases[s.state.phase]
+    total, per_step, start, window = images(phase.steps, phase), images(1, phase), st.nimg, Window()
+    batches = s.task.batches(st.phase, st.phase_nimg)
+    bar = tqdm(total=None if s.cfg.max_minutes else total, initial=st.phase_nimg,
+               desc=phase.name, unit="img", unit_scale=True, dynamic_ncols=True,
+               disable=not (s.cfg.progress and dist.is_main()))
+    while True:
+        finished = st.phase_nimg >= total
+        stopping = not finished and dist.any_true(
+            s.signals.received is not None or limit_reached(s), s.device)
+        if st.nimg != start:  # nothing to report or save before this process's first step
+            if finished or stopping or due(s, s.cfg.log_every):
+                report(s, window, bar)
+                window = Window()
+            if due(s, s.cfg.val_every):
+                validate(s)
+            if finished or stopping or due(s, s.cfg.ckpt_every):
+                save_checkpoint(s)
+        if finished or stopping:
+            bar.close()
+            return finished
+        torch.manual_seed(seed_from(s.cfg.seed, st.nimg, dist.rank()))  # see Determinism
+        window.add(s.task.step(next(batches), st))
+        s.ema.update(s.task.model)
+        st.phase_nimg, st.nimg = st.phase_nimg + per_step, st.nimg + per_step
+        bar.update(per_step)
+
+
+def stopped(s: Session) -> None:
+    """Say where the run stopped and how to continue; re-raise a Ctrl-C."""
+    newest = s.folder.newest_checkpoint()
+    where = f"checkpoint {newest}" if newest else "no checkpoint yet (nothing trained)"
+    dist.print0(f"stopped at image {s.state.nimg} (step {global_step(s.task.phases, s.state)}, "
+                f"phase {s.state.phase}); {where}; continue with --resume auto")
+    if s.signals.received == signal.SIGINT:
+        raise KeyboardInterrupt
+
+
+def training_loop(cfg: LoopConfig, make_task: Callable[[torch.device], Task]) -> Path | None:
+    """Train (or with ``resume="auto"`` continue) ``make_task(device)`` through its
+    phases. Returns the exported model's path, or ``None`` when stopped early after a
+    checkpoint (see the module docstring for SIGINT)."""
+    dist.init()
+    folder, device = RunFolder(cfg.out), resolve_device(cfg.device)
+    saved = folder.open(cfg, device)  # refuse a reused folder, or the state to resume
+    torch.manual_seed(cfg.seed)  # the same initial weights on every process
+    task, state = make_task(device), TrainState()
+    ema = EMA(task.model, cfg.ema_decay)
+    if saved is not None:  # which phase to build; everything is restored after that
+        state.load_state_dict(saved["state"])
+    folder.write_config(task.config(), saved is not None, task.resume_keys)
+    log = folder.metrics_log(state.nimg, global_step(task.phases, state))
+    with StopSignals() as signals:
+        max_nimg = cfg.max_images or images(cfg.max_steps, task.phases[state.phase])
+        s = Session(cfg, task, ema, state, folder, log, signals, device, time.time(),
+                    state.nimg, max_nimg)
+        try:
+            return train_phases(s, saved)
+        except TrainingStopped as e:
+            newest = folder.newest_checkpoint()
+            raise TrainingStopped(f"{e}; the newest checkpoint is " + (
+                f"{newest}" if newest else "none (none was written)")) from None
+        finally:
+            if log is not None:
+                log.close()
+
+
+def train_phases(s: Session, saved: dict[str, Any] | None) -> Path | None:
+    """The phase loop: build, restore once (the optimizers of the phase it stopped in
+    exist only after ``begin_phase``), train; then validate and export."""
+    while s.state.phase < len(s.task.phases):
+        s.task.begin_phase(s.state.phase)
+        if saved is not None:
+            restore(saved, checkpoint_items(s))
+            saved = None
+        if not run_phase(s):
+            stopped(s)
+            return None
+        if s.state.phase + 1 == len(s.task.phases):
+            break
+        s.state.phase, s.state.phase_nimg = s.state.phase + 1, 0
+    if not (due(s, s.cfg.val_every) and s.state.nimg != s.start_nimg):  # not just done
+        validate(s)
+    out = s.task.export(s.ema.model, s.folder.path)
+    st = s.state
+    dist.print0(f"exported the EMA model to {out} ({global_step(s.task.phases, st)} steps, "
+                f"{st.nimg} images, {st.skipped} skipped steps, {st.corrupt} corrupt and "
+                f"{st.small} small files skipped)")
+    dist.barrier()
+    return out

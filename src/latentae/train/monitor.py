@@ -1,5 +1,5 @@
-"""What a run reports: ``metrics.jsonl`` + TensorBoard scalars (rank 0), and
-validation on held-out images with the EMA model (PSNR/SSIM/LPIPS + a recon grid)."""
+"""What a run reports, for any model kind: ``metrics.jsonl`` + TensorBoard scalars
+(rank 0), and reading the log back. (Autoencoder validation is in ``validation.py``.)"""
 
 from __future__ import annotations
 
@@ -8,29 +8,37 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from latentae.io import image_grid, save_image, to_uint8
+from latentae.errors import InputError
+from latentae.files import atomic_write_text, disk_error
 
 
 class MetricsLog:
     """Appends one JSON object per record to ``run/metrics.jsonl`` and mirrors numeric
-    values to TensorBoard (``run/tb``) when the package is available."""
+    values to TensorBoard (``run/tb``, x-axis ``step``) when the package is available.
+    A resumed run passes the state it resumed: later records (written after that state
+    by the interrupted process) are dropped from both, so no step appears twice."""
 
-    def __init__(self, run: Path, tensorboard: bool = True) -> None:
+    def __init__(self, run: Path, tensorboard: bool = True, after_nimg: int = 0,
+                 after_step: int = 0) -> None:
         self.path = run / "metrics.jsonl"
+        if self.path.is_file():
+            kept = [r for r in read_metrics(run) if r.get("nimg", 0) <= after_nimg]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.tb = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(run / "tb"))
+                self.tb = SummaryWriter(str(run / "tb"), purge_step=after_step + 1)
             except ImportError:  # tensorboard is a dependency; a broken install only warns
                 print("warning: tensorboard unavailable; metrics go to metrics.jsonl only")
 
     def write(self, record: dict[str, Any]) -> None:
         record = {"time": round(time.time(), 3), **record}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:  # an append; a torn last line is skipped on read
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise disk_error(e, self.path) from e
         if self.tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k not in ("step", "time"):
@@ -46,7 +54,7 @@ def read_metrics(run: str | Path) -> list[dict[str, Any]]:
     """Records of ``run/metrics.jsonl`` (a torn last line, from a kill, is ignored)."""
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
-        raise ValueError(f"{path} does not exist: is {run} a latentae training run?")
+        raise InputError(f"{path} does not exist: is {run} a latentae training run?")
     records = []
     for line in path.read_text().splitlines():
         try:
@@ -54,38 +62,3 @@ def read_metrics(run: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
-
-
-@torch.no_grad()
-def reconstruct(model, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """Deterministic reconstructions (posterior mode) ``(N, 3, H, W)``, float32, CPU."""
-    out = []
-    for x in images.split(batch_size):
-        recon, _ = model(x.to(next(model.parameters()).device), sample=False)
-        out.append(recon.float().cpu())
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def evaluate(model, images: torch.Tensor, lpips=None) -> tuple[dict[str, float], torch.Tensor]:
-    """PSNR / SSIM (uint8 protocol of DESIGN.md) and LPIPS of ``model`` on ``images``
-    ``(N, 3, H, W)`` in [-1, 1]; returns the metrics and the reconstructions."""
-    from latentae.eval.metrics import mean_finite, psnr_per_image, ssim_per_image
-    recon = reconstruct(model, images)
-    a, b = to_uint8(images), to_uint8(recon)
-    metrics = {"psnr": mean_finite(psnr_per_image(a, b)),
-               "ssim": mean_finite(ssim_per_image(a, b))}
-    if lpips is not None:
-        dev = next(lpips.parameters()).device
-        total = sum(float(lpips(x.to(dev), y.to(dev))) * len(x) for x, y in
-                    zip(images.split(8), (b.float() / 127.5 - 1).split(8)))
-        metrics["lpips"] = total / len(images)
-    return metrics, recon
-
-
-def save_grid(images: torch.Tensor, recon: torch.Tensor, path: Path, n: int = 8) -> None:
-    """Two rows per group: originals above their reconstructions."""
-    rows = []
-    for i in range(0, min(n, len(images)), 4):
-        rows += [list(images[i:i + 4]), list(recon[i:i + 4].clamp(-1, 1))]
-    save_image(image_grid(rows), path)

@@ -1,0 +1,111 @@
+"""The run folder and the rules for reusing one (any model kind).
+
+    OUT/config.yaml        the resolved configuration (a resumed run must match it)
+    OUT/metrics.jsonl      one JSON record per report; OUT/tb/ the same for TensorBoard
+    OUT/samples/           what validation draws
+    OUT/checkpoints/       training states (``state.py``)
+    OUT/model/             the exported model
+
+A folder that holds a run (``config.yaml`` or a state file) is reused only on purpose:
+``--resume auto`` continues it from the newest readable state (a
+:class:`~latentae.errors.StateError` if it has states but none is readable, unless
+``--restart``, which then starts over); ``--overwrite`` deletes the old run's files first;
+anything else is refused. A resumed run's log is cut back to the resumed state, so no
+step appears twice. Writes happen on rank 0; every process takes the same decisions.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from latentae.errors import InputError, StateError
+from latentae.files import atomic_write_text
+from latentae.train import dist
+from latentae.train.config import LoopConfig
+from latentae.train.monitor import MetricsLog
+from latentae.train.state import list_states, load_latest, remove_temporaries
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "tb", "samples", "checkpoints", "model")
+
+
+class RunFolder:
+    """``OUT`` of one run: paths, the reuse rules, the config file and the metrics log."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.samples = self.path / "samples"
+
+    def holds_run(self) -> bool:
+        return (self.path / "config.yaml").is_file() or bool(list_states(self.checkpoints))
+
+    def clear(self) -> None:
+        """Delete what a run writes (and nothing else a user keeps in the folder)."""
+        for name in RUN_FILES:
+            p = self.path / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    def open(self, cfg: LoopConfig, device: torch.device) -> dict[str, Any] | None:
+        """Apply the reuse rules; return the newest readable state to resume from, or
+        ``None`` for a new run. The folder exists afterwards."""
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"--out {self.path} is a file: pass a folder for the run")
+        saved, clear = None, False
+        if cfg.resume == "auto":
+            try:
+                saved = load_latest(self.checkpoints, device)
+            except StateError as e:
+                if not cfg.restart:
+                    raise StateError(f"{e}. Nothing was changed; `--resume auto --restart` "
+                                     "starts the run over (deleting its files, as "
+                                     "--overwrite does)") from e
+                dist.print0(f"note: {e}; starting over (--restart)", file=sys.stderr)
+                clear = True
+            if saved is None and not clear:
+                dist.print0(f"note: no checkpoint in {self.checkpoints}: a new run")
+        elif self.holds_run():
+            if not cfg.overwrite:
+                raise StateError(f"{self.path} holds a run (config.yaml or checkpoints): "
+                                 "continue it with --resume auto, delete it and start over "
+                                 "with --overwrite, or choose another --out")
+            clear = True
+        if dist.is_main():
+            if clear:
+                self.clear()
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            remove_temporaries(self.checkpoints)
+        dist.barrier()
+        return saved
+
+    def write_config(self, doc: dict[str, Any], resuming: bool, keys: tuple[str, ...]) -> None:
+        """Save ``doc`` as ``config.yaml`` (rank 0). When resuming, the saved file must
+        agree on every top-level key in ``keys`` (e.g. ``"recipe"``)."""
+        path = self.path / "config.yaml"
+        if resuming and path.is_file():
+            old = yaml.safe_load(path.read_text()) or {}
+            differ = [k for k in keys if old.get(k) != doc.get(k)]
+            if differ:
+                raise StateError(f"the {', '.join(differ)} differs from the one in {path}: "
+                                 "resume with the same options, or start a new run with "
+                                 "another --out")
+        if dist.is_main():
+            atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
+
+    def metrics_log(self, resumed_nimg: int, resumed_step: int) -> MetricsLog | None:
+        """The metrics log (rank 0; ``None`` elsewhere), cut back to the resumed state."""
+        if not dist.is_main():
+            return None
+        return MetricsLog(self.path, after_nimg=resumed_nimg, after_step=resumed_step)
+
+    def newest_checkpoint(self) -> Path | None:
+        states = list_states(self.checkpoints)
+        return states[-1][1] if states else None

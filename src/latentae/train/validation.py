@@ -1,0 +1,82 @@
+"""Autoencoder validation: held-out images, LPIPS when its weights are cached, and the
+EMA model's reconstructions measured (PSNR/SSIM with the uint8 protocol of DESIGN.md,
+LPIPS) and drawn as a grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from latentae.errors import InputError
+from latentae.eval.metrics import mean_finite, psnr_per_image, ssim_per_image
+from latentae.io import (
+    image_grid,
+    list_images,
+    load_image,
+    resize_center_crop,
+    save_image,
+    to_tensor,
+    to_uint8,
+)
+from latentae.losses.perceptual import PerceptualLoss
+from latentae.train.config import TrainConfig
+
+
+def load_validation(cfg: TrainConfig, resolution: int) -> torch.Tensor | None:
+    """Up to ``val_images`` held-out images, center-cropped: ``(N, 3, R, R)``."""
+    if not cfg.val_data:
+        return None
+    files = list_images(cfg.val_data)[: cfg.val_images]
+    return torch.stack([to_tensor(resize_center_crop(load_image(f), resolution))
+                        for f in files])
+
+
+def optional_lpips(net: str, device: torch.device, needed: bool) -> nn.Module | None:
+    """LPIPS from the local weight cache; required for the loss, optional for validation
+    metrics (a missing cache then prints what to run)."""
+    if not needed:
+        return None
+    try:
+        return PerceptualLoss(net, device)
+    except (ValueError, FileNotFoundError) as e:
+        if net == "vgg":
+            raise InputError(f"the perceptual loss needs LPIPS-VGG weights ({e}); run "
+                             "`latentae weights fetch` or set losses.perceptual=0") from e
+        print(f"note: validation LPIPS off ({e}); run `latentae weights fetch`")
+        return None
+
+
+@torch.no_grad()
+def reconstruct(model, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """Deterministic reconstructions (posterior mode) ``(N, 3, H, W)``, float32, CPU."""
+    out = []
+    for x in images.split(batch_size):
+        recon, _ = model(x.to(next(model.parameters()).device), sample=False)
+        out.append(recon.float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate(model, images: torch.Tensor, lpips=None) -> tuple[dict[str, float], torch.Tensor]:
+    """PSNR / SSIM (uint8 protocol of DESIGN.md) and LPIPS of ``model`` on ``images``
+    ``(N, 3, H, W)`` in [-1, 1]; returns the metrics and the reconstructions."""
+    recon = reconstruct(model, images)
+    a, b = to_uint8(images), to_uint8(recon)
+    metrics = {"psnr": mean_finite(psnr_per_image(a, b)),
+               "ssim": mean_finite(ssim_per_image(a, b))}
+    if lpips is not None:
+        dev = next(lpips.parameters()).device
+        total = sum(float(lpips(x.to(dev), y.to(dev))) * len(x) for x, y in
+                    zip(images.split(8), (b.float() / 127.5 - 1).split(8)))
+        metrics["lpips"] = total / len(images)
+    return metrics, recon
+
+
+def save_grid(images: torch.Tensor, recon: torch.Tensor, path: Path, n: int = 8) -> None:
+    """Two rows per group: originals above their reconstructions."""
+    rows = []
+    for i in range(0, min(n, len(images)), 4):
+        rows += [list(images[i:i + 4]), list(recon[i:i + 4].clamp(-1, 1))]
+    save_image(image_grid(rows), path)
