@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", action="store_true",
                    help="store a posterior sample instead of the mode (mean)")
     p.add_argument("--seed", type=int, default=0, help="seed for --sample")
+    p.add_argument("--labels", action="store_true",
+                   help="class labels from the subfolders (IMAGES/CLASS/...) into the shards "
+                        "(for `latentae diffusion train --cached`)")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="decode latent shards to PNG images")
@@ -94,15 +97,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from latentae.latents import read_shard, shard_metadata, write_shard
+    from latentae.latents import encode_labels, read_shard, shard_metadata, write_shard
 
     if args.shard_size < 1:
         raise ValueError(f"--shard-size must be >= 1, got {args.shard_size}")
     files, root = run.image_list(args.images)
+    labels, classes = encode_labels([run.key_of(f, root) for f in files], args.labels)
     coder = run.Coder.from_args(args)
     out = run.prepare_out(args.out)
     meta = shard_metadata(coder.model, args.model, args.apply_scaling,
-                          "sample" if args.sample else "mode")
+                          "sample" if args.sample else "mode", classes)
     gen = torch.Generator(device=coder.device).manual_seed(args.seed) if args.sample else None
     n_done = n_skip = 0
     for i in range(0, len(files), args.shard_size):
@@ -122,7 +126,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
                 z = (z - coder.model.shift_factor) * coder.model.scaling_factor
             for k, zk in zip(batch_keys, z):
                 latents[k], sizes[k] = zk, hw
-        write_shard(path, latents, sizes, meta)
+        write_shard(path, latents, sizes, meta, labels)
         n_done += len(chunk)
     print(f"encoded {n_done} images into {out} ({n_skip} already there, skipped)")
     return 0
