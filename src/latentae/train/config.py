@@ -89,12 +89,19 @@ LIMITS: dict[str, tuple[float, float]] = {
     "steps": (1, BIG), "resolution": (8, 16_384), "batch_size": (1, 65_536),
     "lr": (0.0, 10.0), "betas": (0.0, 1.0), "weight_decay": (0.0, 100.0),
     "disc_start": (0, BIG), "highpass_sigma": (1e-3, 100.0),
+    # the diffusion run (latentae.diffusion.config.DiffusionConfig)
+    "patch": (1, 64), "warmup_steps": (0, BIG), "norm_images": (1, 10**7),
+    "class_dropout": (0.0, 1.0), "grid_images": (1, 256), "grid_steps": (1, 1000),
+    "grid_guidance": (0.0, 100.0),
 }
 OPEN_ABOVE = {"ema_decay", "betas"}  # must stay below the upper bound (EMA, Adam)
 LOSS_LIMIT = (0.0, 1e6)  # every LossWeights weight
 CHOICES: dict[str, tuple[str, ...]] = {
     "resume": ("none", "auto"), "small_images": ("upscale", "skip"),
     "optimizer": ("adam", "adamw"), "gan_loss": ("hinge", "non-saturating"),
+    "objective": ("ddpm", "flow"), "latent_norm": ("model", "channel"),
+    "crop": ("random", "center"), "posterior": ("sample", "mode"),
+    "t_sampling": ("uniform", "logit_normal"),
 }
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

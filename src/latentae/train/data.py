@@ -88,11 +88,13 @@ class TrainImages(torch.utils.data.Dataset):
     the counts say how many sources were skipped to produce it."""
 
     def __init__(self, sources: list[Source], resolution: int, seed: int = 0,
-                 phase: int = 0, small: str = "upscale", crop_scale: float = 1.0) -> None:
+                 phase: int = 0, small: str = "upscale", crop_scale: float = 1.0,
+                 flip: bool = True) -> None:
         if not sources:
             raise ValueError("no training images")
         self.sources, self.resolution = sources, resolution
         self.seed, self.phase, self.small, self.crop_scale = seed, phase, small, crop_scale
+        self.flip = flip
         self._perm: tuple[int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
@@ -106,13 +108,14 @@ class TrainImages(torch.utils.data.Dataset):
         return int(self._perm[1][j])
 
     def crop(self, img: Image.Image, rng: random.Random) -> Image.Image:
-        """Resize the shortest side to ``R·U(1, crop_scale)``, random ``R×R`` crop, flip."""
+        """Resize the shortest side to ``R·U(1, crop_scale)``, random ``R×R`` crop, random
+        horizontal flip (unless ``flip=False``)."""
         r = self.resolution
         img = resize_shortest(img, round(r * rng.uniform(1.0, self.crop_scale)))
         w, h = img.size
         left, top = rng.randint(0, w - r), rng.randint(0, h - r)
         img = img.crop((left, top, left + r, top + r))
-        return img.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else img
+        return img.transpose(Image.FLIP_LEFT_RIGHT) if self.flip and rng.random() < 0.5 else img
 
     def load(self, i: int) -> tuple[int, Image.Image, int, int]:
         """Stream position ``i`` -> ``(index into sources, decoded image, corrupt, small)``:
