@@ -8,6 +8,7 @@ import sys
 
 from latentae import __version__
 from latentae.cli import bench as _bench
+from latentae.cli import diffusion as _diffusion
 from latentae.cli import eval as _eval
 from latentae.cli import models as _models
 from latentae.cli import study as _study
@@ -15,7 +16,7 @@ from latentae.cli import tools as _tools
 from latentae.cli import train as _train
 from latentae.cli import weights as _weights
 
-COMMAND_MODULES = (_models, _weights, _bench, _eval, _tools, _study, _train,)
+COMMAND_MODULES = (_models, _weights, _bench, _eval, _tools, _study, _train, _diffusion)
 
 
 def build_parser() -> argparse.ArgumentParser:

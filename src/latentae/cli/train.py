@@ -68,9 +68,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="1GB", help="maximum shard size (default 1GB)")
     p.set_defaults(func=cmd_shards)
 
-    p = sub.add_parser("demo", help="train litevae-tiny for ~3 min on CPU, write a report")
+    p = sub.add_parser("demo", help="train litevae-tiny for ~3 min on CPU, write a report "
+                                    "(--diffusion: then a tiny DiT on its latents)")
     p.add_argument("--out", default="demo")
-    p.add_argument("--minutes", type=float, default=3.0)
+    p.add_argument("--minutes", type=float, default=None,
+                   help="training minutes (default 3; with --diffusion 1.5 for the DiT)")
+    p.add_argument("--diffusion", action="store_true",
+                   help="train a tiny DiT on the demo autoencoder's latents, sample it, "
+                        "report KID/FID (OUT/diffusion/report.md; ~5 min on 2 CPU cores)")
+    p.add_argument("--autoencoder", default=None,
+                   help="with --diffusion: this autoencoder folder instead of OUT/model")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: half the cores)")
     p.add_argument("--perceptual", action="store_true",
                    help="add the LPIPS-VGG loss (slower; needs more than 3 minutes)")
@@ -130,8 +137,14 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.diffusion:
+        from latentae.diffusion.demo import run_diffusion_demo
+        report = run_diffusion_demo(args.out, args.minutes or 1.5, args.autoencoder,
+                                    threads=args.threads)
+        print(f"report: {report}")
+        return 0
     from latentae.train.demo import run_demo
-    report = run_demo(args.out, args.minutes, perceptual=args.perceptual,
+    report = run_demo(args.out, args.minutes or 3.0, perceptual=args.perceptual,
                       threads=args.threads)
     print(f"report: {report}\nrecon grid: {report.parent / 'recon_grid.png'}\n"
           f"loss curve: {report.parent / 'loss_curve.png'}")

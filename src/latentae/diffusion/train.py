@@ -32,6 +32,7 @@ import yaml
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from latentae.devices import resolve_device
 from latentae.diffusion.config import DiffusionConfig, check_diffusion_config
 from latentae.diffusion.data import LatentNorm, channel_norm, latent_batches, open_training_data
 from latentae.diffusion.ddpm import NUM_TIMESTEPS, ddpm_loss_terms
@@ -58,9 +59,9 @@ from latentae.train.autoencoder import autocast
 from latentae.train.config import LoopConfig
 from latentae.train.loop import global_step, images, optimizer_step, training_loop
 from latentae.train.rundir import RunFolder
-from latentae.train.state import Stateful, TrainState, seed_from
+from latentae.train.state import Stateful, TrainState, load_latest, seed_from
 
-__all__ = ["DiffusionTask", "enable_block_checkpointing", "train"]
+__all__ = ["DiffusionTask", "enable_block_checkpointing", "export_latest", "train"]
 
 # Settings a resumed run may change (speed and the training-time grid only).
 RUN_TIME_FIELDS = ("workers", "gradient_checkpointing", "grid_images", "grid_sampler",
@@ -73,6 +74,22 @@ def train(cfg: DiffusionConfig) -> Path | None:
     checkpoint."""
     check_diffusion_config(cfg)
     return training_loop(cfg, lambda device: DiffusionTask(cfg, device))
+
+
+def export_latest(cfg: DiffusionConfig) -> Path:
+    """Export ``RUN/model`` (and a last sample grid) from the EMA weights of the run's
+    newest checkpoint, e.g. after a run stopped by ``max_minutes`` (one process)."""
+    cfg = dataclasses.replace(cfg, resume="auto", overwrite=False)
+    folder = RunFolder(cfg.out)
+    saved = load_latest(folder.checkpoints)
+    if saved is None:
+        raise InputError(f"{folder.checkpoints} holds no checkpoint to export")
+    task = DiffusionTask(cfg, resolve_device(cfg.device))
+    task.model.load_state_dict(saved["ema"]["model"])
+    state = TrainState()
+    state.load_state_dict(saved["state"])
+    task.validate(task.model.eval(), state, folder.path)
+    return task.export(task.model, folder.path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +259,8 @@ class DiffusionTask:
         guidance = cfg.grid_guidance if labels is not None else 1.0
         x = pipe.decode(pipe.sample_latents(labels, gens, sampler=cfg.grid_sampler,
                                             steps=cfg.grid_steps, guidance=guidance))
-        cols = max(1, min(8, self.info.num_classes or 8))
+        k = self.info.num_classes
+        cols = k if 0 < k <= 12 else 8  # one column per class when they fit
         rows = [list(x[i:i + cols].cpu()) for i in range(0, n, cols)]
         path = folder / "samples" / f"step-{global_step(self.phases, state):08d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
