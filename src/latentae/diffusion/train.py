@@ -220,7 +220,8 @@ class DiffusionTask:
         self.opt.zero_grad(set_to_none=True)
         terms = self.loss_terms(z, labels, draw)
         terms["loss"].mean().backward()
-        logs = {k: float(v.detach().mean()) for k, v in terms.items()}
+        means = dist.all_reduce_mean(torch.stack([v.detach().mean() for v in terms.values()]))
+        logs = dict(zip(terms, means.tolist()))  # over the global batch, as DiT logs
         logs["grad_norm"] = optimizer_step(self.opt, self.model.parameters(), state, self.cfg,
                                            "model")
         return {**logs, "lr": lr}
