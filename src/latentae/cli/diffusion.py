@@ -110,7 +110,6 @@ def add_sample(dsub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Exit 0 when finished or stopped with a checkpoint; 130 after Ctrl-C."""
     from latentae.diffusion.config import make_diffusion_config
-    from latentae.diffusion.data import cached_resolution
     from latentae.diffusion.train import train
     from latentae.train import dist
     from latentae.train.config import load_yaml
@@ -118,9 +117,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     file = load_yaml(args.config) if args.config else {}
     fields = [dest for _, _, dest, _ in TRAIN_FLAGS] + [dest for _, dest, _ in SWITCHES]
     cli = {k: getattr(args, k) for k in fields + ["learn_sigma", "flip", "progress"]}
-    merged = {**file, **{k: v for k, v in cli.items() if v is not None}}
-    if merged.get("cached") and merged.get("resolution") is None and merged.get("data"):
-        cli["resolution"] = cached_resolution(merged["data"])
     try:
         out = train(make_diffusion_config(file, cli))
         if out is not None:

@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from latentae.diffusion.data import cached_resolution
 from latentae.diffusion.recipes import GRID_SAMPLER, GRID_STEPS, get_recipe
 from latentae.diffusion.registry import get_preset
 from latentae.diffusion.samplers import SAMPLERS
@@ -50,7 +51,7 @@ class DiffusionConfig(LoopConfig):
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
     steps: int = 400_000
-    resolution: int = 256           # image side; cached latents must have resolution / f
+    resolution: int = 256           # image side (cached: by default the latents' side × f)
     crop: str = "random"            # on the fly: random crop (+ flip) or center crop
     flip: bool = True               # on the fly: random horizontal flip
     crop_scale: float = 1.0         # random crop: shortest side resized to R·U(1, S) first
@@ -84,6 +85,8 @@ def make_diffusion_config(*sources: dict[str, Any]) -> DiffusionConfig:
             if k not in hints:
                 raise InputError(f"unknown config key {k!r}; valid: {sorted(hints)}")
             values[k] = coerce(v, hints[k], k)
+    if values.get("cached") and values.get("data") and "resolution" not in values:
+        values["resolution"] = cached_resolution(values["data"])  # the latents' images
     recipe = get_recipe(family_recipe(values.get("model", "dit-s"), values.get("recipe", "")))
     base = {k: getattr(recipe, k) for k in RECIPE_FIELDS}
     cfg = DiffusionConfig(**{**base, **values, "recipe": recipe.name})
