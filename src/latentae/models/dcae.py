@@ -27,8 +27,9 @@ from torch import nn
 
 from latentae.models.autoencoder import Autoencoder
 from latentae.models.distributions import DeterministicPosterior
+from latentae.nn.activations import make_act
 from latentae.nn.dcae_blocks import DCResBlock, ResidualDownsample, ResidualUpsample
-from latentae.nn.litemla import EfficientViTBlock, make_act
+from latentae.nn.litemla import EfficientViTBlock
 from latentae.nn.norms import RMSNorm2d
 from latentae.nn.shortcuts import average_channel_groups, duplicate_channels
 
