@@ -165,6 +165,10 @@ class DecoderHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.act(self.norm(x)))
 
+    def last_layer(self) -> nn.Parameter:
+        """The output conv weight (inside the up-sampling block when stage 0 is empty)."""
+        return self.conv.weight if isinstance(self.conv, nn.Conv2d) else self.conv.conv.weight
+
 
 class Decoder(nn.Module):
     """``(B, nz, h, w) -> (B, 3, h·f, w·f)``."""
@@ -216,6 +220,10 @@ class DCAE(Autoencoder):
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
+
+    def last_layer(self) -> nn.Parameter:
+        """The decoder head's output conv weight (the RGB projection)."""
+        return self.decoder.head.last_layer()
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Base groups plus the three DC-AE uses for its decoupled high-resolution

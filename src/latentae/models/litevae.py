@@ -131,6 +131,11 @@ class LiteVAE(Autoencoder):
             return self.decoder(z)
         return dwt2(self.decode(z)) / 2
 
+    def last_layer(self) -> nn.Parameter:
+        """The decoder's output conv (or SMC) weight: 3 image channels, or the 12
+        level-1 Haar bands of a wavelet-output decoder (the inverse DWT has no weights)."""
+        return self.decoder.conv_out.weight
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = super().param_groups()
         groups["decoder.head"] = [*self.decoder.norm_out.parameters(),

@@ -167,6 +167,10 @@ class SDVAE(Autoencoder):
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(z))
 
+    def last_layer(self) -> nn.Parameter:
+        """The decoder's output conv (or SMC) weight."""
+        return self.decoder.conv_out.weight
+
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = super().param_groups()
         groups["encoder"] += list(self.quant_conv.parameters())
