@@ -129,7 +129,7 @@ def test_recipes_match_the_papers():
     assert (p.lr, p.betas, p.batch_size, p.optimizer) == (1e-4, (0.5, 0.9), 16, "adam")
     dc = get_recipe("dcae")
     assert [p.train_groups for p in dc.phases] == [
-        ("all",), ("encoder.project_out", "decoder.project_in"), ("decoder.head",)]
+        ("all",), ("encoder.head.1", "decoder.input.1"), ("decoder.head.1",)]
     assert [(p.lr, p.weight_decay) for p in dc.phases[:2]] == [(6.4e-5, 0.1), (1.6e-5, 1e-3)]
     assert dc.phases[2].discriminator_on and dc.phases[2].betas == (0.5, 0.9)
     sd = get_recipe("sdvae").phases[0]
@@ -155,8 +155,8 @@ def test_overrides_and_errors(tmp_path):
 
 
 def test_dcae_phases_train_only_their_groups(tmp_path):
-    # DC-AE §3.3: phase 2 trains encoder.project_out + decoder.project_in, phase 3 only
-    # decoder.head (with PatchGAN). One step per phase; a state is saved at each phase end.
+    # DC-AE §3.2: phase 2 trains the encoder's head + the decoder's input layers, phase 3
+    # only the decoder's head (with PatchGAN). One step per phase; a state per phase end.
     cfg = tiny_config(tmp_path, "dcae", model="dcae-tiny-f32", recipe="dcae",
                       keep_checkpoints=5, overrides={"steps": 1, "disc_start": 0})
     train(cfg)
@@ -166,15 +166,16 @@ def test_dcae_phases_train_only_their_groups(tmp_path):
     model = create_model("dcae-tiny-f32")
     groups = model.param_groups()
     names = {id(p): n for n, p in model.named_parameters()}
-    for before, after, trained in ((states[0], states[1], ("encoder.project_out",
-                                                           "decoder.project_in")),
-                                   (states[1], states[2], ("decoder.head",))):
+    phases = get_recipe("dcae").phases
+    for before, after, trained in ((states[0], states[1], phases[1].train_groups),
+                                   (states[1], states[2], phases[2].train_groups)):
         inside = {names[id(p)] for g in trained for p in groups[g]}
         for name in names.values():
             same = torch.equal(before[name], after[name])
             assert same != (name in inside), name
     # Frozen BatchNorm layers keep their running statistics (buffers) in phase 3 too.
-    stats = [k for k in states[1] if "running_" in k]
+    stats = [k for k in states[1]
+             if "running_" in k and k.rsplit(".", 1)[0] + ".weight" not in inside]
     assert stats and all(torch.equal(states[1][k], states[2][k]) for k in stats)
 
 
