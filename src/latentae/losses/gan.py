@@ -20,20 +20,30 @@ def _check(kind: str) -> None:
         raise ValueError(f"unknown GAN loss {kind!r}; valid: {GAN_LOSSES}")
 
 
+def real_term(logits: torch.Tensor, kind: str = "hinge") -> torch.Tensor:
+    """Element-wise D loss for logits that should say "real": hinge ``relu(1 - l)``,
+    non-saturating ``softplus(-l)``; float32, same shape."""
+    _check(kind)
+    logits = logits.float()
+    return F.relu(1 - logits) if kind == "hinge" else F.softplus(-logits)
+
+
+def fake_term(logits: torch.Tensor, kind: str = "hinge") -> torch.Tensor:
+    """Element-wise D loss for logits that should say "fake": hinge ``relu(1 + l)``,
+    non-saturating ``softplus(l)``; float32, same shape."""
+    _check(kind)
+    logits = logits.float()
+    return F.relu(1 + logits) if kind == "hinge" else F.softplus(logits)
+
+
 def discriminator_loss(real: Sequence[torch.Tensor], fake: Sequence[torch.Tensor],
                        kind: str = "hinge") -> torch.Tensor:
-    """Discriminator loss, ``0.5·(E[f(real)] + E[g(fake)])`` per output, summed.
-
-    hinge: ``relu(1 - real) + relu(1 + fake)``; non-saturating (logistic):
-    ``softplus(-real) + softplus(fake)``. The 0.5 follows taming-transformers.
-    """
+    """Discriminator loss, ``0.5·(E[real_term(real)] + E[fake_term(fake)])`` per output,
+    summed over outputs. The 0.5 follows taming-transformers."""
     _check(kind)
     total = 0.0
     for r, f in zip(real, fake, strict=True):
-        if kind == "hinge":
-            total = total + 0.5 * (F.relu(1 - r.float()).mean() + F.relu(1 + f.float()).mean())
-        else:
-            total = total + 0.5 * (F.softplus(-r.float()).mean() + F.softplus(f.float()).mean())
+        total = total + 0.5 * (real_term(r, kind).mean() + fake_term(f, kind).mean())
     return total
 
 
