@@ -138,7 +138,8 @@ def test_adaptive_weight_formula():
     w = torch.ones(5, requires_grad=True)
     rec, adv = 3.0 * w.sum(), -0.5 * w.sum()  # gradients 3·1 and -0.5·1
     got = adaptive_weight(rec, adv, w, delta=1e-4).item()
-    want = 0.5 * 3 * math.sqrt(5) / (0.5 * math.sqrt(5) + 1e-4)  # LiteVAE eq. 2
+    # LiteVAE eq. 2 without its ½ (LDM's disc_weight, applied as LossWeights.adversarial)
+    want = 3 * math.sqrt(5) / (0.5 * math.sqrt(5) + 1e-4)
     assert got == pytest.approx(want, rel=1e-6)
     big = adaptive_weight(1e9 * w.sum(), 1e-9 * w.sum(), w, max_weight=1e4)
     assert big.item() == 1e4 and not big.requires_grad

@@ -1,6 +1,6 @@
 """Recipes as data: their parameter groups exist in the models they train, the DC-AE
 adaptation depth (DC-AE App. G, Fig. 11) can be swept from the command line, and the
-values that are ours (not a paper's) are listed in docs/training.md."""
+paper values they cite hold."""
 
 from __future__ import annotations
 
@@ -35,3 +35,20 @@ def test_dcae_adaptation_depth_is_swept_with_set(k):
     assert phases[0].train_groups == ("all",)  # the other phases keep theirs
     groups = latentae.create_model("dcae-tiny-f32").param_groups()
     assert set(phases[1].train_groups) | set(phases[2].train_groups) <= set(groups)
+
+
+def test_sdvae_recipe_is_the_ldm_config():
+    # LDM autoencoder_kl_*: disc_weight 0.5 times the adaptive ratio, disc_start 50,001,
+    # kl_weight 1e-6, Adam betas (0.5, 0.9).
+    (phase,) = get_recipe("sdvae").phases
+    w = phase.losses
+    assert (w.adversarial, w.adaptive, w.kl, w.perceptual) == (0.5, True, 1e-6, 1.0)
+    assert (phase.disc_start, phase.betas, phase.gan_loss) == (50_001, (0.5, 0.9), "hinge")
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_no_recipe_turns_on_what_its_paper_does_not_use(recipe):
+    for phase in get_recipe(recipe).phases:
+        assert phase.losses.cutmix == 0 and phase.losses.r1 == 0
+        # LiteVAE §6 drops the adaptive weight; DC-AE (App. E) states none.
+        assert phase.losses.adaptive == (recipe == "sdvae")

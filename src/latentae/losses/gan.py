@@ -67,11 +67,14 @@ def r1_penalty(real_images: torch.Tensor, real_logits: Sequence[torch.Tensor]) -
 def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor,
                     last_layer: torch.Tensor, delta: float = 1e-4,
                     max_weight: float = 1e4) -> torch.Tensor:
-    """Adaptive adversarial weight of Esser et al. (LiteVAE eq. 2):
-    ``0.5 · ||∇_w L_rec|| / (||∇_w L_adv|| + δ)`` with ``w`` the decoder's last layer,
-    clamped to ``[0, max_weight]`` and detached (δ and the clamp as taming-transformers).
-    Computed in float32."""
+    """Adaptive adversarial weight of Esser et al.: ``||∇_w L_rec|| / (||∇_w L_adv|| + δ)``
+    with ``w`` the decoder's last layer (``model.last_layer()``), clamped to
+    ``[0, max_weight]`` and detached (δ and the clamp as taming-transformers), float32.
+
+    LiteVAE eq. 2 writes ``λ_adv = ½ · ratio``: the ½ is LDM's ``disc_weight`` 0.5, which
+    multiplies this ratio as ``LossWeights.adversarial`` (0.5 in the ``sdvae`` recipe).
+    """
     (g_rec,) = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)
     (g_adv,) = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)
-    w = 0.5 * g_rec.float().norm() / (g_adv.float().norm() + delta)
+    w = g_rec.float().norm() / (g_adv.float().norm() + delta)
     return w.clamp(0.0, max_weight).detach()

@@ -4,7 +4,11 @@ optimizer and which losses (DESIGN.md, "Training"). The loop in ``loop.py`` runs
 in order. Progress is counted in steps; one step consumes ``batch_size`` images per
 process times the number of processes.
 
-Where a paper states a value it is cited; values it leaves open are marked "our choice".
+Where a paper (or the LDM config a paper follows) states a value it is cited; every
+value that is our choice is marked ``# ours:`` with the reason, and listed in
+docs/training.md ("Values that are ours"). Run-level settings that are ours too live in
+``TrainConfig``: gradient clipping (``grad_clip`` 1.0; neither paper clips) and the EMA
+of the generator weights (``ema_decay`` 0.999; neither paper states one).
 """
 
 from __future__ import annotations
@@ -17,18 +21,21 @@ OPTIMIZERS = ("adam", "adamw")
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the generator loss terms (0 disables a term)."""
+    """Weights of the loss terms (0 disables a term); defaults are LDM's where it has one."""
 
     l1: float = 1.0  # pixel L1: LDM, LiteVAE, DC-AE
     l2: float = 0.0
     perceptual: float = 1.0  # LPIPS-VGG; LDM perceptual_weight 1.0
     kl: float = 1e-6  # LDM kl_weight 1e-6 (see losses.reconstruction for the scaling)
-    wavelet: float = 0.0  # Charbonnier on high Haar bands (LiteVAE §4)
-    highpass: float = 0.0  # Gaussian high-pass L1 (LiteVAE §4)
-    highpass_sigma: float = 1.0  # our choice: the paper does not state σ
-    adversarial: float = 0.0  # constant λ_adv, or a multiplier of the adaptive weight
+    wavelet: float = 0.0  # Charbonnier on the level-1 high Haar bands / 2 (LiteVAE App. G)
+    highpass: float = 0.0  # Gaussian high-pass L1 (LiteVAE §4.3)
+    highpass_sigma: float = 1.0  # ours: the paper does not state σ
+    adversarial: float = 0.0  # constant λ_adv, or LDM's disc_weight times the adaptive ratio
     adaptive: bool = False  # Esser et al. adaptive weight (LiteVAE eq. 2)
     r1: float = 0.0  # R1 γ (the penalty enters the D loss as γ/2·R1)
+    # CutMix regularisation of a U-Net discriminator (Schönfeld et al. §3.2): weight of
+    # losses.cutmix_loss in the D loss; 0 (off) in every recipe: LiteVAE does not say.
+    cutmix: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -37,9 +44,8 @@ class Phase:
     (``all``, ``encoder``, ``decoder``, ``decoder.head``, and for DC-AE
     ``encoder.project_out``, ``decoder.project_in``, ``encoder.head.K``,
     ``decoder.input.K``, ``decoder.head.K`` for K = 1, 2, 3); every other parameter is
-    frozen.
-    The discriminator trains and the adversarial term enters from step ``disc_start``
-    of the phase when ``discriminator_on``."""
+    frozen. The discriminator trains and the adversarial term enters from step
+    ``disc_start`` of the phase when ``discriminator_on``."""
 
     name: str
     steps: int
@@ -53,7 +59,7 @@ class Phase:
     losses: LossWeights = field(default_factory=LossWeights)
     discriminator_on: bool = False
     disc_start: int = 0
-    gan_loss: str = "hinge"
+    gan_loss: str = "hinge"  # LDM's disc_loss; LiteVAE App. D.1: hinge ≈ logistic
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad field."""
@@ -78,7 +84,7 @@ class Recipe:
     name: str
     phases: tuple[Phase, ...]
     discriminator: str = "unet"
-    discriminator_channels: int = 64
+    discriminator_channels: int = 64  # PatchGAN ndf 64 (LDM); ours: the UNet D's width
 
     @property
     def uses_discriminator(self) -> bool:
@@ -86,11 +92,11 @@ class Recipe:
 
 
 def litevae() -> Recipe:
-    """LiteVAE (§4, App. F): Adam lr 1e-4, betas (0.5, 0.9), batch 16, UNet
-    discriminator with a constant adversarial weight, wavelet + high-pass losses, 100k
-    steps at 128² then 50k at 256² (progressive resolution, Table 5)."""
-    # Our choices (not stated by the paper): λ_adv 0.1, wavelet and high-pass weights 0.1,
-    # discriminator from step 50k (LDM's disc_start).
+    """LiteVAE (§4.3, App. F): Adam lr 1e-4, betas (0.5, 0.9), batch 16, UNet
+    discriminator with a constant adversarial weight (§6: no adaptive weight), wavelet +
+    high-pass losses, 100k steps at 128² then 50k at 256² (progressive, §5, Table 5)."""
+    # ours: λ_adv 0.1, wavelet and high-pass weights 0.1 (the paper gives no weights);
+    # ours: discriminator from step 50k of phase 1 (LDM's disc_start; LiteVAE does not say).
     losses = LossWeights(wavelet=0.1, highpass=0.1, adversarial=0.1)
     common = dict(batch_size=16, lr=1e-4, betas=(0.5, 0.9), losses=losses,
                   discriminator_on=True)
@@ -111,9 +117,12 @@ def dcae() -> Recipe:
     # Depth K = 1 stage on each side: §3.2 says "layers" (plural) for the encoder's head,
     # the decoder's input and the decoder's head, i.e. more than the single conv next to
     # the latent (K = 0: encoder.project_out / decoder.project_in / decoder.head), and the
-    # same word "head layers" for the encoder (phase 2) and the decoder (phase 3), so one
+    # same words "head layers" for the encoder (phase 2) and the decoder (phase 3), so one
     # K for both. Fig. 11 (App. G) ablates K, but its values are not in the text we have
-    # (papers/dcae.txt holds only the caption): K = 1 is our reading of the text.
+    # (papers/dcae.txt holds only the caption): ours: K = 1 is our reading of §3.2.
+    # ours: steps (100k/20k/20k), batch 16, resolutions 256²/512²/256² (the paper's low
+    # resolution is 256²; its high-resolution memory figure is at 1024²), LPIPS weight 1.
+    # ours: λ_adv 0.1 and the hinge loss in phase 3 (the paper names only "PatchGAN loss").
     rec = LossWeights(kl=0.0)
     return Recipe("dcae", (
         Phase("lowres", 100_000, 256, 16, 6.4e-5, "adamw", weight_decay=0.1, losses=rec),
@@ -128,9 +137,11 @@ def dcae() -> Recipe:
 def sdvae() -> Recipe:
     """The LDM autoencoder recipe (Rombach et al., ``autoencoder_kl_*`` configs,
     taming ``LPIPSWithDiscriminator``): L1 + LPIPS, KL 1e-6, PatchGAN with hinge loss
-    from step 50,001, adaptive weight, Adam betas (0.5, 0.9)."""
-    # LDM's lr is 4.5e-6 × batch × GPUs; 7.2e-5 is that at batch 16. Steps: our choice.
-    losses = LossWeights(adversarial=1.0, adaptive=True)
+    from step 50,001, ``disc_weight`` 0.5 times the adaptive weight, Adam betas
+    (0.5, 0.9), 256² crops."""
+    # LDM's lr is 4.5e-6 × batch × GPUs; 7.2e-5 is that at batch 16.
+    # ours: batch 16 (LDM: 12 per GPU), 200k steps (the config sets no step count).
+    losses = LossWeights(adversarial=0.5, adaptive=True)
     return Recipe("sdvae", (Phase("main", 200_000, 256, 16, 7.2e-5, betas=(0.5, 0.9),
                                   losses=losses, discriminator_on=True,
                                   disc_start=50_001),), discriminator="patchgan")
