@@ -52,7 +52,7 @@ def variant(name: str, steps: int, res: int, batch: int) -> tuple[str, dict, tup
                              dataclasses.replace(main, steps=steps - steps // 2)), "unet"),
         "gan-unet-const": ({}, (gan,), "unet"),
         "gan-unet-adaptive": ({}, (dataclasses.replace(gan, losses=dataclasses.replace(
-            gan.losses, adversarial=1.0, adaptive=True)),), "unet"),
+            gan.losses, adversarial=0.5, adaptive=True)),), "unet"),  # LDM disc_weight
         "gan-patchgan-const": ({}, (gan,), "patchgan"),
     }
     overrides, phases, disc = table[name]

@@ -86,10 +86,24 @@ class Autoencoder(nn.Module):
                 "decoder": list(self.decoder.parameters())}
 
     def last_layer(self) -> nn.Parameter:
-        """The weight of the decoder's final layer: the gradients of the reconstruction
-        and adversarial losses with respect to it set the adaptive GAN weight (LiteVAE
-        eq. 2). Families override this where their decoder differs."""
-        return self.decoder.last_layer_weight()
+        """The weight of the decoder's final layer, the one whose output is the image
+        (or, for a wavelet-output decoder, the bands the inverse DWT turns into it).
+
+        The adaptive GAN weight (Esser et al., LiteVAE eq. 2) is a ratio of gradient norms
+        at this parameter (timm's ``get_classifier`` idea: callers ask the model, not its
+        module tree). Default: the last ``weight`` of two or more dimensions (a conv or
+        linear kernel) registered under ``self.decoder``; families override it where
+        registration order could differ from the order of application.
+        """
+        last = None
+        for module in self.decoder.modules():
+            weight = module._parameters.get("weight")
+            if weight is not None and weight.ndim >= 2:
+                last = weight
+        if last is None:
+            raise NotImplementedError(f"{type(self).__name__}.decoder has no conv or linear "
+                                      "layer: override last_layer()")
+        return last
 
     # --- checks -------------------------------------------------------------------
     def check_image(self, x: torch.Tensor) -> None:

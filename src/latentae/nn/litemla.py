@@ -14,24 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentae.nn.norms import RMSNorm2d
-
-
-def make_norm(kind: str, channels: int) -> nn.Module:
-    """``"rms_norm"`` (RMSNorm2d over channels) or ``"batch_norm"`` (BatchNorm2d), eps 1e-5."""
-    if kind == "rms_norm":
-        return RMSNorm2d(channels, eps=1e-5)
-    if kind == "batch_norm":
-        return nn.BatchNorm2d(channels, eps=1e-5)
-    raise ValueError(f"norm must be 'rms_norm' or 'batch_norm', got {kind!r}")
-
-
-def make_act(kind: str) -> nn.Module:
-    """``"relu"``, ``"silu"`` or ``"relu6"``."""
-    acts = {"relu": nn.ReLU, "silu": nn.SiLU, "relu6": nn.ReLU6}
-    if kind not in acts:
-        raise ValueError(f"activation must be one of {sorted(acts)}, got {kind!r}")
-    return acts[kind]()
+from latentae.nn.norms import RMSNorm2d, make_norm
 
 
 class MultiScaleAggregation(nn.Module):
