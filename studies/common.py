@@ -160,10 +160,10 @@ def evaluate_dir(model_dir: str | Path, resolution: int, limit: int | None = Non
                  crop: str = "center") -> dict[str, Any]:
     """PSNR/SSIM/LPIPS(Alex)/rFID/latent MMD² of a saved model on kodak24 crops at
     ``resolution`` (shortest side resized, then cropped), as ``latentae eval`` measures."""
-    from latentae.checkpoint import load
     from latentae.eval.inception import load_inception
     from latentae.eval.lpips import load_lpips
     from latentae.eval.run import EvalConfig, evaluate
+    from latentae.pretrained import load
 
     if not _NETS:
         _NETS["lpips"], _NETS["inception"] = load_lpips("alex"), load_inception()

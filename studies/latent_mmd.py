@@ -71,7 +71,7 @@ def mmd_table(z, trials: int) -> dict:
 def run(args) -> list[dict]:
     import torch
 
-    from latentae.checkpoint import load
+    from latentae.pretrained import load
 
     started, out = time.perf_counter(), common.setup(args, NAME)
     crops_n, trials = (16, 2) if args.quick else (480, 5)

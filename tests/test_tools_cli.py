@@ -199,7 +199,9 @@ def test_model_dir_of_another_family_or_not_a_model(images, tmp_path, capsys):
     (d / "config.json").write_text(json.dumps({"family": "unet", "config": {}}))
     _fails(capsys, "unknown model family 'unet'", "encode", d, images, tmp_path / "o")
     _fails(capsys, "unknown model family", "info", d)
-    _fails(capsys, "neither a model directory nor a preset", "info", tmp_path / "nothing")
+    _fails(capsys, "not a directory: there is no saved model", "info", tmp_path / "nothing")
+    _fails(capsys, "neither a model directory nor a preset name. Did you mean sdvae-tiny",
+           "info", "sdvae-tin")
     _fails(capsys, "preset name, not saved weights", "encode", "sdvae-tiny", images,
            tmp_path / "o")
     assert not (tmp_path / "o").exists()

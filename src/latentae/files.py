@@ -1,7 +1,8 @@
 """The one place that writes files: atomic, tidy on failure, honest about full disks.
 
 Every file latentae writes (checkpoints, safetensors, JSON, PNGs, shards, configs) goes
-through :func:`atomic_write` (or its byte/text shorthands): the data lands in a
+through :func:`atomic_write` (or its byte/text shorthands, or :func:`atomic_path` for
+writers that need a file name): the data lands in a
 temporary file beside the target, is flushed and ``fsync``'d, then renamed into place
 with ``os.replace``, so a reader sees the old file or the new one, never half of one.
 On any failure the temporary is removed (a full disk must not stay full because of us)
@@ -26,8 +27,8 @@ from typing import IO
 
 from latentae.errors import DiskFullError, InputError
 
-__all__ = ["atomic_dir", "atomic_write", "atomic_write_bytes", "atomic_write_text",
-           "check_inside", "disk_error", "prepare_output_dir"]
+__all__ = ["atomic_dir", "atomic_path", "atomic_write", "atomic_write_bytes",
+           "atomic_write_text", "check_inside", "disk_error", "prepare_output_dir"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -60,6 +61,28 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb",
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise disk_error(e, path, needed) from e
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
+    """:func:`atomic_write` for writers that take a file name, not a file object
+    (``safetensors.torch.save_file``, ``PIL.Image.save``): yields the temporary path beside
+    ``path``; on success it is synced and renamed onto ``path``, on failure removed."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)

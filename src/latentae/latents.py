@@ -24,6 +24,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from latentae.version import __version__
+
 FORMAT = "latentae-latents/1"
 
 
@@ -50,7 +52,6 @@ class LatentShard:
 def shard_metadata(model, model_name: str, scaling_applied: bool, posterior: str
                    ) -> dict[str, str]:
     """The metadata every shard of one ``encode`` run carries (``sizes`` added per shard)."""
-    from latentae import __version__
     return {"format": FORMAT, "family": model.family, "model": model_name,
             "latent_channels": str(model.latent_channels),
             "compression": str(model.spatial_compression_ratio),

@@ -62,11 +62,11 @@ def diffusers_twin(model: Autoencoder) -> nn.Module:
         import diffusers
     except ImportError as e:  # an optional dependency
         raise ValueError("--compare diffusers needs `pip install diffusers`") from e
-    from latentae.convert import export_diffusers
+    from latentae.pretrained import save_pretrained
 
     cls = getattr(diffusers, TWIN_FAMILIES[model.family])
     with tempfile.TemporaryDirectory(prefix="latentae-twin-") as tmp:
-        export_diffusers(model, tmp)
+        save_pretrained(model, tmp, format="diffusers")
         twin = cls.from_pretrained(tmp, local_files_only=True, low_cpu_mem_usage=False)
     return twin.eval()
 

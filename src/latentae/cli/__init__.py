@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from latentae import __version__
 from latentae.cli import bench as _bench
 from latentae.cli import eval as _eval
 from latentae.cli import models as _models
@@ -14,6 +13,7 @@ from latentae.cli import study as _study
 from latentae.cli import tools as _tools
 from latentae.cli import train as _train
 from latentae.cli import weights as _weights
+from latentae.version import __version__
 
 COMMAND_MODULES = (_models, _weights, _bench, _eval, _tools, _study, _train,)
 

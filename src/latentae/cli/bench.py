@@ -66,8 +66,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from latentae.bench import BenchSettings, build_subjects, run_bench, write_report
-    from latentae.convert import load_any
     from latentae.devices import resolve_device
+    from latentae.pretrained import load
 
     args.device = str(resolve_device(args.device))  # a clear error for a missing GPU
     if args.threads is not None:
@@ -86,7 +86,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              channels_last=args.channels_last,
                              tune_allocator=not args.default_allocator)
     settings.check()
-    models = [(spec, load_any(spec, random_init=True)) for spec in args.models]
+    models = [(spec, load(spec, random_init=True)) for spec in args.models]
     subjects = build_subjects(models, compare=args.compare,
                               note=lambda m: print(m, file=sys.stderr), dtypes=settings.dtypes)
     baseline = args.baseline or subjects[0].name

@@ -34,10 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from latentae.convert import load_any
     from latentae.devices import resolve_device
     from latentae.eval.report import protocol, summary_table, write_report
     from latentae.eval.run import EvalConfig, evaluate
+    from latentae.pretrained import load
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
@@ -49,7 +49,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     import torch
     torch.manual_seed(args.seed)  # reproducible --random-init weights
-    model = load_any(args.model, random_init=args.random_init)
+    model = load(args.model, random_init=args.random_init)
     result = evaluate(model, args.data, cfg, device)
     name = Path(args.model).name or str(args.model)
     proto = protocol(cfg, name + (" (random init)" if args.random_init else ""), model,

@@ -51,7 +51,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from latentae.convert import convert_directory
+    from latentae.pretrained import convert_directory
 
     kind = convert_directory(args.src, args.out, to=args.to)
     print(f"wrote {kind} model to {args.out}")

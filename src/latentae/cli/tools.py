@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from latentae.cli import tools_run as run
+from latentae.pretrained import model_info
 
 
 def _model_args(p: argparse.ArgumentParser, compute: bool = True) -> None:
@@ -201,19 +202,16 @@ def cmd_latent_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from latentae.convert import export_diffusers, load_any
+    from latentae.pretrained import load, save_pretrained
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"{out} exists and is not an empty directory; choose a new path")
-    model = load_any(args.model, random_init=args.random_init)
+    model = load(args.model, random_init=args.random_init)
     parent = run.prepare_out(out.parent if str(out.parent) else ".")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
     try:
-        if args.format == "diffusers":
-            export_diffusers(model, tmp)
-        else:
-            model.save_pretrained(str(tmp))
+        save_pretrained(model, tmp, format=args.format)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -226,7 +224,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = run.model_info(args.model, args.random_init)
+    info = model_info(args.model, args.random_init)
     if args.json:
         print(json.dumps(info, indent=2))
     else:

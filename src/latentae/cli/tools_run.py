@@ -44,13 +44,13 @@ class Coder:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Coder:
-        from latentae.convert import load_any
+        from latentae.pretrained import load
 
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         if args.random_init:
             torch.manual_seed(0)  # the same random weights in every run (smoke tests)
-        model = load_any(args.model, random_init=args.random_init)
+        model = load(args.model, random_init=args.random_init)
         coder = cls(model, args.device, args.dtype, args.tile, args.overlap, args.max_batch,
                     args.channels_last)
         coder.batch_size = args.batch_size
@@ -122,7 +122,7 @@ def prepare_out(path: str | os.PathLike) -> Path:
 
 
 def write_text(path: Path, text: str) -> None:
-    from latentae.checkpoint import atomic_write_bytes
+    from latentae.files import atomic_write_bytes
     try:
         atomic_write_bytes(path, text.encode())
     except OSError as e:
@@ -233,65 +233,3 @@ def write_factors(model_dir: Path, scale: float, shift: float) -> None:
     else:
         raise ValueError(f"{cfg_file} is neither a latentae nor a diffusers config")
     write_text(cfg_file, json.dumps(meta, indent=2) + "\n")
-
-
-def model_info(spec: str, random_init: bool = False) -> dict:
-    """What ``latentae info`` prints: family, preset, params, compression, factors,
-    and the provenance recorded in a saved directory's ``config.json``."""
-    from latentae.convert import load_any
-    from latentae.registry import create_model, list_models
-
-    path = Path(spec)
-    meta: dict = {}
-    if path.is_dir():
-        model = load_any(path)
-        try:
-            meta = json.loads((path / "config.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            meta = {}
-        source = "diffusers directory" if "_class_name" in meta else "latentae directory"
-    elif spec in list_models():
-        with torch.device("meta"):
-            model = create_model(spec)
-        source = "preset (no weights)"
-    else:
-        model = load_any(spec, random_init=random_init)  # raises the clear error
-        source = "?"
-    groups = model.param_groups()
-    info = {"source": source, "family": model.family, "preset": model.preset,
-            "encoder_params": sum(p.numel() for p in groups["encoder"]),
-            "decoder_params": sum(p.numel() for p in groups["decoder"]),
-            "total_params": sum(p.numel() for p in model.parameters()),
-            "spatial_compression_ratio": model.spatial_compression_ratio,
-            "latent_channels": model.latent_channels,
-            "scaling_factor": model.scaling_factor, "shift_factor": model.shift_factor}
-    skip = {"family", "preset", "config"}
-    provenance = {k: v for k, v in meta.items() if k not in skip and not k.startswith("_")
-                  and "_class_name" not in meta}
-    if "_class_name" in meta:
-        provenance = {"diffusers_class": meta["_class_name"],
-                      "diffusers_version": meta.get("_diffusers_version")}
-    if path.is_dir():
-        provenance.update(_training_provenance(path))
-    info["provenance"] = provenance or "none recorded"
-    return info
-
-
-def _training_provenance(model_dir: Path) -> dict:
-    """A ``latentae train`` run exports its model to ``RUN/model`` beside ``RUN/config.yaml``;
-    report that config's top-level settings."""
-    cfg = model_dir.parent / "config.yaml"
-    if not cfg.is_file():
-        return {}
-    import yaml
-    try:
-        data = yaml.safe_load(cfg.read_text())
-    except (OSError, yaml.YAMLError):
-        return {"training_config": f"{cfg} (unreadable)"}
-    out: dict = {"training_config": str(cfg)}
-    if isinstance(data, dict):
-        out.update({f"train.{k}": v for k, v in data.items()
-                    if isinstance(v, (str, int, float, bool))})
-        if isinstance(data.get("phases"), list):
-            out["train.phases"] = len(data["phases"])
-    return out

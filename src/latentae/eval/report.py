@@ -10,8 +10,8 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from latentae.checkpoint import atomic_write_bytes
 from latentae.eval.run import EvalConfig, EvalResult
+from latentae.files import atomic_write_bytes
 from latentae.io import save_image
 
 FILES = ("metrics.json", "report.md", "per_image.csv", "recon_grid.png")

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentae.checkpoint import atomic_write_bytes
 from latentae.devices import resolve_device
+from latentae.files import atomic_write_bytes
 from latentae.losses import build_discriminator
 from latentae.train import dist
 from latentae.train.config import TrainConfig, dump_yaml
@@ -135,10 +135,10 @@ def optional_lpips(net: str, device: torch.device, needed: bool) -> nn.Module | 
 
 def setup(cfg: TrainConfig, recipe: Recipe) -> Run:
     """Build model, EMA, discriminator, losses, data listing and the run folder."""
-    from latentae.convert import load_any
+    from latentae.pretrained import load
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
-    model = load_any(cfg.model, random_init=True).to(device, memory_format=memory_format(cfg))
+    model = load(cfg.model, random_init=True).to(device, memory_format=memory_format(cfg))
     if cfg.gradient_checkpointing:
         from latentae.nn.checkpointing import enable_gradient_checkpointing
         enable_gradient_checkpointing(model)
