@@ -131,5 +131,5 @@ def test_cli_models_lists_every_preset(capsys):
     out = capsys.readouterr().out
     for name in latentae.list_models():
         assert name in out
-    assert "34,163,592" in out and "1,035,692" in out
+    assert "34,163,664" in out and "1,035,692" in out  # SD-VAE: + quant_conv (72)
     assert cli_main(["models", "nope*"]) == 2

@@ -115,6 +115,9 @@ def prepare_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is a file, not a folder: choose another output")
+    above = next((p for p in out.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise InputError(f"cannot write {out}: {above} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} is not empty: choose another output folder or pass "
                          "--overwrite to replace it")

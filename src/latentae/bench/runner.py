@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from latentae import runtime
 from latentae.bench import measure
 from latentae.bench.isolated import DefaultProcessTimer
 from latentae.bench.subjects import (
@@ -26,7 +27,7 @@ from latentae.bench.subjects import (
 )
 
 MODES = ("encode", "decode", "train_encode", "train_decode")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = runtime.DTYPES
 
 
 @dataclass
@@ -41,7 +42,7 @@ class BenchSettings:
     repeats: int = 3
     modes: tuple[str, ...] = MODES
     channels_last: str = "latentae"  # "latentae", "all" or "none"
-    tune_allocator: bool = True  # glibc keeps freed large blocks (measure.tune_allocator)
+    tune_allocator: bool = True  # glibc keeps freed large blocks (runtime.tune_allocator)
     seed: int = 0
     extras: dict = field(default_factory=dict)
 
@@ -89,7 +90,7 @@ def _mode_fn(s: Subject, mode: str, x: torch.Tensor, z: torch.Tensor, device: to
     inp = x if mode.endswith("encode") else z
     if not mode.startswith("train"):
         def infer() -> torch.Tensor:
-            with torch.no_grad(), measure.autocast(device, dtype):
+            with torch.no_grad(), runtime.autocast(device, dtype):
                 return fwd(inp)
         return infer
 
@@ -98,7 +99,7 @@ def _mode_fn(s: Subject, mode: str, x: torch.Tensor, z: torch.Tensor, device: to
     def train_step() -> None:
         for p in params:
             p.grad = None
-        with measure.autocast(device, dtype):
+        with runtime.autocast(device, dtype):
             out = fwd(inp)
         out.float().square().mean().backward()
     return train_step
@@ -194,7 +195,7 @@ def compare_outputs(a: Subject, b: Subject, settings: BenchSettings) -> dict:
     xa, za = _inputs(a, settings, 1, device)
     xb, zb = _inputs(b, settings, 1, device)
     res = {}
-    with torch.no_grad(), measure.autocast(device, dtype):
+    with torch.no_grad(), runtime.autocast(device, dtype):
         for part, (fa, fb, ia, ib) in {"encode": (a.encode, b.encode, xa, xb),
                                        "decode": (a.decode, b.decode, za, zb)}.items():
             oa, ob = fa(ia).float(), fb(ib).float()
@@ -248,7 +249,7 @@ def run_bench(subjects: list[Subject], settings: BenchSettings, progress=print) 
     device = torch.device(settings.device)
     torch.manual_seed(settings.seed)
     machine = measure.machine_info(device)
-    machine["allocator_tuned"] = settings.tune_allocator and measure.tune_allocator()
+    machine["allocator_tuned"] = settings.tune_allocator and runtime.tune_allocator()
     machine["matmul_float32_gflops"] = measure.matmul_gflops(device)
     for dt in settings.dtypes:
         if dt != "float32":

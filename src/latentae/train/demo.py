@@ -123,7 +123,7 @@ def run_demo(out: str | Path = "demo", minutes: float = 3.0, seed: int = 0,
 
 def render_report(before: dict, after: dict, info: dict) -> str:
     """The Markdown report."""
-    from latentae.eval.metrics import PSNR_VERSION, SSIM_VERSION
+    from latentae.eval.psnr_ssim import PSNR_VERSION, SSIM_VERSION
     keys = [k for k in ("psnr", "ssim", "lpips") if k in after]
     table = ["| model | " + " | ".join(k.upper() for k in keys) + " |",
              "|---|" + "---|" * len(keys)]

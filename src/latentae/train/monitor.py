@@ -70,7 +70,7 @@ def reconstruct(model, images: torch.Tensor, batch_size: int = 8) -> torch.Tenso
 def evaluate(model, images: torch.Tensor, lpips=None) -> tuple[dict[str, float], torch.Tensor]:
     """PSNR / SSIM (uint8 protocol of DESIGN.md) and LPIPS of ``model`` on ``images``
     ``(N, 3, H, W)`` in [-1, 1]; returns the metrics and the reconstructions."""
-    from latentae.eval.metrics import mean_finite, psnr_per_image, ssim_per_image
+    from latentae.eval.psnr_ssim import mean_finite, psnr_per_image, ssim_per_image
     recon = reconstruct(model, images)
     a, b = to_uint8(images), to_uint8(recon)
     metrics = {"psnr": mean_finite(psnr_per_image(a, b)),

@@ -140,7 +140,7 @@ def setup(cfg: TrainConfig, recipe: Recipe) -> Run:
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     model = load(cfg.model, random_init=True).to(device, memory_format=memory_format(cfg))
     if cfg.gradient_checkpointing:
-        from latentae.nn.checkpointing import enable_gradient_checkpointing
+        from latentae.nn.grad_checkpoint import enable_gradient_checkpointing
         enable_gradient_checkpointing(model)
     disc = None
     if recipe.uses_discriminator:

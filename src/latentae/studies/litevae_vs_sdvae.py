@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import common  # noqa: E402
+from latentae.registry import create_model
+from latentae.studies import common
+from latentae.train.recipes import LossWeights, Phase
 
 NAME = "litevae_vs_sdvae"
 DECODER = dict(decoder_channels=(32, 32, 64, 64))
@@ -53,9 +54,7 @@ def settings(args) -> dict:
 
 def build_models(names, seed: int) -> dict:
     """The models, all with the decoder initialisation of the first one."""
-    import torch
 
-    from latentae import create_model
 
     models, ref = {}, None
     for name in names:
@@ -71,7 +70,6 @@ def build_models(names, seed: int) -> dict:
 
 def run(args) -> list[dict]:
     """Train and evaluate every model; returns the table rows."""
-    from latentae.train.recipes import LossWeights, Phase
 
     started, out, s = time.perf_counter(), common.setup(args, NAME), settings(args)
     phase = Phase("main", s["steps"], s["resolution"], s["batch"], 5e-4,

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import common  # noqa: E402
+from latentae.registry import create_model
+from latentae.studies import common
+from latentae.train.recipes import LossWeights, Phase
 
 NAME = "dcae_shortcuts"
 NO_SHORTCUTS = dict(stage_shortcuts=False, encoder_out_shortcut=False,
@@ -60,10 +61,7 @@ def settings(args) -> dict:
 
 def run(args) -> list[dict]:
     """Train every model for the same steps; table of final metrics + PSNR curves."""
-    import torch
 
-    from latentae import create_model
-    from latentae.train.recipes import LossWeights, Phase
 
     started, out, s = time.perf_counter(), common.setup(args, NAME), settings(args)
     phase = Phase("main", s["steps"], s["resolution"], s["batch"], 5e-4,
