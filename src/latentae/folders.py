@@ -58,15 +58,15 @@ def png_path(out: Path, key: str) -> Path:
 
 
 def prepare_out(path: str | os.PathLike) -> Path:
-    """Create the output folder and prove it is writable, or raise ``InputError``."""
+    """Check that the output folder can be written, or raise ``InputError``; nothing is
+    created yet (a run that fails on its first input leaves no empty folder)."""
     out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".latentae-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise InputError(f"output folder {out} is not writable: {e}") from e
+    above = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    if above is None or not above.is_dir():
+        raise InputError(f"output folder {out} is not writable: {above} is not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {out} is not writable: no write permission on "
+                         f"{above}")
     return out
 
 
@@ -146,6 +146,7 @@ def encode_folder(runner: ModelRunner, images: str | os.PathLike, out: str | os.
                 z = (z - model.shift_factor) * model.scaling_factor  # (B, nz, h, w)
             for k, zk in zip(batch_keys, z):
                 latents[k], sizes[k] = zk, tuple(x.shape[-2:])
+        out.mkdir(parents=True, exist_ok=True)
         write_shard(path, latents, sizes, meta)
         done += len(chunk)
     return done, skipped

@@ -138,12 +138,3 @@ def fid_from_stats(a: FeatureStats, b: FeatureStats, warn: bool = True) -> float
     if a.rows is not None and b.rows is not None:  # few images: exact and fast
         return frechet_distance_lowrank(torch.cat(a.rows).numpy(), torch.cat(b.rows).numpy())
     return frechet_distance(*a.mean_cov(), *b.mean_cov())
-
-
-def fid_from_features(fa: torch.Tensor | np.ndarray, fb: torch.Tensor | np.ndarray) -> float:
-    """Fréchet distance between two feature matrices ``(N, D)`` and ``(M, D)``."""
-    fa, fb = torch.as_tensor(fa), torch.as_tensor(fb)
-    sa, sb = FeatureStats(fa.shape[1]), FeatureStats(fb.shape[1])
-    sa.update(fa)
-    sb.update(fb)
-    return fid_from_stats(sa, sb)

@@ -94,7 +94,8 @@ class Autoencoder(nn.Module):
         if h % f or w % f:
             raise ValueError(
                 f"image size {h}x{w} is not divisible by the compression ratio {f} of "
-                f"{self.preset or self.family}: pad to a multiple of {f} (--pad) or use tiling")
+                f"{self.preset or self.family}: pad it to a multiple of {f} (the CLI's --pad "
+                "reflect-pads and crops back) or crop it")
 
     def _encode(self, x: torch.Tensor):
         raise NotImplementedError
