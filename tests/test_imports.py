@@ -107,3 +107,28 @@ def test_function_level_imports_only_defer_heavy_optional_dependencies():
             if not (target.startswith(HEAVY_OPTIONAL) and (commented or "." in target)):
                 bad.append(f"{name}:{node.lineno} imports {target}")
     assert not bad, "imports inside functions: " + ", ".join(bad)
+
+
+BOTTOM = ("latentae.version", "latentae.errors", "latentae.files", "latentae.devices",
+          "latentae.serialization")
+# module prefix -> the prefixes it may import (docs/architecture.md)
+ALLOWED = {"latentae.nn": ("latentae.nn", *BOTTOM),
+           "latentae.models": ("latentae.nn", "latentae.models", *BOTTOM)}
+PRIVATE_TO = ("latentae.cli", "latentae.studies")  # imported only from inside themselves
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def test_lower_layers_do_not_import_upper_ones():
+    bad = []
+    for name, targets in import_graph().items():
+        for prefix, allowed in ALLOWED.items():
+            if _within(name, prefix):
+                bad += [f"{name} -> {t}" for t in targets
+                        if not any(_within(t, a) for a in allowed)]
+        for private in PRIVATE_TO:
+            if not _within(name, private) and name != "latentae.__main__":
+                bad += [f"{name} -> {t}" for t in targets if _within(t, private)]
+    assert not bad, "layering: " + ", ".join(bad)

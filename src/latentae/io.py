@@ -2,7 +2,7 @@
 
 Convention: tensors are ``(3, H, W)`` (or ``(B, 3, H, W)``) floats in [-1, 1]; images on
 disk are 8-bit RGB. The one quantization rule, used by every metric and every saved
-image, is ``round(clamp(127.5·(x+1), 0, 255))`` (DESIGN.md, "Metrics: exact protocol").
+image, is ``round(clamp(127.5·(x+1), 0, 255))`` (``docs/evaluation.md``, "Protocol").
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ padding, threads and the CPU allocator. ``latentae eval``, ``bench``, ``encode``
 
 - **Device**: ``latentae.devices.resolve_device`` (``auto``: this process's GPU, else CPU).
 - **dtype**: ``DTYPES`` names the three float types; lower precision runs by
-  ``torch.autocast`` around the forward passes only (STYLE §7); the outputs come back in
+  ``torch.autocast`` around the forward passes only (losses, KL and metrics stay in
+  float32, ``docs/evaluation.md``, ``docs/training.md``); the outputs come back in
   float32 and metrics always run in float32. Training calls ``autocast(device)``: bf16
   on CUDA, off on CPU.
 - **Memory format**: channels_last for latentae models (measured faster on CPU for every
@@ -52,7 +53,8 @@ def autocast(device: torch.device | str, dtype: torch.dtype | str | None = None
              ) -> AbstractContextManager:
     """The autocast context for forward passes on ``device``.
 
-    ``dtype=None``: the training default, bfloat16 on CUDA and off on CPU (STYLE §7);
+    ``dtype=None``: the training default, bfloat16 on CUDA and off on CPU (CPU runs
+    train in float32);
     ``float32``: off; ``bfloat16``/``float16``: on, on any device.
     """
     device = torch.device(device)

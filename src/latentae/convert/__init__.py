@@ -1,4 +1,5 @@
-"""Converters between latentae models and diffusers autoencoders (STYLE §8).
+"""Converters between latentae models and diffusers autoencoders: explicit key and
+config maps, tested both ways against diffusers itself.
 
 - ``convert.kl``: SD-VAE <-> ``AutoencoderKL`` (a key map of regular expressions);
 - ``convert.dc``: DC-AE <-> ``AutoencoderDC`` (a key map generated from the config);

@@ -1,5 +1,5 @@
 """DC-AE weights to and from diffusers ``AutoencoderDC`` (``autoencoder_dc.py``, the
-reference implementation of Chen et al. 2025; DESIGN.md "DC-AE").
+reference implementation of DC-AE, Chen et al. 2025).
 
 The key map is explicit and generated from the config (one entry per tensor), because
 module indices differ: diffusers packs each stage into an ``nn.Sequential`` (the

@@ -1,4 +1,4 @@
-"""SD-VAE weights to and from diffusers ``AutoencoderKL`` (STYLE §8: an explicit key map).
+"""SD-VAE weights to and from diffusers ``AutoencoderKL``: an explicit key map.
 
 A diffusers ``AutoencoderKL`` (``autoencoder_kl.py``; the LDM KL-f8 autoencoder of
 Rombach et al. 2022) maps 1:1 onto ``latentae.models.sdvae.SDVAE``: module names differ

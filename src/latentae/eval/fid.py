@@ -1,6 +1,6 @@
 """rFID: Inception pool3 features, streaming float64 statistics, Fréchet distance.
 
-Protocol (DESIGN.md): images -> uint8 by ``round(clamp(127.5·(x+1), 0, 255))`` -> float
+Protocol (``docs/evaluation.md``): images -> uint8 by ``round(clamp(127.5·(x+1), 0, 255))`` -> float
 -> 299² with TF1-style bilinear resampling (no half-pixel centres, as the TF graph and
 torch-fidelity do) -> x/128 − 1. The ``pytorch-fid`` protocol (torch bilinear,
 align_corners=False, x/255·2 − 1) is available for comparison.

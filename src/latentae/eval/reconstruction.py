@@ -59,7 +59,7 @@ class EvalResult:
 
 @contextlib.contextmanager
 def tf32_disabled() -> Iterator[None]:
-    """TF32 off while metrics run (STYLE §7); previous settings restored after."""
+    """TF32 off while metrics run (``docs/evaluation.md``); previous settings restored."""
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:

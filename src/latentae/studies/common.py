@@ -1,4 +1,4 @@
-"""Shared harness of the small-scale reproduction studies (issue 8, docs/results.md).
+"""Shared harness of the small-scale reproduction studies (``docs/results.md``).
 
 Every study script builds models, trains them with the public training API
 (``latentae.train``: ``make_config``, ``Recipe``/``Phase``/``LossWeights``, ``train``),
