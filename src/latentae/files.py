@@ -50,18 +50,12 @@ def disk_error(e: OSError, path: Path, needed: int | None = None) -> Exception:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb",
-                 needed: int | None = None) -> Iterator[IO]:
-    """Open a temporary file beside ``path`` for writing; on success it replaces
-    ``path``, on any exception it is removed and the exception re-raised (``OSError``
-    for a full disk as :class:`DiskFullError`, naming ``needed`` bytes when given)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _commit(tmp: str, path: Path, needed: int | None) -> Iterator[None]:
+    """Around the writing of ``tmp``: on success give it the user's umask and rename it
+    onto ``path``; on any exception remove it and re-raise (a full disk as
+    :class:`DiskFullError`)."""
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as e:
@@ -70,6 +64,24 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb",
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb",
+                 needed: int | None = None) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing; on success it replaces
+    ``path``, on any exception it is removed and the exception re-raised (``OSError``
+    for a full disk as :class:`DiskFullError`, naming ``needed`` bytes when given)."""
+    path = Path(path)
+    fd, tmp = _temporary(path)
+    with _commit(tmp, path, needed), os.fdopen(fd, mode) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
@@ -78,20 +90,12 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[
     (``safetensors.torch.save_file``, ``PIL.Image.save``): yields the temporary path beside
     ``path``; on success it is synced and renamed onto ``path``, on failure removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temporary(path)
     os.close(fd)
-    try:
+    with _commit(tmp, path, needed):
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except OSError as e:
-        _remove(tmp)
-        raise disk_error(e, path, needed) from e
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

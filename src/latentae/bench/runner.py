@@ -241,6 +241,8 @@ def build_subjects(models: list, compare: str | None = None, note=print,
 
 def run_bench(subjects: list[Subject], settings: BenchSettings, progress=print) -> dict:
     """Measure the machine, then every subject; returns the JSON-able report."""
+    # One function (43 lines): the measuring order (machine, static, timed modes) reads
+    # top to bottom, and the child processes' lifetime is one try/finally.
     settings.check()
     for s in subjects:  # fail before any measuring
         if settings.resolution % s.compression:
