@@ -160,15 +160,16 @@ def add_json(p: argparse.ArgumentParser, what: str = "the results") -> None:
                    help=f"write {what} as JSON to PATH ('-': standard output)")
 
 
-def add_runtime(p: argparse.ArgumentParser, batch_size: int = 8) -> None:
-    """Device, dtype, batch size, threads, tiles, memory format and padding: what
-    ``make_runner`` reads."""
+def add_runtime(p: argparse.ArgumentParser, batch_size: int = 8, pad: bool = True) -> None:
+    """Device, dtype, batch size, threads, tiles, memory format and (for commands that
+    read images of any size) padding: what ``make_runner`` reads."""
     add_device(p)
     add_dtype(p)
     add_batch_size(p, batch_size)
     add_threads(p)
     add_tiles(p)
-    add_pad(p)
+    if pad:
+        add_pad(p)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="keep the default memory format (channels_last is faster on CPU)")
 
@@ -188,7 +189,8 @@ def make_runner(args: argparse.Namespace, model: Autoencoder | None = None) -> M
     runner_model = load_model(args) if model is None else model
     return ModelRunner(runner_model, device, args.dtype,
                        channels_last=args.channels_last, tile=args.tile,
-                       overlap=args.overlap, max_batch=args.max_batch, pad=args.pad)
+                       overlap=args.overlap, max_batch=args.max_batch,
+                       pad=getattr(args, "pad", False))
 
 
 def write_json(path: str | None, doc: Any) -> None:

@@ -31,9 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="store a posterior sample (seeded by --seed) instead of the mode")
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("decode", help="decode latent shards to PNG images")
+    p = sub.add_parser("decode", help="decode latent shards to PNG images (cropped to "
+                                      "the sizes the shards record)")
     shared.add_model(p)
-    shared.add_runtime(p)
+    shared.add_runtime(p, pad=False)
     shared.add_overwrite(p, "PNGs")
     p.add_argument("latents", help="a latent .safetensors file or a folder of them")
     p.add_argument("out", help="output folder for PNGs")
@@ -54,7 +55,7 @@ def _register_model_tools(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("latent-stats", help="per-channel latent statistics and the "
                                             "suggested scaling_factor / shift_factor")
     shared.add_model(p)
-    shared.add_runtime(p)
+    shared.add_runtime(p, pad=False)  # images are center-cropped to a multiple of f
     shared.add_limit(p)
     shared.add_json(p, "the statistics")
     p.add_argument("images")

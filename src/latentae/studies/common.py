@@ -92,10 +92,6 @@ def machine() -> str:
             f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}")
 
 
-def count(params) -> int:
-    return sum(p.numel() for p in params)
-
-
 def save_init(model: torch.nn.Module, path: Path) -> Path:
     """Save a freshly built model so ``train`` starts from exactly these weights."""
     model.save_pretrained(str(path))

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from latentae.registry import create_model
+from latentae.registry import create_model, parameter_counts
 from latentae.studies import common
 from latentae.train.recipes import LossWeights, Phase
 
@@ -80,7 +80,7 @@ def run(args) -> list[dict]:
         half = [c["psnr"] for c in curve if c["step"] == s["steps"] // 2]
         rows.append({"model": name, "f": model.spatial_compression_ratio,
                      "latent_ch": model.latent_channels,
-                     "params_M": common.count(model.parameters()) / 1e6,
+                     "params_M": parameter_counts(model)["total"] / 1e6,
                      "psnr_half": half[0] if half else None, "train_s": trained["seconds"],
                      "model_dir": trained["model"], **metrics})
         print(f"{name}: {rows[-1]}", flush=True)

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from latentae.registry import create_model
+from latentae.registry import create_model, parameter_counts
 from latentae.studies import common
 from latentae.train.recipes import LossWeights, Phase
 
@@ -79,8 +79,9 @@ def run(args) -> list[dict]:
         init = common.save_init(model, out / "init" / name)
         trained = common.train_model(init, out / name, (phase,), args.seed, s["val_every"])
         metrics = common.evaluate_dir(trained["model"], s["resolution"], s["eval_limit"])
-        rows.append({"model": name, "encoder_M": common.count(model.encoder.parameters()) / 1e6,
-                     "decoder_M": common.count(model.decoder.parameters()) / 1e6,
+        counts = parameter_counts(model)  # the count `latentae models` prints
+        rows.append({"model": name, "encoder_M": counts["encoder"] / 1e6,
+                     "decoder_M": counts["decoder"] / 1e6,
                      "enc_img_s": common.encode_rate(model, 2 * s["resolution"]),
                      "train_s": trained["seconds"], "model_dir": trained["model"], **metrics})
         curves[name] = ([c["step"] for c in trained["curve"]],
