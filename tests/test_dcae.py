@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import latentae
-from latentae.convert_dcae import (
+from latentae.convert.dc import (
     config_from_diffusers,
     config_to_diffusers,
     dcae_from_diffusers,

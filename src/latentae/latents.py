@@ -24,6 +24,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from latentae.errors import InputError
+from latentae.files import atomic_path
+from latentae.version import __version__
+
 FORMAT = "latentae-latents/1"
 
 
@@ -50,7 +54,6 @@ class LatentShard:
 def shard_metadata(model, model_name: str, scaling_applied: bool, posterior: str
                    ) -> dict[str, str]:
     """The metadata every shard of one ``encode`` run carries (``sizes`` added per shard)."""
-    from latentae import __version__
     return {"format": FORMAT, "family": model.family, "model": model_name,
             "latent_channels": str(model.latent_channels),
             "compression": str(model.spatial_compression_ratio),
@@ -62,39 +65,34 @@ def shard_metadata(model, model_name: str, scaling_applied: bool, posterior: str
 
 def write_shard(path: str | os.PathLike, latents: dict[str, torch.Tensor],
                 sizes: dict[str, tuple[int, int]], meta: dict[str, str]) -> None:
-    """Write a shard atomically (temporary name, then rename)."""
+    """Write a shard atomically (``latentae.files.atomic_path``)."""
     path = Path(path)
     meta = {**meta, "sizes": json.dumps({k: list(v) for k, v in sizes.items()})}
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in latents.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def read_shard(path: str | os.PathLike) -> LatentShard:
-    """Read and check a shard; a file that is not one raises ``ValueError`` saying so."""
+    """Read and check a shard; a file that is not one raises ``InputError`` saying so."""
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             latents = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
+        raise InputError(f"{path} is not a readable safetensors file: {e}") from e
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a latentae latent shard (format "
+        raise InputError(f"{path} is not a latentae latent shard (format "
                          f"{meta.get('format')!r}, expected {FORMAT!r}); write one with "
                          "`latentae encode`")
     try:
         sizes = {k: (int(v[0]), int(v[1])) for k, v in json.loads(meta["sizes"]).items()}
     except (KeyError, ValueError, TypeError, IndexError) as e:
-        raise ValueError(f"{path}: bad 'sizes' metadata: {e}") from e
+        raise InputError(f"{path}: bad 'sizes' metadata: {e}") from e
     for k, z in latents.items():
         if z.ndim != 3:
-            raise ValueError(f"{path}: latent {k!r} has shape {tuple(z.shape)}, "
+            raise InputError(f"{path}: latent {k!r} has shape {tuple(z.shape)}, "
                              "expected (channels, h, w)")
     return LatentShard(latents, sizes, meta)
 
@@ -105,10 +103,10 @@ def list_shards(path: str | os.PathLike) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise ValueError(f"{path} does not exist: pass a latent file or a folder of them")
+        raise InputError(f"{path} does not exist: pass a latent file or a folder of them")
     files = sorted(path.glob("*.safetensors"))
     if not files:
-        raise ValueError(f"no .safetensors latent files in {path}")
+        raise InputError(f"no .safetensors latent files in {path}")
     return files
 
 
@@ -117,13 +115,13 @@ def check_compatible(shard: LatentShard, model, path: Path) -> None:
     nz = model.latent_channels
     for k, z in shard.latents.items():
         if z.shape[0] != nz:
-            raise ValueError(f"{path}: latent {k!r} has {z.shape[0]} channels but "
+            raise InputError(f"{path}: latent {k!r} has {z.shape[0]} channels but "
                              f"{model.preset or model.family} decodes {nz}; these latents "
                              f"come from {shard.meta.get('model')} ({shard.meta.get('family')})")
     fam = shard.meta.get("family")
     if fam != model.family or int(shard.meta.get("compression", 0)) != \
             model.spatial_compression_ratio:
-        raise ValueError(f"{path}: latents were made by a {fam} model "
+        raise InputError(f"{path}: latents were made by a {fam} model "
                          f"({shard.meta.get('model')}, f={shard.meta.get('compression')}); "
                          f"the given model is {model.family} "
                          f"(f={model.spatial_compression_ratio})")

@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 
-from latentae.checkpoint import load_state_dict_strict
 from latentae.diffusion.base import DiffusionModel
 from latentae.diffusion.dit import DiT, DiTConfig
 from latentae.diffusion.layers import sincos_pos_embed_2d
 from latentae.diffusion.registry import build, get_preset, preset_config
 from latentae.errors import InputError
+from latentae.serialization import load_state_dict_strict
 
 # latentae DiT module -> diffusers module (parameter suffix .weight/.bias kept)
 _DIT_TOP = {"x_embedder.proj": "pos_embed.proj",

@@ -21,10 +21,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from latentae.checkpoint import WEIGHTS_NAME, config_from_dict, load_state_dict_strict, read_config
 from latentae.diffusion import dit, uvit
 from latentae.diffusion.base import DiffusionModel, count_params
 from latentae.errors import InputError
+from latentae.serialization import (
+    WEIGHTS_NAME,
+    config_from_dict,
+    load_state_dict_strict,
+    read_config,
+)
 
 # family -> (model class, config class, analytic FLOPs of one forward)
 FAMILIES: dict[str, tuple[type[DiffusionModel], type, Any]] = {

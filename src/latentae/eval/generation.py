@@ -39,7 +39,7 @@ from latentae.eval.generation_data import (
 from latentae.eval.inception import VERSION as INCEPTION_VERSION
 from latentae.eval.inception import load_inception
 from latentae.eval.inception_logits import HINT, find_logits_file, load_inception_with_logits
-from latentae.eval.run import tf32_disabled
+from latentae.eval.reconstruction import tf32_disabled
 
 __all__ = ["GenerationConfig", "evaluate_samples", "extract", "load_reference",
            "reference_stats"]

@@ -5,7 +5,7 @@ down-sampling stage learns a residual over a space-to-channel shortcut and every
 up-sampling stage over a channel-to-space shortcut (residual autoencoding, §3.2);
 ResBlocks run the high-resolution stages, EfficientViT blocks (ReLU linear attention +
 GLU MBConv) the low-resolution ones. Structure and numbers agree with diffusers
-``AutoencoderDC``; ``latentae.convert_dcae`` maps the weights both ways.
+``AutoencoderDC``; ``latentae.convert.dc`` maps the weights both ways.
 
 Module layout (DC-AE's own names)::
 

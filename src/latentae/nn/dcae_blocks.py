@@ -1,7 +1,7 @@
 """DC-AE's ResBlock and its down/up-sampling blocks with residual-autoencoding shortcuts.
 
 Numbers agree with diffusers ``AutoencoderDC`` (``ResBlock``, ``DCDownBlock2d``,
-``DCUpBlock2d``); parameter names follow DC-AE's own code (see ``latentae.convert_dcae``).
+``DCUpBlock2d``); parameter names follow DC-AE's own code (see ``latentae.convert.dc``).
 """
 
 from __future__ import annotations

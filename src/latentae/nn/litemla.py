@@ -5,7 +5,7 @@ H·W positions with head dimension 32, optionally with multi-scale tokens: a dep
 k×k conv + grouped 1×1 conv applied to q, k, v makes extra heads that see a k×k
 neighbourhood. The block is ``x + norm(LiteMLA(x))`` then ``x + norm(GLU-MBConv(x))``.
 Numbers agree with diffusers ``SanaMultiscaleLinearAttention`` / ``GLUMBConv``; weights
-map 1:1 (see ``latentae.convert_dcae``).
+map 1:1 (see ``latentae.convert.dc``).
 """
 
 from __future__ import annotations

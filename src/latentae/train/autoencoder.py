@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentae.convert import load_any
 from latentae.errors import InputError
 from latentae.losses import (
     adaptive_weight,
@@ -34,7 +33,9 @@ from latentae.losses import (
     wavelet_charbonnier_loss,
 )
 from latentae.models.distributions import DiagonalGaussian
-from latentae.nn.checkpointing import enable_gradient_checkpointing
+from latentae.nn.grad_checkpoint import enable_gradient_checkpointing
+from latentae.pretrained import load
+from latentae.runtime import autocast
 from latentae.train import dist
 from latentae.train.config import TrainConfig, check_recipe, config_document, resolve_recipe
 from latentae.train.data import TrainImages, list_sources, make_loader
@@ -99,11 +100,6 @@ def make_optimizer(params: list[nn.Parameter], phase: Phase) -> torch.optim.Opti
     return cls(params, lr=phase.lr, betas=tuple(phase.betas), weight_decay=phase.weight_decay)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on GPU, float32 on CPU (STYLE §7); wraps forward passes only."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 class AutoencoderTask:
     """An autoencoder, its discriminator and losses, as a :class:`~latentae.train.loop.Task`."""
 
@@ -111,7 +107,7 @@ class AutoencoderTask:
 
     def __init__(self, cfg: TrainConfig, recipe: Recipe, device: torch.device) -> None:
         self.cfg, self.recipe, self.device, self.phases = cfg, recipe, device, recipe.phases
-        self.model = load_any(cfg.model, random_init=True).to(
+        self.model = load(cfg.model, random_init=True).to(
             device, memory_format=memory_format(cfg))
         check_phases(self.model, recipe, cfg)
         if cfg.gradient_checkpointing:
