@@ -6,6 +6,14 @@ from __future__ import annotations
 import argparse
 import pickle
 
+import torch
+
+from latentae.diffusion.base import count_params
+from latentae.diffusion.convert import load_official
+from latentae.diffusion.registry import list_diffusion
+from latentae.errors import InputError
+from latentae.files import atomic_dir, prepare_output_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("diffusion", help="diffusion models (DiT, U-ViT) on autoencoder latents")
@@ -14,8 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_convert(dsub: argparse._SubParsersAction) -> None:
-    from latentae.diffusion.registry import list_diffusion
-
     c = dsub.add_parser("convert", help="convert an official DiT or U-ViT/DC-AE checkpoint "
                                         "(.pt) into a latentae model folder")
     c.add_argument("src", help="checkpoint (.pt/.pth): a state dict, or one under "
@@ -36,10 +42,6 @@ def add_convert(dsub: argparse._SubParsersAction) -> None:
 def read_checkpoint(path: str):
     """``torch.load(path, weights_only=True)``; an unreadable file is an ``InputError``.
     ``argparse.Namespace`` is allowed: the DiT release stores its ``args`` as one."""
-    import torch
-
-    from latentae.errors import InputError
-
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -52,10 +54,6 @@ def read_checkpoint(path: str):
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from latentae.diffusion.base import count_params
-    from latentae.diffusion.convert import load_official
-    from latentae.files import atomic_dir, prepare_output_dir
-
     prepare_output_dir(args.out, overwrite=args.overwrite)  # refuse before the slow part
     model = load_official(read_checkpoint(args.src), args.model, patch_size=args.patch_size,
                           input_size=args.input_size, in_channels=args.in_channels,

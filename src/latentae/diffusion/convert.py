@@ -121,7 +121,7 @@ def to_diffusers(model: DiT, release_timesteps: bool = True):
     """A ``diffusers.DiTTransformer2DModel`` with ``model``'s weights. With
     ``release_timesteps`` each block's ``time_proj`` uses the DiT release's frequencies,
     so its outputs equal ``model``'s; saved and reloaded, diffusers resets it to its own."""
-    from diffusers import DiTTransformer2DModel  # heavy optional dependency
+    from diffusers import DiTTransformer2DModel  # deferred: heavy optional dependency
 
     out = DiTTransformer2DModel(**diffusers_dit_config(model.config))
     out.load_state_dict(dit_to_diffusers(model.state_dict(), model.config.depth), strict=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from latentae.errors import InputError
 from latentae.eval import generation_metrics as gm
@@ -100,7 +101,6 @@ def extract(batches: Iterable[torch.Tensor], net: torch.nn.Module, device: torch
     ``(B, 3, H, W)`` in [-1, 1] or uint8, under FID protocol ``protocol``."""
     stats, feats, logits, sizes = FeatureStats(), [], [], set()
     if progress:
-        from tqdm import tqdm  # deferred: only for the CLI's progress bar
         batches = tqdm(batches, unit="batch", desc="inception")
     with tf32_disabled():
         for x in batches:
