@@ -20,11 +20,11 @@ install: $(VENV)/.installed
 
 test: install
 	$(BIN)/latentae weights fetch
-	$(BIN)/ruff check src tests studies scripts
+	$(BIN)/ruff check src tests scripts
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 lint: install
-	$(BIN)/ruff check src tests studies scripts
+	$(BIN)/ruff check src tests scripts
 
 demo: install
 	$(BIN)/latentae weights fetch

@@ -32,7 +32,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from diffusers import AutoencoderDC
 
-    from latentae.convert_dcae import config_to_diffusers, dcae_from_diffusers
+    from latentae.convert.dc import config_to_diffusers, dcae_from_diffusers
     from latentae.models.dcae import PRESETS
 
     torch.manual_seed(0)

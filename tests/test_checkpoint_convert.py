@@ -8,7 +8,8 @@ from diffusers import AutoencoderKL
 
 import latentae
 from latentae.cli import main as cli_main
-from latentae.convert import convert_directory, kl_from_diffusers, kl_to_diffusers, load_any
+from latentae.convert.kl import kl_from_diffusers, kl_to_diffusers
+from latentae.pretrained import convert_directory
 
 torch.backends.cudnn.deterministic = True
 
@@ -60,7 +61,7 @@ def test_export_loads_in_diffusers_and_agrees(tmp_path):
     kl_to_diffusers(ours, tmp_path / "kl")
     vae = AutoencoderKL.from_pretrained(tmp_path / "kl").eval()
     _compare(ours, vae, torch.rand(2, 3, 64, 32) * 2 - 1)
-    back = load_any(tmp_path / "kl").eval()  # diffusers dir -> latentae
+    back = latentae.load(tmp_path / "kl").eval()  # diffusers dir -> latentae
     for k, v in ours.state_dict().items():
         assert torch.equal(v, back.state_dict()[k])
 
@@ -122,7 +123,7 @@ def test_load_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="unknown model family"):
         latentae.load(tmp_path / "m")
     with pytest.raises(ValueError, match="--random-init"):
-        load_any("litevae-tiny")
+        latentae.load("litevae-tiny")
 
 
 def test_cli_models_lists_every_preset(capsys):
@@ -130,5 +131,5 @@ def test_cli_models_lists_every_preset(capsys):
     out = capsys.readouterr().out
     for name in latentae.list_models():
         assert name in out
-    assert "34,163,592" in out and "1,035,692" in out
+    assert "34,163,664" in out and "1,035,692" in out  # SD-VAE: + quant_conv (72)
     assert cli_main(["models", "nope*"]) == 2

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import latentae
-from latentae.convert_dcae import (
+from latentae.convert.dc import (
     config_from_diffusers,
     config_to_diffusers,
     dcae_from_diffusers,
@@ -250,17 +250,56 @@ def test_param_groups_hold_the_documented_modules():
     assert ids["decoder.head"] | ids["decoder.project_in"] <= ids["decoder"]
 
 
-def test_training_only_decoder_head_leaves_other_parameters_bit_identical():
+def _names(model: torch.nn.Module, params) -> set[str]:
+    ids = {id(p) for p in params}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
+def _under(model: torch.nn.Module, *prefixes: str) -> set[str]:
+    return {n for n, _ in model.named_parameters() if n.startswith(prefixes)}
+
+
+def test_adaptation_groups_are_runs_of_stages_next_to_the_latent():
+    # DC-AE §3.2 / App. G: phase 2 trains the encoder's head and the decoder's input
+    # layers, phase 3 the decoder's head layers; K stages deep (Fig. 11).
+    model = latentae.create_model("dcae-tiny-f32")  # 6 stages, stage 0 empty
+    g = {k: _names(model, v) for k, v in model.param_groups().items()}
+    assert g["encoder.head.1"] == _under(model, "encoder.stages.5.", "encoder.project_out.")
+    assert g["encoder.head.2"] == _under(model, "encoder.stages.4.", "encoder.stages.5.",
+                                         "encoder.project_out.")
+    assert g["decoder.input.1"] == _under(model, "decoder.project_in.", "decoder.stages.5.")
+    assert g["decoder.input.3"] == _under(model, "decoder.project_in.", "decoder.stages.5.",
+                                          "decoder.stages.4.", "decoder.stages.3.")
+    # The decoder runs stage 0 last, but it is empty here: the head's stages are 1, 2, ...
+    assert g["decoder.head.1"] == _under(model, "decoder.stages.1.", "decoder.head.")
+    assert g["decoder.head.2"] == _under(model, "decoder.stages.1.", "decoder.stages.2.",
+                                         "decoder.head.")
+    assert any(".up." in n for n in g["decoder.head.1"])  # a stage brings its up-sampler
+    for side in ("encoder.head", "decoder.input", "decoder.head"):
+        assert g[f"{side}.1"] < g[f"{side}.2"] < g[f"{side}.3"]
+    assert g["encoder.project_out"] < g["encoder.head.1"] <= g["encoder"]
+    assert g["decoder.project_in"] < g["decoder.input.1"] <= g["decoder"]
+    assert g["decoder.head"] < g["decoder.head.1"] <= g["decoder"]
+    sana = latentae.create_model("dcae-tiny-f32", encoder_depths=(1,) * 6,
+                                 decoder_depths=(1,) * 6, downsample="conv",
+                                 upsample="interpolate")
+    head = _names(sana, sana.param_groups()["decoder.head.1"])
+    assert head == _under(sana, "decoder.stages.0.", "decoder.head.")
+
+
+@pytest.mark.parametrize("groups", [("decoder.head",), ("decoder.head.2",),
+                                    ("encoder.head.1", "decoder.input.1")])
+def test_training_a_group_leaves_other_parameters_bit_identical(groups):
     model = randomize_(latentae.create_model("dcae-tiny-f32")).train()
-    head = model.param_groups()["decoder.head"]
-    head_ids = {id(p) for p in head}
+    chosen = [p for g in groups for p in model.param_groups()[g]]
+    chosen_ids = {id(p) for p in chosen}
     for p in model.parameters():
-        p.requires_grad_(id(p) in head_ids)
+        p.requires_grad_(id(p) in chosen_ids)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
-    opt = torch.optim.AdamW(head, lr=1e-3, weight_decay=0.1)
+    opt = torch.optim.AdamW(chosen, lr=1e-3, weight_decay=0.1)
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     recon, _ = model(x)
     (recon - x).abs().mean().backward()
     opt.step()
     changed = {k for k, p in model.named_parameters() if not torch.equal(p, before[k])}
-    assert changed == {k for k, p in model.named_parameters() if id(p) in head_ids}
+    assert changed == {k for k, p in model.named_parameters() if id(p) in chosen_ids}

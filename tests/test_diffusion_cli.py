@@ -22,10 +22,10 @@ from test_diffusion_train import losses  # noqa: E402
 from test_train import assert_same_training  # noqa: E402
 
 from latentae.cli import main  # noqa: E402
-from latentae.convert import load_any  # noqa: E402
 from latentae.diffusion.generate import sample_folder  # noqa: E402
 from latentae.diffusion.pipeline import load_run  # noqa: E402
 from latentae.latents import shard_metadata, write_shard  # noqa: E402
+from latentae.pretrained import load as load_pretrained  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "diffusion.md"
 TINY_TRAIN = "--model dit-tiny --patch 1 --steps 4 --batch-size 4 --sample-every 2 " \
@@ -178,7 +178,8 @@ def test_bad_inputs_are_one_line_errors(runs, tmp_path, capsys):
     _one_line_error(capsys, [*base, "--resolution", "36"], "not divisible by the autoencoder")
     _one_line_error(capsys, [*base, "--objective", "flow", "--learn-sigma"], "ddpm objective only")
     # latents of another f8 autoencoder with 3 channels, for this one with 4
-    meta = {**shard_metadata(load_any(ae), "other", False, "mode", ["a"]), "latent_channels": "3"}
+    meta = {**shard_metadata(load_pretrained(ae), "other", False, "mode", ["a"]),
+            "latent_channels": "3"}
     shards.mkdir()
     write_shard(shards / "latents-00000.safetensors", {"a/0.png": torch.zeros(3, 4, 4)},
                 {"a/0.png": (32, 32)}, meta, {"a/0.png": 0})

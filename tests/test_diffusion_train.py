@@ -15,11 +15,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from diffusion_helpers import exported, run, save_autoencoder, tiny_config, write_images  # noqa: E402
 
 from latentae.cli import main  # noqa: E402
-from latentae.convert import load_any  # noqa: E402
 from latentae.diffusion.data import latent_batches, open_training_data  # noqa: E402
 from latentae.diffusion.recipes import RECIPES, warmup_lr  # noqa: E402
 from latentae.diffusion.train import enable_block_checkpointing  # noqa: E402
 from latentae.latents import shard_metadata, write_shard  # noqa: E402
+from latentae.pretrained import load as load_pretrained  # noqa: E402
 from latentae.train.state import load_latest  # noqa: E402
 
 
@@ -35,7 +35,8 @@ def toy_shards(folder: Path, autoencoder: Path, n: int = 16) -> Path:
     patterns = torch.randn(2, 4, 4, 4, generator=g)
     latents = {f"c{i % 2}/{i}.png": patterns[i % 2] + 0.05 * torch.randn(4, 4, 4, generator=g)
                for i in range(n)}
-    meta = shard_metadata(load_any(autoencoder), str(autoencoder), False, "mode", ["c0", "c1"])
+    meta = shard_metadata(load_pretrained(autoencoder), str(autoencoder), False, "mode",
+                          ["c0", "c1"])
     folder.mkdir()
     write_shard(folder / "latents-00000.safetensors", latents, dict.fromkeys(latents, (32, 32)),
                 meta, {k: int(k[1]) for k in latents})
@@ -84,7 +85,7 @@ def test_cached_and_on_the_fly_data_give_the_same_batch(tmp_path, setup):
     ae, images = setup
     assert main(["encode", str(ae), str(images), str(tmp_path / "shards"), "--labels",
                  "--shard-size", "4", "--apply-scaling"]) == 0
-    model = load_any(ae)
+    model = load_pretrained(ae)
     kw = dict(batch=4, rank=0, world=1, posterior="mode", seed=5, device=torch.device("cpu"))
     fly = open_training_data(tiny_config(tmp_path / "a", ae, images, crop="center",
                                          flip=False, seed=5), model)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import latentae
 from latentae.losses import (
     adaptive_weight,
     charbonnier_loss,
@@ -22,6 +23,7 @@ from latentae.losses import (
     wavelet_charbonnier_loss,
 )
 from latentae.models.distributions import DeterministicPosterior, DiagonalGaussian
+from latentae.nn.wavelets import dwt2
 
 
 def test_l1_l2_hand_values():
@@ -38,16 +40,41 @@ def test_charbonnier_hand_value():
     assert charbonnier_loss(x_hat, torch.zeros_like(x_hat), eps).item() == pytest.approx(want)
 
 
-def test_wavelet_loss_uses_only_high_bands():
+def test_wavelet_loss_uses_only_high_bands_halved():
     eps = 1e-3
     # A constant 2x2 block has only an LL coefficient: the loss is the floor eps.
     flat = torch.ones(1, 1, 2, 2)
     assert wavelet_charbonnier_loss(flat, torch.zeros_like(flat), eps).item() == pytest.approx(eps)
-    # [[1, 0], [0, 0]]: LH = HL = HH = 1/2 (orthonormal Haar).
+    # [[1, 0], [0, 0]]: LH = HL = HH = 1/2 (orthonormal Haar), halved (App. G) to 1/4.
     spike = torch.tensor([[1.0, 0.0], [0.0, 0.0]]).view(1, 1, 2, 2)
-    want = math.sqrt(0.25 + eps**2)
+    want = math.sqrt(0.25**2 + eps**2)
     got = wavelet_charbonnier_loss(spike, torch.zeros_like(spike), eps).item()
     assert got == pytest.approx(want)
+
+
+def test_wavelet_loss_matches_pywavelets_bands_over_two():
+    pywt = pytest.importorskip("pywt")
+    g = torch.Generator().manual_seed(0)
+    x_hat, x = torch.rand(2, 3, 8, 6, generator=g, dtype=torch.float64).unbind(0)
+    eps = 0.05
+    # pywt.dwt2 -> (cA, (cH, cV, cD)); LiteVAE App. G compares the detail bands / 2.
+    _, hi_hat = pywt.dwt2(x_hat.numpy(), "haar")
+    _, hi = pywt.dwt2(x.numpy(), "haar")
+    d = (np.stack(hi_hat) - np.stack(hi)) / 2
+    want = np.sqrt(d**2 + eps**2).mean()
+    got = wavelet_charbonnier_loss(x_hat[None], x[None], eps).item()
+    assert got == pytest.approx(want, rel=1e-10)
+
+
+def test_wavelet_loss_on_a_wavelet_decoder_compares_its_own_output():
+    model = latentae.create_model("litevae-tiny", output="wavelet").eval()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    z = model.encode(x).mode()
+    with torch.no_grad():
+        bands = model.decode_wavelet(z)  # (1, 12, 16, 16): level-1 bands / 2
+        got = wavelet_charbonnier_loss(model.decode(z), x)
+        want = charbonnier_loss(bands[:, 3:], dwt2(x)[:, 3:] / 2)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
 
 
 def test_gaussian_blur_matches_scipy():
@@ -111,7 +138,8 @@ def test_adaptive_weight_formula():
     w = torch.ones(5, requires_grad=True)
     rec, adv = 3.0 * w.sum(), -0.5 * w.sum()  # gradients 3·1 and -0.5·1
     got = adaptive_weight(rec, adv, w, delta=1e-4).item()
-    want = 0.5 * 3 * math.sqrt(5) / (0.5 * math.sqrt(5) + 1e-4)  # LiteVAE eq. 2
+    # LiteVAE eq. 2 without its ½ (LDM's disc_weight, applied as LossWeights.adversarial)
+    want = 3 * math.sqrt(5) / (0.5 * math.sqrt(5) + 1e-4)
     assert got == pytest.approx(want, rel=1e-6)
     big = adaptive_weight(1e9 * w.sum(), 1e-9 * w.sum(), w, max_weight=1e4)
     assert big.item() == 1e4 and not big.requires_grad

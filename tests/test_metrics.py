@@ -24,8 +24,8 @@ from latentae.eval.fid import (
     resize_for_inception,
     sqrtm_psd,
 )
-from latentae.eval.metrics import psnr_per_image, ssim_per_image
 from latentae.eval.mmd import LatentStats, mmd2_unbiased
+from latentae.eval.psnr_ssim import psnr_per_image, ssim_per_image
 from latentae.io import load_image, to_tensor
 
 
@@ -181,6 +181,11 @@ def test_latent_stats_and_suggested_factors():
     np.testing.assert_allclose(out["channel_mean"], zc.mean(0), rtol=1e-10)
     np.testing.assert_allclose(out["channel_std"], zc.std(0, unbiased=False), rtol=1e-10)
     assert out["suggested_scaling_factor"] == pytest.approx(1 / z.std(unbiased=False).item())
-    assert out["suggested_shift_factor"] == pytest.approx(z.mean().item())
+    assert out["suggested_shift_factor"] == 0.0  # Gaussian posterior, no shift: 1/std
     assert out["rms"] == pytest.approx(z.pow(2).mean().sqrt().item())
+    shifted = s.summary(use_shift=True)
+    assert shifted["suggested_shift_factor"] == pytest.approx(z.mean().item())
+    assert shifted["suggested_scaling_factor"] == out["suggested_scaling_factor"]
+    plain_ae = s.summary(deterministic=True)  # DC-AE: 1/RMS, no shift
+    assert plain_ae["suggested_scaling_factor"] == pytest.approx(1 / out["rms"])
     assert s.vectors().shape == (100, 4)

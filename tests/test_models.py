@@ -149,3 +149,13 @@ def test_litevae_nafnet_extractor_and_vit_aggregator(overrides):
         assert recon.shape == x.shape
     with pytest.raises(ValueError, match="aggregator must be one of"):
         create_model("litevae-tiny", aggregator="mlp")
+
+
+def test_vit_aggregator_is_half_the_unet_aggregator_as_table_20():
+    # LiteVAE App. D.5, Table 20: UNet aggregator 1.69M, ViT aggregator 0.84M parameters
+    # (litevae-b / -m aggregator widths 32, (1, 2, 3); nz = 4).
+    with torch.device("meta"):
+        unet = create_model("litevae-b").encoder.aggregator
+        vit = create_model("litevae-b", aggregator="vit").encoder.aggregator
+    assert _count(unet) == 1_691_976 and round(_count(unet) / 1e6, 2) == 1.69
+    assert _count(vit) == 840_072 and round(_count(vit) / 1e6, 2) == 0.84

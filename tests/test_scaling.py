@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
+from PIL import Image
 
 import latentae
+from latentae.cli import main
 from latentae.scaling import latent_scaling_factor
 
 
@@ -82,3 +85,27 @@ def test_training_mode_is_restored_and_bad_inputs_raise(images):
     with pytest.raises(ValueError, match="compression ratio"):
         latent_scaling_factor(model, torch.zeros(1, 3, 48, 48))
     assert model.training
+
+
+@pytest.mark.parametrize("name", ["sdvae-tiny", "litevae-tiny", "dcae-tiny-f32"])
+def test_eval_and_latent_stats_suggest_the_same_factors(name, fetched, tmp_path, capsys):
+    """One rule (``scaling.suggest_factors``): 1/std for the Gaussian families, 1/RMS for
+    DC-AE, no shift where the config has none, from both commands on the same crops."""
+    images = tmp_path / "images"
+    images.mkdir()
+    g = torch.Generator().manual_seed(1)
+    for i in range(3):
+        pixels = (torch.rand(80, 96, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(images / f"{i}.png")
+    common = [name, "--random-init", "--seed", "3"]
+    assert main(["eval", *common, "--data", str(images), "--resolution", "64",
+                 "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
+    assert main(["latent-stats", *common, str(images), "--resolution", "64",
+                 "--json", str(tmp_path / "stats.json")]) == 0
+    capsys.readouterr()
+    lat = json.loads((tmp_path / "eval" / "metrics.json").read_text())["latents"]
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert lat["suggested_scaling_factor"] == pytest.approx(stats["scaling_factor"], rel=1e-4)
+    assert lat["suggested_shift_factor"] == stats["shift_factor"] == 0.0
+    rule = stats["rms"] if name.startswith("dcae") else stats["global_std"]
+    assert stats["scaling_factor"] == pytest.approx(1 / rule, rel=1e-9)

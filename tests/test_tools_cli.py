@@ -55,7 +55,8 @@ def _in_memory(model, path):
 
 
 def test_encode_decode_through_files_equals_in_memory(model_dir, images, tmp_path, capsys):
-    assert run("encode", model_dir, images, tmp_path / "lat", "--shard-size", "2") == 0
+    assert run("encode", model_dir, images, tmp_path / "lat", "--shard-size", "2",
+               "--pad") == 0
     shards = sorted((tmp_path / "lat").glob("*.safetensors"))
     assert [p.name for p in shards] == ["latents-00000.safetensors", "latents-00001.safetensors"]
     assert run("decode", model_dir, tmp_path / "lat", tmp_path / "dec") == 0
@@ -69,7 +70,8 @@ def test_encode_decode_through_files_equals_in_memory(model_dir, images, tmp_pat
         assert got.shape == ref.shape  # cropped back to the original size (70x50 too)
         assert (got.int() - ref.int()).abs().max() <= 1  # channels_last rounding only
     # resumable: a second run skips everything; a deleted output is redone
-    assert run("encode", model_dir, images, tmp_path / "lat", "--shard-size", "2") == 0
+    assert run("encode", model_dir, images, tmp_path / "lat", "--shard-size", "2",
+               "--pad") == 0
     assert "3 already there" in capsys.readouterr().out
     (tmp_path / "dec" / "b.png").unlink()
     assert run("decode", model_dir, tmp_path / "lat", tmp_path / "dec") == 0
@@ -78,7 +80,7 @@ def test_encode_decode_through_files_equals_in_memory(model_dir, images, tmp_pat
 
 def test_apply_scaling_is_recorded_and_undone(model_dir, images, tmp_path):
     model = load(model_dir)
-    assert run("encode", model_dir, images, tmp_path / "lat", "--apply-scaling") == 0
+    assert run("encode", model_dir, images, tmp_path / "lat", "--apply-scaling", "--pad") == 0
     shard = read_shard(tmp_path / "lat" / "latents-00000.safetensors")
     assert shard.scaling_applied and float(shard.meta["scaling_factor"]) == model.scaling_factor
     z, _ = _in_memory(model.eval(), images / "a.png")
@@ -88,7 +90,7 @@ def test_apply_scaling_is_recorded_and_undone(model_dir, images, tmp_path):
 
 def test_reconstruct_writes_images_and_comparisons_tiled(model_dir, images, tmp_path, capsys):
     assert run("reconstruct", model_dir, images, tmp_path / "rec", "--tile", "32",
-               "--overlap", "16", "--dtype", "bfloat16") == 0
+               "--overlap", "16", "--dtype", "bfloat16", "--pad") == 0
     assert (tmp_path / "rec" / "sub" / "c.png").is_file()
     cmp = _read(tmp_path / "rec" / "compare" / "a.png")[1]
     assert cmp.shape[1] > 2 * 64 and cmp.shape[0] >= 64  # original | reconstruction
@@ -131,8 +133,11 @@ def test_export_diffusers_and_info(model_dir, tmp_path, capsys):
         assert torch.allclose(twin.encode(x).latent_dist.mode(), ours.encode(x).mode(),
                               atol=1e-5)
     assert run("export", model_dir, out) != 0  # exists, not empty
-    assert "not an empty directory" in capsys.readouterr().err
-    assert run("info", model_dir, "--json") == 0
+    assert "is not empty" in capsys.readouterr().err
+    assert run("export", model_dir, out, "--overwrite", "--format", "latentae") == 0
+    assert load(out).family == "sdvae"
+    capsys.readouterr()
+    assert run("info", model_dir, "--json", "-") == 0
     info = json.loads(capsys.readouterr().out)
     assert info["family"] == "sdvae" and info["preset"] == "sdvae-tiny"
     assert info["spatial_compression_ratio"] == 8 and info["encoder_params"] == 395216
@@ -186,7 +191,7 @@ def test_latents_of_the_wrong_shape_or_family_are_refused(model_dir, images, tmp
     assert not (tmp_path / "o").exists()
     lite = tmp_path / "lite"
     create_model("litevae-tiny").save_pretrained(str(lite))
-    assert run("encode", model_dir, images, tmp_path / "lat") == 0
+    assert run("encode", model_dir, images, tmp_path / "lat", "--pad") == 0
     _fails(capsys, "made by a sdvae model", "decode", lite, tmp_path / "lat", tmp_path / "o")
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     _fails(capsys, "not a readable safetensors", "decode", model_dir,
@@ -199,7 +204,9 @@ def test_model_dir_of_another_family_or_not_a_model(images, tmp_path, capsys):
     (d / "config.json").write_text(json.dumps({"family": "unet", "config": {}}))
     _fails(capsys, "unknown model family 'unet'", "encode", d, images, tmp_path / "o")
     _fails(capsys, "unknown model family", "info", d)
-    _fails(capsys, "neither a model directory nor a preset", "info", tmp_path / "nothing")
+    _fails(capsys, "not a directory: there is no saved model", "info", tmp_path / "nothing")
+    _fails(capsys, "neither a model directory nor a preset name. Did you mean sdvae-tiny",
+           "info", "sdvae-tin")
     _fails(capsys, "preset name, not saved weights", "encode", "sdvae-tiny", images,
            tmp_path / "o")
     assert not (tmp_path / "o").exists()
@@ -210,7 +217,8 @@ def test_unwritable_output_fails_before_work(model_dir, images, tmp_path, capsys
     blocker.write_text("x")
     for cmd in ("encode", "reconstruct"):
         _fails(capsys, "not writable", cmd, model_dir, images, blocker / "out")
-    _fails(capsys, "not writable|cannot write", "export", model_dir, blocker / "out")
+    _fails(capsys, "not writable|cannot write .* is a file", "export", model_dir,
+           blocker / "out")
     _fails(capsys, "not a directory|no images", "encode", model_dir, tmp_path / "none",
            tmp_path / "o")
     _fails(capsys, "multiples of the compression factor", "encode", model_dir, images,

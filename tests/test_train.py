@@ -139,7 +139,7 @@ def test_recipes_match_the_papers():
     assert (p.lr, p.betas, p.batch_size, p.optimizer) == (1e-4, (0.5, 0.9), 16, "adam")
     dc = get_recipe("dcae")
     assert [p.train_groups for p in dc.phases] == [
-        ("all",), ("encoder.project_out", "decoder.project_in"), ("decoder.head",)]
+        ("all",), ("encoder.head.1", "decoder.input.1"), ("decoder.head.1",)]
     assert [(p.lr, p.weight_decay) for p in dc.phases[:2]] == [(6.4e-5, 0.1), (1.6e-5, 1e-3)]
     assert dc.phases[2].discriminator_on and dc.phases[2].betas == (0.5, 0.9)
     sd = get_recipe("sdvae").phases[0]
@@ -165,8 +165,8 @@ def test_overrides_and_errors(tmp_path):
 
 
 def test_dcae_phases_train_only_their_groups(tmp_path):
-    # DC-AE §3.3: phase 2 trains encoder.project_out + decoder.project_in, phase 3 only
-    # decoder.head (with PatchGAN). One step per phase; a state is saved at each phase end.
+    # DC-AE §3.2: phase 2 trains the encoder's head + the decoder's input layers, phase 3
+    # only the decoder's head (with PatchGAN). One step per phase; a state per phase end.
     cfg = tiny_config(tmp_path, "dcae", model="dcae-tiny-f32", recipe="dcae",
                       keep_checkpoints=5, overrides={"steps": 1, "disc_start": 0})
     train(cfg)
@@ -176,15 +176,16 @@ def test_dcae_phases_train_only_their_groups(tmp_path):
     model = create_model("dcae-tiny-f32")
     groups = model.param_groups()
     names = {id(p): n for n, p in model.named_parameters()}
-    for before, after, trained in ((states[0], states[1], ("encoder.project_out",
-                                                           "decoder.project_in")),
-                                   (states[1], states[2], ("decoder.head",))):
+    phases = get_recipe("dcae").phases
+    for before, after, trained in ((states[0], states[1], phases[1].train_groups),
+                                   (states[1], states[2], phases[2].train_groups)):
         inside = {names[id(p)] for g in trained for p in groups[g]}
         for name in names.values():
             same = torch.equal(before[name], after[name])
             assert same != (name in inside), name
     # Frozen BatchNorm layers keep their running statistics (buffers) in phase 3 too.
-    stats = [k for k in states[1] if "running_" in k]
+    stats = [k for k in states[1]
+             if "running_" in k and k.rsplit(".", 1)[0] + ".weight" not in inside]
     assert stats and all(torch.equal(states[1][k], states[2][k]) for k in stats)
 
 
@@ -252,16 +253,52 @@ def test_sigterm_checkpoints_and_exits_zero(tmp_path):
 def test_adaptive_gan_weight_uses_the_models_last_layer(tmp_path, monkeypatch):
     # LiteVAE eq. 2 needs the gradients at the decoder's last layer: the step asks the
     # model (``last_layer()``, which every family provides), not its decoder's internals.
-    from latentae.models.autoencoder import Autoencoder
-    calls, original = [], Autoencoder.last_layer
+    from latentae.models.litevae import LiteVAE
+    calls, original = [], LiteVAE.last_layer
 
     def last_layer(self):
         calls.append(type(self).__name__)
         return original(self)
 
-    monkeypatch.setattr(Autoencoder, "last_layer", last_layer)
+    monkeypatch.setattr(LiteVAE, "last_layer", last_layer)
     cfg = tiny_config(tmp_path, "adaptive", recipe="sdvae",
                       overrides={"steps": 1, "disc_start": 0, "discriminator_channels": 8})
     train(cfg)
     record = json.loads((tmp_path / "adaptive" / "metrics.jsonl").read_text().splitlines()[0])
     assert calls == ["LiteVAE"] and record["adaptive_weight"] > 0
+
+
+@pytest.mark.parametrize("family", ["dcae", "litevae-wavelet"])
+def test_adaptive_gan_weight_trains_every_family(tmp_path, family):
+    # Issue 13 §4: the adaptive weight used to reach for the SD-VAE decoder's conv_out,
+    # so DC-AE and a wavelet-output LiteVAE crashed with an AttributeError.
+    if family == "dcae":
+        model = "dcae-tiny-f32"
+    else:
+        model = str(tmp_path / "wavelet-model")
+        create_model("litevae-tiny", output="wavelet").save_pretrained(model)
+    cfg = tiny_config(tmp_path, family, recipe="sdvae", model=model,
+                      overrides={"steps": 2, "disc_start": 0, "discriminator_channels": 8})
+    train(cfg)
+    records = [json.loads(line) for line in
+               (tmp_path / family / "metrics.jsonl").read_text().splitlines()]
+    weights = [r["adaptive_weight"] for r in records if "adaptive_weight" in r]
+    assert len(weights) == 2 and all(math.isfinite(w) and w > 0 for w in weights)
+
+
+def test_cutmix_enters_the_discriminator_loss(tmp_path):
+    # The CutMix term of the U-Net GAN (Schönfeld et al. §3.2) is part of the D loss when
+    # losses.cutmix > 0: same data, same noise, a different D loss and D weights.
+    def d_run(name, cutmix):
+        cfg = tiny_config(tmp_path, name, recipe="sdvae", overrides={
+            "steps": 1, "disc_start": 0, "discriminator_channels": 8,
+            "discriminator": "unet", "losses.cutmix": cutmix, "losses.adaptive": False})
+        train(cfg)
+        return json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[0])
+    off, on = d_run("off", 0.0), d_run("on", 1.0)
+    assert off["loss"] == on["loss"]  # the generator step is untouched
+    assert on["d_loss"] != off["d_loss"] and math.isfinite(on["d_loss"])
+    with pytest.raises(ValueError, match="U-Net discriminator"):
+        resolve_recipe(make_config({"model": "litevae-tiny", "recipe": "dcae", "data": "x",
+                                    "out": str(tmp_path / "x"),
+                                    "recipe_overrides": {"losses.cutmix": 1}}))

@@ -1,11 +1,16 @@
-"""latentae: image autoencoders for latent diffusion (LiteVAE, DC-AE, SD-VAE)."""
+"""latentae: image autoencoders for latent diffusion (LiteVAE, DC-AE, SD-VAE).
 
-__version__ = "0.1.0"
+The public surface: ``create_model`` / ``list_models`` (the registry), ``load`` (the one
+loader: latentae and diffusers directories, presets with ``random_init``),
+``save_pretrained`` and ``latent_scaling_factor``. The layers below are described in
+``docs/architecture.md``.
+"""
 
-from latentae.checkpoint import load, save_pretrained  # noqa: E402
-from latentae.diffusion.registry import create_diffusion, list_diffusion  # noqa: E402,F401
-from latentae.registry import create_model, list_models  # noqa: E402
-from latentae.scaling import latent_scaling_factor  # noqa: E402
+from latentae.diffusion.registry import create_diffusion, list_diffusion
+from latentae.pretrained import load, save_pretrained
+from latentae.registry import create_model, list_models
+from latentae.scaling import latent_scaling_factor
+from latentae.version import __version__
 
-__all__ = ["__version__", "create_model", "latent_scaling_factor", "list_models", "load",
-           "save_pretrained"]
+__all__ = ["__version__", "create_diffusion", "create_model", "latent_scaling_factor",
+           "list_diffusion", "list_models", "load", "save_pretrained"]

@@ -1,7 +1,8 @@
 """The one place that writes files: atomic, tidy on failure, honest about full disks.
 
 Every file latentae writes (checkpoints, safetensors, JSON, PNGs, shards, configs) goes
-through :func:`atomic_write` (or its byte/text shorthands): the data lands in a
+through :func:`atomic_write` (or its byte/text shorthands, or :func:`atomic_path` for
+writers that need a file name): the data lands in a
 temporary file beside the target, is flushed and ``fsync``'d, then renamed into place
 with ``os.replace``, so a reader sees the old file or the new one, never half of one.
 On any failure the temporary is removed (a full disk must not stay full because of us)
@@ -26,8 +27,8 @@ from typing import IO
 
 from latentae.errors import DiskFullError, InputError
 
-__all__ = ["atomic_dir", "atomic_write", "atomic_write_bytes", "atomic_write_text",
-           "check_inside", "disk_error", "prepare_output_dir"]
+__all__ = ["atomic_dir", "atomic_path", "atomic_write", "atomic_write_bytes",
+           "atomic_write_text", "check_inside", "disk_error", "prepare_output_dir"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -49,18 +50,12 @@ def disk_error(e: OSError, path: Path, needed: int | None = None) -> Exception:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb",
-                 needed: int | None = None) -> Iterator[IO]:
-    """Open a temporary file beside ``path`` for writing; on success it replaces
-    ``path``, on any exception it is removed and the exception re-raised (``OSError``
-    for a full disk as :class:`DiskFullError`, naming ``needed`` bytes when given)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _commit(tmp: str, path: Path, needed: int | None) -> Iterator[None]:
+    """Around the writing of ``tmp``: on success give it the user's umask and rename it
+    onto ``path``; on any exception remove it and re-raise (a full disk as
+    :class:`DiskFullError`)."""
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as e:
@@ -69,6 +64,38 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb",
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb",
+                 needed: int | None = None) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing; on success it replaces
+    ``path``, on any exception it is removed and the exception re-raised (``OSError``
+    for a full disk as :class:`DiskFullError`, naming ``needed`` bytes when given)."""
+    path = Path(path)
+    fd, tmp = _temporary(path)
+    with _commit(tmp, path, needed), os.fdopen(fd, mode) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
+    """:func:`atomic_write` for writers that take a file name, not a file object
+    (``safetensors.torch.save_file``, ``PIL.Image.save``): yields the temporary path beside
+    ``path``; on success it is synced and renamed onto ``path``, on failure removed."""
+    path = Path(path)
+    fd, tmp = _temporary(path)
+    os.close(fd)
+    with _commit(tmp, path, needed):
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -92,6 +119,9 @@ def prepare_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is a file, not a folder: choose another output")
+    above = next((p for p in out.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise InputError(f"cannot write {out}: {above} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} is not empty: choose another output folder or pass "
                          "--overwrite to replace it")

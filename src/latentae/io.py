@@ -2,7 +2,7 @@
 
 Convention: tensors are ``(3, H, W)`` (or ``(B, 3, H, W)``) floats in [-1, 1]; images on
 disk are 8-bit RGB. The one quantization rule, used by every metric and every saved
-image, is ``round(clamp(127.5·(x+1), 0, 255))`` (DESIGN.md, "Metrics: exact protocol").
+image, is ``round(clamp(127.5·(x+1), 0, 255))`` (``docs/evaluation.md``, "Protocol").
 """
 
 from __future__ import annotations
@@ -17,26 +17,29 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from latentae.errors import InputError
+from latentae.files import atomic_write_bytes
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
-class CorruptImageError(ValueError):
+class CorruptImageError(InputError):
     """An image file that exists but cannot be decoded."""
 
 
 def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """Sorted image files (jpg/jpeg/png/webp/bmp/tif) under ``folder``.
 
-    Raises ``ValueError`` naming the folder when it is missing or holds no image.
+    Raises ``InputError`` naming the folder when it is missing or holds no image.
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"{folder} is not a directory: pass a folder of images")
+        raise InputError(f"{folder} is not a directory: pass a folder of images")
     pattern = "**/*" if recursive else "*"
     files = sorted(p for p in folder.glob(pattern)
                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {folder}")
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {folder}")
     return files
 
 
@@ -107,9 +110,7 @@ def save_image(x: torch.Tensor | np.ndarray | Image.Image, path: str | os.PathLi
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def resize_shortest(img: Image.Image, size: int) -> Image.Image:

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
+from safetensors.torch import save_file
 
 from latentae.errors import InputError
-from latentae.files import atomic_write_bytes
+from latentae.files import atomic_path
+from latentae.version import __version__
 
 FORMAT = "latentae-latents/1"
 
@@ -67,7 +68,6 @@ def shard_metadata(model, model_name: str, scaling_applied: bool, posterior: str
                    classes: list[str] | None = None) -> dict[str, str]:
     """The metadata every shard of one ``encode`` run carries (``sizes`` and ``labels``
     added per shard); ``classes`` when the run writes labels."""
-    from latentae import __version__
     meta = {"format": FORMAT, "family": model.family, "model": model_name,
             "latent_channels": str(model.latent_channels),
             "compression": str(model.spatial_compression_ratio),
@@ -120,11 +120,12 @@ def write_shard(path: str | os.PathLike, latents: dict[str, torch.Tensor],
     if labels is not None:
         meta["labels"] = json.dumps({k: int(labels[k]) for k in latents})
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in latents.items()}
-    atomic_write_bytes(path, save(tensors, metadata=meta))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def read_shard(path: str | os.PathLike) -> LatentShard:
-    """Read and check a shard; a file that is not one raises ``ValueError`` saying so."""
+    """Read and check a shard; a file that is not one raises ``InputError`` saying so."""
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -171,10 +172,10 @@ def list_shards(path: str | os.PathLike) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise ValueError(f"{path} does not exist: pass a latent file or a folder of them")
+        raise InputError(f"{path} does not exist: pass a latent file or a folder of them")
     files = sorted(path.glob("*.safetensors"))
     if not files:
-        raise ValueError(f"no .safetensors latent files in {path}")
+        raise InputError(f"no .safetensors latent files in {path}")
     return files
 
 
@@ -183,13 +184,13 @@ def check_compatible(shard: LatentShard, model, path: Path) -> None:
     nz = model.latent_channels
     for k, z in shard.latents.items():
         if z.shape[0] != nz:
-            raise ValueError(f"{path}: latent {k!r} has {z.shape[0]} channels but "
+            raise InputError(f"{path}: latent {k!r} has {z.shape[0]} channels but "
                              f"{model.preset or model.family} decodes {nz}; these latents "
                              f"come from {shard.meta.get('model')} ({shard.meta.get('family')})")
     fam = shard.meta.get("family")
     if fam != model.family or int(shard.meta.get("compression", 0)) != \
             model.spatial_compression_ratio:
-        raise ValueError(f"{path}: latents were made by a {fam} model "
+        raise InputError(f"{path}: latents were made by a {fam} model "
                          f"({shard.meta.get('model')}, f={shard.meta.get('compression')}); "
                          f"the given model is {model.family} "
                          f"(f={model.spatial_compression_ratio})")

@@ -11,8 +11,10 @@ from __future__ import annotations
 import torch
 
 from latentae.eval.fid import FeatureStats, fid_from_stats, resize_for_inception
-from latentae.eval.metrics import mean_finite, psnr_per_image, ssim_per_image
+from latentae.eval.inception import load_inception
+from latentae.eval.lpips import load_lpips
 from latentae.eval.mmd import latent_vectors, mmd2_to_normal, mmd2_unbiased
+from latentae.eval.psnr_ssim import mean_finite, psnr_per_image, ssim_per_image
 from latentae.io import to_uint8
 
 __all__ = ["fid", "inception_features", "lpips", "mmd", "psnr", "ssim"]
@@ -40,12 +42,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Ten
 def _net(kind: str, device: torch.device) -> torch.nn.Module:
     key = (kind, str(device))
     if key not in _NETS:
-        if kind == "inception":
-            from latentae.eval.inception import load_inception
-            _NETS[key] = load_inception(device)
-        else:
-            from latentae.eval.lpips import load_lpips
-            _NETS[key] = load_lpips(kind, device)
+        _NETS[key] = load_inception(device) if kind == "inception" else load_lpips(kind, device)
     return _NETS[key]
 
 

@@ -90,7 +90,7 @@ def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, til
     return (out / norm).to(outs.dtype)
 
 
-def _check_tiles(f: int, tile: int, overlap: int) -> None:
+def check_tiles(f: int, tile: int, overlap: int) -> None:
     if tile % f or overlap % f:
         raise ValueError(f"tile ({tile}) and overlap ({overlap}) must be multiples of the "
                          f"compression factor {f}")
@@ -103,7 +103,7 @@ def tiled_encode(model, x: torch.Tensor, tile: int = 512, overlap: int = 64,
     """``model.encode`` of ``(B, 3, H, W)`` images by overlapping ``tile``² pixel tiles,
     blended in latent space; returns a posterior like ``encode`` does."""
     f = model.spatial_compression_ratio
-    _check_tiles(f, tile, overlap)
+    check_tiles(f, tile, overlap)
     model.check_image(x)
     kind: list[type] = []
 
@@ -123,7 +123,7 @@ def tiled_decode(model, z: torch.Tensor, tile: int = 512, overlap: int = 64,
     """``model.decode`` of ``(B, nz, h, w)`` latents by overlapping tiles of ``tile``
     pixels (``tile/f`` latents), blended in pixel space."""
     f = model.spatial_compression_ratio
-    _check_tiles(f, tile, overlap)
+    check_tiles(f, tile, overlap)
     if z.ndim != 4 or z.shape[1] != model.latent_channels:
         raise ValueError(f"decode expects latents (B, {model.latent_channels}, h, w), "
                          f"got shape {tuple(z.shape)}")
@@ -131,12 +131,21 @@ def tiled_decode(model, z: torch.Tensor, tile: int = 512, overlap: int = 64,
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Replicate-pad the bottom/right of ``(B, C, H, W)`` to multiples of ``multiple``;
-    returns the padded tensor and the original ``(H, W)`` (crop with ``[..., :H, :W]``)."""
+    """Reflect-pad the bottom/right of ``(B, C, H, W)`` to multiples of ``multiple``;
+    returns the padded tensor and the original ``(H, W)`` (crop with ``[..., :H, :W]``).
+
+    Reflection (not replication) continues the image's texture into the border, so the
+    encoder sees no flat band. A pad wider than the image is reflected in several
+    steps (each at most ``side − 1``, what ``F.pad`` allows).
+    """
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    while ph or pw:
+        sh, sw = min(ph, x.shape[-2] - 1), min(pw, x.shape[-1] - 1)
+        if (ph and sh < 1) or (pw and sw < 1):
+            raise ValueError(f"cannot reflect-pad a {h}x{w} image (a side of 1 pixel)")
+        x = F.pad(x, (0, sw, 0, sh), mode="reflect")
+        ph, pw = ph - sh, pw - sw
     return x, (h, w)
 
 

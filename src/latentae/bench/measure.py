@@ -10,31 +10,23 @@ has returned freed memory (``malloc_trim``); GPU peak memory is
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-_LIBC = None
+from latentae.nn.wavelets import dwt2
+from latentae.runtime import glibc
 
 
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def autocast(device: torch.device, dtype: torch.dtype):
-    """Autocast context for ``dtype`` (bf16/fp16), or a no-op for float32."""
-    if dtype == torch.float32:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def time_once(fn: Callable[[], object], device: torch.device) -> float:
@@ -61,28 +53,6 @@ def median(values: list[float]) -> float:
 
 
 # --- memory --------------------------------------------------------------------------
-def tune_allocator() -> bool:
-    """Keep freed large blocks in glibc's heap instead of returning them to the OS.
-
-    By default glibc serves every allocation above a (dynamic) threshold with a fresh
-    ``mmap`` and unmaps it on free, so each large activation tensor is page-faulted and
-    zeroed by the kernel again: measured 2-3× slower SiLU/GroupNorm/add on 32 MiB
-    activations here. Raising the mmap and trim thresholds lets the heap reuse them (what
-    jemalloc/tcmalloc do). Process-wide; returns ``False`` where not glibc.
-    """
-    global _LIBC
-    if platform.system() != "Linux":
-        return False
-    try:
-        _LIBC = _LIBC or ctypes.CDLL("libc.so.6")
-        ok = _LIBC.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
-        ok &= _LIBC.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-        return bool(ok)
-    except (OSError, AttributeError):
-        return False
-
-
-
 def _proc_status_kb(field: str) -> int | None:
     try:
         with open("/proc/self/status") as f:
@@ -98,14 +68,9 @@ def _release_free_memory() -> None:
     """Return freed heap memory to the OS so the RSS baseline is honest (call
     ``gc.collect()`` beforehand where cyclic garbage may hold tensors; it is slow with
     large libraries loaded, so it is not done here)."""
-    global _LIBC
-    if platform.system() != "Linux":
-        return
-    try:
-        _LIBC = _LIBC or ctypes.CDLL("libc.so.6")
-        _LIBC.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    lib = glibc()
+    if lib is not None and hasattr(lib, "malloc_trim"):
+        lib.malloc_trim(0)
 
 
 def _reset_peak_rss() -> bool:
@@ -163,8 +128,6 @@ def copy_vs_haar(device: torch.device, batch: int = 4, resolution: int = 256,
     """Throughput (GB/s of input) of one Haar DWT level against a plain copy
     (``torch.clone``) of the same tensor, for contiguous and channels_last input (the
     latter is what a channels_last LiteVAE feeds it)."""
-    from latentae.nn.wavelets import dwt2
-
     out: dict[str, float] = {}
     x = torch.randn(batch, 3, resolution, resolution, device=device)
     nbytes = x.numel() * x.element_size()

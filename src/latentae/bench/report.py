@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from latentae.checkpoint import atomic_write_bytes
+from latentae.files import atomic_write_bytes
 
 # (label, getter, format); getters return None when a value was not measured
 _ROWS = [

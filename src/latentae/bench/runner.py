@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from latentae import runtime
 from latentae.bench import measure
 from latentae.bench.isolated import DefaultProcessTimer
 from latentae.bench.subjects import (
@@ -24,9 +25,9 @@ from latentae.bench.subjects import (
     on_meta_device,
     with_dtype,
 )
+from latentae.errors import InputError
 
 MODES = ("encode", "decode", "train_encode", "train_decode")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -41,7 +42,7 @@ class BenchSettings:
     repeats: int = 3
     modes: tuple[str, ...] = MODES
     channels_last: str = "latentae"  # "latentae", "all" or "none"
-    tune_allocator: bool = True  # glibc keeps freed large blocks (measure.tune_allocator)
+    tune_allocator: bool = True  # glibc keeps freed large blocks (runtime.tune_allocator)
     seed: int = 0
     extras: dict = field(default_factory=dict)
 
@@ -50,19 +51,20 @@ class BenchSettings:
         return [d for d in self.dtype.split(",") if d]
 
     def check(self) -> None:
-        bad_dtypes = [d for d in self.dtypes if d not in DTYPES]
+        bad_dtypes = [d for d in self.dtypes if d not in runtime.DTYPES]
         if bad_dtypes or not self.dtypes:
-            raise ValueError(f"unknown dtype(s) {bad_dtypes}; valid: {', '.join(DTYPES)}")
+            raise InputError(f"unknown dtype(s) {bad_dtypes}; valid: "
+                             f"{', '.join(runtime.DTYPES)}")
         bad = sorted(set(self.modes) - set(MODES))
         if bad or not self.modes:
-            raise ValueError(f"unknown mode(s) {bad}; valid: {', '.join(MODES)}")
+            raise InputError(f"unknown mode(s) {bad}; valid: {', '.join(MODES)}")
         if self.channels_last not in ("latentae", "all", "none"):
-            raise ValueError("channels_last must be 'latentae', 'all' or 'none'")
+            raise InputError("channels_last must be 'latentae', 'all' or 'none'")
         for k in ("resolution", "batch", "repeats"):
             if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+                raise InputError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+            raise InputError(f"warmup must be >= 0, got {self.warmup}")
 
 
 def _uses_channels_last(s: Subject, settings: BenchSettings) -> bool:
@@ -74,7 +76,7 @@ def _inputs(s: Subject, settings: BenchSettings, batch: int, device: torch.devic
     g = torch.Generator().manual_seed(settings.seed)
     r, f = settings.resolution, s.compression
     if r % f:
-        raise ValueError(f"resolution {r} is not divisible by {s.name}'s compression {f}")
+        raise InputError(f"resolution {r} is not divisible by {s.name}'s compression {f}")
     x = torch.rand(batch, 3, r, r, generator=g) * 2 - 1  # (B, 3, R, R) in [-1, 1]
     z = torch.randn(batch, s.latent_channels, r // f, r // f, generator=g)
     x, z = x.to(device), z.to(device)
@@ -89,7 +91,7 @@ def _mode_fn(s: Subject, mode: str, x: torch.Tensor, z: torch.Tensor, device: to
     inp = x if mode.endswith("encode") else z
     if not mode.startswith("train"):
         def infer() -> torch.Tensor:
-            with torch.no_grad(), measure.autocast(device, dtype):
+            with torch.no_grad(), runtime.autocast(device, dtype):
                 return fwd(inp)
         return infer
 
@@ -98,7 +100,7 @@ def _mode_fn(s: Subject, mode: str, x: torch.Tensor, z: torch.Tensor, device: to
     def train_step() -> None:
         for p in params:
             p.grad = None
-        with measure.autocast(device, dtype):
+        with runtime.autocast(device, dtype):
             out = fwd(inp)
         out.float().square().mean().backward()
     return train_step
@@ -147,7 +149,7 @@ def prepared_call(s: Subject, mode: str, settings: BenchSettings):
     ``settings.warmup`` untimed runs (used here and in the default-process child)."""
     device = torch.device(settings.device)
     x, z = _inputs(s, settings, settings.batch, device)
-    fn = _mode_fn(s, mode, x, z, device, DTYPES[s.dtype])
+    fn = _mode_fn(s, mode, x, z, device, runtime.dtype_from_name(s.dtype))
     for _ in range(settings.warmup):
         fn()
     return fn
@@ -190,11 +192,11 @@ def time_mode(subjects: list[Subject], mode: str, settings: BenchSettings,
 
 def compare_outputs(a: Subject, b: Subject, settings: BenchSettings) -> dict:
     """Max |a − b| of the encode and decode outputs on the same inputs (``b``'s dtype)."""
-    device, dtype = torch.device(settings.device), DTYPES[b.dtype]
+    device, dtype = torch.device(settings.device), runtime.dtype_from_name(b.dtype)
     xa, za = _inputs(a, settings, 1, device)
     xb, zb = _inputs(b, settings, 1, device)
     res = {}
-    with torch.no_grad(), measure.autocast(device, dtype):
+    with torch.no_grad(), runtime.autocast(device, dtype):
         for part, (fa, fb, ia, ib) in {"encode": (a.encode, b.encode, xa, xb),
                                        "decode": (a.decode, b.decode, za, zb)}.items():
             oa, ob = fa(ia).float(), fb(ib).float()
@@ -220,7 +222,7 @@ def build_subjects(models: list, compare: str | None = None, note=print,
     (``name@dtype``)."""
     kinds = [k for k in (compare or "").split(",") if k]
     if any(k not in COMPARE for k in kinds):
-        raise ValueError(f"--compare takes {' and/or '.join(COMPARE)}, got {compare!r}")
+        raise InputError(f"--compare takes {' and/or '.join(COMPARE)}, got {compare!r}")
     subjects = []
     for name, model in models:
         model.eval()
@@ -232,7 +234,7 @@ def build_subjects(models: list, compare: str | None = None, note=print,
         elif kinds:
             note(f"bench: {name} ({model.family}) has no diffusers twin; measured alone")
     if kinds and not any(s.twin_of for s in subjects):
-        raise ValueError(f"--compare {compare}: none of the models has a diffusers twin "
+        raise InputError(f"--compare {compare}: none of the models has a diffusers twin "
                          f"(families with one: {sorted(TWIN_FAMILIES)})")
     first = [dataclasses.replace(s, dtype=dtypes[0]) for s in subjects]
     return first + [with_dtype(s, dt) for dt in dtypes[1:] for s in first]
@@ -240,19 +242,22 @@ def build_subjects(models: list, compare: str | None = None, note=print,
 
 def run_bench(subjects: list[Subject], settings: BenchSettings, progress=print) -> dict:
     """Measure the machine, then every subject; returns the JSON-able report."""
+    # One function (43 lines): the measuring order (machine, static, timed modes) reads
+    # top to bottom, and the child processes' lifetime is one try/finally.
     settings.check()
     for s in subjects:  # fail before any measuring
         if settings.resolution % s.compression:
-            raise ValueError(f"resolution {settings.resolution} is not divisible by {s.name}'s "
+            raise InputError(f"resolution {settings.resolution} is not divisible by {s.name}'s "
                              f"compression factor {s.compression}")
     device = torch.device(settings.device)
     torch.manual_seed(settings.seed)
     machine = measure.machine_info(device)
-    machine["allocator_tuned"] = settings.tune_allocator and measure.tune_allocator()
+    machine["allocator_tuned"] = settings.tune_allocator and runtime.tune_allocator()
     machine["matmul_float32_gflops"] = measure.matmul_gflops(device)
     for dt in settings.dtypes:
         if dt != "float32":
-            machine[f"matmul_{dt}_gflops"] = measure.matmul_gflops(device, DTYPES[dt])
+            machine[f"matmul_{dt}_gflops"] = measure.matmul_gflops(
+                device, runtime.dtype_from_name(dt))
     machine["haar"] = measure.copy_vs_haar(device, settings.batch, settings.resolution)
     by_name = {s.name: s for s in subjects}
     results = {}

@@ -9,6 +9,8 @@ then diffusers ``from_pretrained`` on the local directory), so they hold the sam
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from latentae.errors import InputError
 from latentae.models.autoencoder import Autoencoder
+from latentae.pretrained import save_pretrained
+from latentae.registry import parameter_counts
 
 TWIN_FAMILIES = {"sdvae": "AutoencoderKL", "dcae": "AutoencoderDC"}
 
@@ -45,9 +50,9 @@ def _count(params) -> int:
 
 def latentae_subject(model: Autoencoder, name: str) -> Subject:
     """A latentae model as a bench subject (encode returns the posterior mode)."""
-    groups = model.param_groups()
-    return Subject(name=name, module=model, encoder_params=_count(groups["encoder"]),
-                   decoder_params=_count(groups["decoder"]),
+    counts = parameter_counts(model)
+    return Subject(name=name, module=model, encoder_params=counts["encoder"],
+                   decoder_params=counts["decoder"],
                    encode=lambda x: model.encode(x).mode(), decode=model.decode,
                    latent_channels=model.latent_channels,
                    compression=model.spatial_compression_ratio, kind="latentae")
@@ -56,17 +61,16 @@ def latentae_subject(model: Autoencoder, name: str) -> Subject:
 def diffusers_twin(model: Autoencoder) -> nn.Module:
     """The diffusers ``AutoencoderKL``/``AutoencoderDC`` holding ``model``'s weights."""
     if model.family not in TWIN_FAMILIES:
-        raise ValueError(f"{model.preset or model.family} ({model.family}) has no diffusers "
+        raise InputError(f"{model.preset or model.family} ({model.family}) has no diffusers "
                          f"twin; --compare diffusers needs one of {sorted(TWIN_FAMILIES)}")
     try:
-        import diffusers
-    except ImportError as e:  # an optional dependency
-        raise ValueError("--compare diffusers needs `pip install diffusers`") from e
-    from latentae.convert import export_diffusers
+        import diffusers  # deferred: a heavy optional dependency, only for --compare
+    except ImportError as e:
+        raise InputError("--compare diffusers needs `pip install diffusers`") from e
 
     cls = getattr(diffusers, TWIN_FAMILIES[model.family])
     with tempfile.TemporaryDirectory(prefix="latentae-twin-") as tmp:
-        export_diffusers(model, tmp)
+        save_pretrained(model, tmp, format="diffusers")
         twin = cls.from_pretrained(tmp, local_files_only=True, low_cpu_mem_usage=False)
     return twin.eval()
 
@@ -100,8 +104,6 @@ def diffusers_subject(vae: nn.Module, name: str, twin_of: str | None = None,
 def on_meta_device(s: Subject) -> Subject:
     """A copy of ``s`` whose module lives on the meta device: shapes without data, so
     FLOPs are counted without computing anything."""
-    import copy
-
     module = copy.deepcopy(s.module).to("meta")
     if s.kind == "latentae":
         return latentae_subject(module, s.name)
@@ -111,7 +113,5 @@ def on_meta_device(s: Subject) -> Subject:
 def with_dtype(s: Subject, dtype: str) -> Subject:
     """The same model as another column that runs under ``dtype`` autocast
     (named ``name@dtype``)."""
-    import dataclasses
-
     return dataclasses.replace(s, name=f"{s.name}@{dtype}", dtype=dtype,
                                twin_of=None if s.twin_of is None else f"{s.twin_of}@{dtype}")

@@ -1,12 +1,23 @@
 """``latentae`` command line: one module per group of subcommands, each with
-``register(subparsers)`` that adds its parsers and sets ``func``."""
+``register(subparsers)`` that adds its parsers and sets ``func``; the shared arguments
+live in ``cli/args.py``. ``cli/`` parses arguments and prints; the work is done by the
+library (``docs/architecture.md``).
+
+The one error boundary is :func:`main`: an expected failure (``latentae.errors``,
+``ValueError``, ``OSError`` including a full disk, a corrupt safetensors file) prints
+``latentae CMD: error: MESSAGE`` on one line and exits 2; any other exception is a bug
+and keeps its traceback (exit 1); ``--debug`` shows tracebacks always; Ctrl-C exits 130.
+A usage error (a bad flag or value, rejected by argparse and the ``type=`` checks of
+``cli/args.py``) prints the usage and exits 2 too; ``main`` returns every exit code.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from latentae import __version__
+from safetensors import SafetensorError
+
 from latentae.cli import bench as _bench
 from latentae.cli import diffusion as _diffusion
 from latentae.cli import eval as _eval
@@ -15,8 +26,12 @@ from latentae.cli import study as _study
 from latentae.cli import tools as _tools
 from latentae.cli import train as _train
 from latentae.cli import weights as _weights
+from latentae.errors import LatentaeError
+from latentae.version import __version__
 
 COMMAND_MODULES = (_models, _weights, _bench, _eval, _tools, _study, _train, _diffusion)
+EXPECTED = (LatentaeError, ValueError, OSError, SafetensorError)  # exit 2, one line
+EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,23 +40,53 @@ def build_parser() -> argparse.ArgumentParser:
         description="Image autoencoders for latent diffusion: build, train, evaluate, "
                     "benchmark, convert.")
     parser.add_argument("--version", action="version", version=f"latentae {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of every error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(sub)
+    _add_debug_everywhere(sub)
     return parser
+
+
+def _add_debug_everywhere(sub: argparse._SubParsersAction) -> None:
+    """``--debug`` after the command too (``latentae eval ... --debug``); SUPPRESS keeps
+    a subcommand from resetting a ``--debug`` given before it."""
+    for parser in sub.choices.values():
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_debug_everywhere(action)
+
+
+def one_line(e: BaseException) -> str:
+    """The exception's message on one line (its type name when it has none)."""
+    text = " ".join(part.strip() for part in str(e).splitlines() if part.strip())
+    return text or type(e).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a usage error (argparse printed it), --help or --version
+        return e.code if isinstance(e.code, int) else EXIT_ERROR
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_ERROR
     try:
         return int(args.func(args) or 0)
-    except ValueError as e:  # bad input: a clear message and a non-zero exit, no traceback
-        print(f"latentae {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"latentae {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except EXPECTED as e:  # a user's mistake or a broken file: a message, no traceback
+        if args.debug:
+            raise
+        print(f"latentae {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -1,29 +1,37 @@
-"""``latentae bench``: models side by side (params, GFLOPs, images/s, peak memory)."""
+"""``latentae bench``: models side by side (params, GFLOPs, images/s, peak memory);
+the measuring is ``latentae/bench/``, the protocol ``docs/benchmarks.md``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
+
+import torch
+
+from latentae.bench import MODES, BenchSettings, build_subjects, run_bench, write_report
+from latentae.bench.precision import load_images, psnr_change
+from latentae.cli import args as shared
+from latentae.devices import resolve_device
+from latentae.errors import InputError
+from latentae.pretrained import load
+from latentae.runtime import set_threads
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from latentae.bench.runner import DTYPES, MODES
-
     p = sub.add_parser(
         "bench", help="measure params, GFLOPs, images/s and peak memory side by side",
         description="Benchmark models in one run. MODELS are preset names (random weights) "
                     "or model directories (latentae or diffusers).")
     p.add_argument("models", nargs="+", metavar="MODEL")
-    p.add_argument("--resolution", type=int, default=256)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--dtype", default="float32",
-                   help=f"one of {', '.join(DTYPES)} (non-float32 by autocast), or several "
-                        "comma-separated: each model gets a column per dtype, timed in the "
-                        "same interleaved run (e.g. float32,bfloat16)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--resolution", type=shared.positive_int, default=256)
+    shared.add_batch_size(p, 4)
+    shared.add_dtype(p, several=True)
+    shared.add_device(p)
+    shared.add_threads(p)
+    p.add_argument("--warmup", type=shared.non_negative_int, default=1)
+    p.add_argument("--repeats", type=shared.positive_int, default=3)
     p.add_argument("--modes", default=",".join(MODES),
                    help=f"comma-separated subset of {','.join(MODES)}")
     p.add_argument("--channels-last", choices=["latentae", "all", "none"], default="latentae",
@@ -43,60 +51,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--psnr-images", default=None, metavar="DIR",
                    help="with --dtype bfloat16/float16: also reconstruct these images in "
                         "float32 and in that dtype and report the PSNR change")
-    p.add_argument("--psnr-resolution", type=int, default=None,
+    p.add_argument("--psnr-resolution", type=shared.positive_int, default=None,
                    help="center-crop --psnr-images to this size (default: full images)")
-    p.add_argument("--psnr-limit", type=int, default=None, help="use at most N images")
-    p.add_argument("--json", default=None, help="write the full report here")
-    p.add_argument("--markdown", default=None, help="write the Markdown table here")
+    p.add_argument("--psnr-limit", type=shared.positive_int, default=None,
+                   help="use at most N images")
+    shared.add_json(p, "the full report")
+    p.add_argument("--markdown", metavar="PATH", default=None,
+                   help="write the Markdown table to PATH")
     p.set_defaults(func=cmd_bench)
 
 
 def _check_out(path: str | None) -> None:
-    import os
-    from pathlib import Path
-
-    if path is None:
+    if path is None or path == "-":
         return
     parent = Path(path).resolve().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ValueError(f"cannot write {path}: {parent} is missing or not writable")
+        raise InputError(f"cannot write {path}: {parent} is missing or not writable")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import torch
-
-    from latentae.bench import BenchSettings, build_subjects, run_bench, write_report
-    from latentae.convert import load_any
-    from latentae.devices import resolve_device
-
     args.device = str(resolve_device(args.device))  # a clear error for a missing GPU
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     for path in (args.json, args.markdown):
         _check_out(path)  # fail before minutes of measuring, not after
-    low = [d for d in args.dtype.split(",") if d and d != "float32"]
+    low = [d for d in args.dtype if d != "float32"]
     if args.psnr_images and not low:
-        raise ValueError("--psnr-images compares a lower precision with float32: "
+        raise InputError("--psnr-images compares a lower precision with float32: "
                          "pass --dtype bfloat16 or float16")
-    settings = BenchSettings(resolution=args.resolution, batch=args.batch, dtype=args.dtype,
-                             device=args.device, warmup=args.warmup, repeats=args.repeats,
+    settings = BenchSettings(resolution=args.resolution, batch=args.batch_size,
+                             dtype=",".join(args.dtype), device=args.device,
+                             warmup=args.warmup, repeats=args.repeats,
                              modes=tuple(m for m in args.modes.split(",") if m),
                              channels_last=args.channels_last,
                              tune_allocator=not args.default_allocator)
     settings.check()
-    models = [(spec, load_any(spec, random_init=True)) for spec in args.models]
+    models = [(spec, load(spec, random_init=True)) for spec in args.models]
     subjects = build_subjects(models, compare=args.compare,
                               note=lambda m: print(m, file=sys.stderr), dtypes=settings.dtypes)
     baseline = args.baseline or subjects[0].name
     if baseline not in [s.name for s in subjects]:
-        raise ValueError(f"--baseline {baseline!r} is not among {[s.name for s in subjects]}")
+        raise InputError(f"--baseline {baseline!r} is not among {[s.name for s in subjects]}")
     report = run_bench(subjects, settings, progress=lambda m: print(m, file=sys.stderr))
     if args.psnr_images:
         report["psnr"] = _psnr_section(args, models, settings, low[0])
     report["arguments"] = {k: v for k, v in vars(args).items() if k != "func"}
-    print(write_report(report, args.json, args.markdown, baseline=baseline))
+    text = write_report(report, None if args.json == "-" else args.json, args.markdown,
+                        baseline=baseline)
+    if args.json == "-":  # stdout holds the JSON document alone
+        shared.write_json("-", report)
+    else:
+        print(text)
     bad = [n for n, r in report["results"].items()
            if r.get("equal_outputs") and not r["equal_outputs"]["equal"]]
     if bad:
@@ -106,16 +110,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _psnr_section(args: argparse.Namespace, models: list, settings, dtype: str) -> dict:
-    import torch
-
-    from latentae.bench.precision import load_images, psnr_change
-    from latentae.bench.runner import DTYPES
-
+def _psnr_section(args: argparse.Namespace, models: list, settings: BenchSettings,
+                  dtype: str) -> dict:
     images = load_images(args.psnr_images, args.psnr_resolution, args.psnr_limit)
     out = {}
     for name, model in models:
         print(f"bench: {name}: PSNR float32 vs {dtype}", file=sys.stderr)
-        out[name] = psnr_change(model, images, DTYPES[dtype], torch.device(args.device),
+        out[name] = psnr_change(model, images, dtype, torch.device(args.device),
                                 settings.channels_last != "none")
     return out

@@ -7,7 +7,19 @@ from __future__ import annotations
 import argparse
 import pickle
 
+import torch
+
 from latentae.cli.diffusion_eval import add_eval_parser, add_ref_stats_parser
+from latentae.diffusion.base import count_params
+from latentae.diffusion.config import make_diffusion_config
+from latentae.diffusion.convert import load_official
+from latentae.diffusion.generate import sample_folder
+from latentae.diffusion.registry import list_diffusion
+from latentae.diffusion.train import train
+from latentae.errors import InputError
+from latentae.files import atomic_dir, prepare_output_dir
+from latentae.train import dist
+from latentae.train.config import load_yaml
 
 # Flags that map one-to-one onto DiffusionConfig fields (None = not given: the recipe's
 # value or the default). (flag, type, config field, help)
@@ -109,11 +121,6 @@ def add_sample(dsub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Exit 0 when finished or stopped with a checkpoint; 130 after Ctrl-C."""
-    from latentae.diffusion.config import make_diffusion_config
-    from latentae.diffusion.train import train
-    from latentae.train import dist
-    from latentae.train.config import load_yaml
-
     file = load_yaml(args.config) if args.config else {}
     fields = [dest for _, _, dest, _ in TRAIN_FLAGS] + [dest for _, dest, _ in SWITCHES]
     cli = {k: getattr(args, k) for k in fields + ["learn_sigma", "flip", "progress"]}
@@ -131,8 +138,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from latentae.diffusion.generate import sample_folder
-
     npz = sample_folder(args.run, args.out, n=args.n, guidance=args.guidance,
                         sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
                         seed=args.seed, device=args.device, progress=not args.no_progress)
@@ -141,8 +146,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def add_convert(dsub: argparse._SubParsersAction) -> None:
-    from latentae.diffusion.registry import list_diffusion
-
     c = dsub.add_parser("convert", help="convert an official DiT or U-ViT/DC-AE checkpoint "
                                         "(.pt) into a latentae model folder")
     c.add_argument("src", help="checkpoint (.pt/.pth): a state dict, or one under "
@@ -163,10 +166,6 @@ def add_convert(dsub: argparse._SubParsersAction) -> None:
 def read_checkpoint(path: str):
     """``torch.load(path, weights_only=True)``; an unreadable file is an ``InputError``.
     ``argparse.Namespace`` is allowed: the DiT release stores its ``args`` as one."""
-    import torch
-
-    from latentae.errors import InputError
-
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -179,10 +178,6 @@ def read_checkpoint(path: str):
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from latentae.diffusion.base import count_params
-    from latentae.diffusion.convert import load_official
-    from latentae.files import atomic_dir, prepare_output_dir
-
     prepare_output_dir(args.out, overwrite=args.overwrite)  # refuse before the slow part
     model = load_official(read_checkpoint(args.src), args.model, patch_size=args.patch_size,
                           input_size=args.input_size, in_channels=args.in_channels,

@@ -9,6 +9,16 @@ as ``diffusion-eval`` and ``diffusion-ref-stats`` until that group exists.
 from __future__ import annotations
 
 import argparse
+import json
+
+from latentae.devices import resolve_device
+from latentae.eval.generation import (
+    GenerationConfig,
+    evaluate_samples,
+    format_result,
+    reference_stats,
+)
+from latentae.files import atomic_write_text
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -72,18 +82,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace, **extra):
-    from latentae.eval.generation import GenerationConfig
     return GenerationConfig(fid_protocol=args.fid_protocol, seed=args.seed,
                             ref_max_features=args.max_ref_features, **extra)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import json
-
-    from latentae.devices import resolve_device
-    from latentae.eval.generation import evaluate_samples, format_result
-    from latentae.files import atomic_write_text
-
     cfg = _config(args, is_splits=args.is_splits, pr_k=args.pr_k,
                   kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size)
     result = evaluate_samples(args.samples, args.ref, device=resolve_device(args.device),
@@ -100,9 +103,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_ref_stats(args: argparse.Namespace) -> int:
-    from latentae.devices import resolve_device
-    from latentae.eval.generation import reference_stats
-
     ref = reference_stats(args.real_dir, args.out, resolution=args.resolution,
                           crop=args.crop, device=resolve_device(args.device),
                           batch_size=args.batch_size, config=_config(args),

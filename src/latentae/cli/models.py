@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
+from latentae.cli import args as shared
+from latentae.diffusion.registry import describe_presets
+from latentae.errors import InputError
+from latentae.pretrained import FORMATS, convert_directory
+from latentae.registry import create_model, list_models, parameter_counts
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list model presets with parameter counts")
@@ -20,31 +28,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert weights between diffusers and latentae")
     p.add_argument("src", help="a diffusers AutoencoderKL/AutoencoderDC directory, or a "
                                "saved latentae model directory")
-    p.add_argument("out", help="output directory")
-    p.add_argument("--to", choices=["latentae", "diffusers"], default=None,
+    p.add_argument("out", help="output folder (missing or empty, or --overwrite)")
+    p.add_argument("--to", choices=FORMATS, default=None,
                    help="target format (default: the other one)")
+    shared.add_overwrite(p, "a non-empty output folder")
     p.set_defaults(func=cmd_convert)
 
 
 def model_summary(name: str) -> dict:
-    """Parameter counts etc. of a preset, built on the meta device (no memory)."""
-    import torch
-
-    from latentae.registry import create_model
-
+    """Parameter counts (``registry.parameter_counts``) etc. of a preset, built on the
+    meta device (no memory)."""
     with torch.device("meta"):
         m = create_model(name)
-    return {"name": name, "family": m.family,
-            "encoder": sum(p.numel() for p in m.encoder.parameters()),
-            "decoder": sum(p.numel() for p in m.decoder.parameters()),
-            "total": sum(p.numel() for p in m.parameters()),
-            "f": m.spatial_compression_ratio, "latent_channels": m.latent_channels,
-            "scaling_factor": m.scaling_factor}
+    counts = parameter_counts(m)
+    return {"name": name, "family": m.family, **counts, "f": m.spatial_compression_ratio,
+            "latent_channels": m.latent_channels, "scaling_factor": m.scaling_factor}
 
 
 def cmd_diffusion_models(args: argparse.Namespace) -> int:
-    from latentae.diffusion.registry import describe_presets
-
     rows = describe_presets(resolution=args.resolution, compression=args.f,
                             patch_size=args.patch, in_channels=args.latent_channels)
     print(f"{args.resolution}² images, f{args.f}c{args.latent_channels} latents, patch "
@@ -57,14 +58,12 @@ def cmd_diffusion_models(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from latentae.registry import list_models
-
     if args.diffusion:
         return cmd_diffusion_models(args)
-
     names = list_models(args.pattern)
     if not names:
-        raise ValueError(f"no preset matches {args.pattern!r}; try `latentae models`")
+        raise InputError(f"no preset matches {args.pattern!r}; `latentae models` lists them "
+                         "all")
     print(f"{'name':<20} {'family':<8} {'encoder':>13} {'decoder':>13} {'f':>4} {'nz':>4} "
           f"{'scale':>8}")
     for n in names:
@@ -75,8 +74,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from latentae.convert import convert_directory
-
-    kind = convert_directory(args.src, args.out, to=args.to)
+    kind = convert_directory(args.src, args.out, to=args.to, overwrite=args.overwrite)
     print(f"wrote {kind} model to {args.out}")
     return 0

@@ -1,16 +1,13 @@
 """``latentae study NAME [options]``: run one of the small-scale reproduction studies of
-``studies/`` (issue 8; results in ``docs/results.md``). The options go to the script:
+``latentae.studies`` (results in ``docs/results.md``). The options go to the study:
 ``--quick``, ``--out DIR``, ``--seed N``, ``--steps N``, ``--threads N``, ... ."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import sys
-from pathlib import Path
 
-STUDIES = {  # command name -> script in studies/
+STUDIES = {  # command name -> module of latentae.studies
     "litevae-vs-sdvae": "litevae_vs_sdvae",
     "scale-dependency": "scale_dependency",
     "latent-mmd": "latent_mmd",
@@ -20,16 +17,6 @@ STUDIES = {  # command name -> script in studies/
 }
 
 
-def studies_dir() -> Path:
-    """``$LATENTAE_STUDIES``, else ``studies/`` of the source checkout this package is in."""
-    folder = Path(os.environ.get("LATENTAE_STUDIES",
-                                 Path(__file__).resolve().parents[3] / "studies"))
-    if not (folder / "common.py").is_file():
-        raise ValueError(f"no study scripts in {folder}: run from a source checkout "
-                         "(pip install -e .) or set LATENTAE_STUDIES to its studies/ folder")
-    return folder
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="run a small-scale reproduction study (docs/results.md)",
                        description=__doc__)
@@ -37,17 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", choices=["list", *names], metavar="NAME",
                    help="a study (" + ", ".join(STUDIES) + ") or 'list'")
     p.add_argument("options", nargs=argparse.REMAINDER,
-                   help="passed to the study script (see NAME --help)")
+                   help="passed to the study (see NAME --help)")
     p.set_defaults(func=cmd_study)
 
 
 def cmd_study(args: argparse.Namespace) -> int:
     if args.name == "list":
-        for name, script in STUDIES.items():
-            print(f"{name:<20} studies/{script}.py")
+        for name, module in STUDIES.items():
+            print(f"{name:<20} python -m latentae.studies.{module}")
         return 0
-    folder = studies_dir()
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-    module = importlib.import_module(STUDIES.get(args.name, args.name))
+    # Imported on demand: a study pulls in the training loop, and the module is picked by
+    # name at run time.
+    module = importlib.import_module(f"latentae.studies.{STUDIES.get(args.name, args.name)}")
     return int(module.main(list(args.options)) or 0)

@@ -6,6 +6,7 @@ import argparse
 
 import yaml
 
+from latentae.cli.args import byte_size, non_negative_int, positive_float
 from latentae.errors import InputError
 
 # Command-line flags that map one-to-one onto TrainConfig fields (None = not given).
@@ -65,20 +66,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("shards", help="pack an image folder into webdataset tar shards")
     p.add_argument("folder")
     p.add_argument("out")
-    p.add_argument("--size", default="1GB", help="maximum shard size (default 1GB)")
+    p.add_argument("--size", type=byte_size, default="1GB",
+                   help="maximum shard size, e.g. 1GB, 500MB (default 1GB)")
     p.set_defaults(func=cmd_shards)
 
     p = sub.add_parser("demo", help="train litevae-tiny for ~3 min on CPU, write a report "
                                     "(--diffusion: then a tiny DiT on its latents)")
     p.add_argument("--out", default="demo")
-    p.add_argument("--minutes", type=float, default=None,
+    p.add_argument("--minutes", type=positive_float, default=None,
                    help="training minutes (default 3; with --diffusion 1.5 for the DiT)")
     p.add_argument("--diffusion", action="store_true",
                    help="train a tiny DiT on the demo autoencoder's latents, sample it, "
                         "report KID/FID (OUT/diffusion/report.md; ~5 min on 2 CPU cores)")
     p.add_argument("--autoencoder", default=None,
                    help="with --diffusion: this autoencoder folder instead of OUT/model")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: half the cores)")
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="torch threads (0: half the cores)")
     p.add_argument("--perceptual", action="store_true",
                    help="add the LPIPS-VGG loss (slower; needs more than 3 minutes)")
     p.set_defaults(func=cmd_demo)
@@ -130,8 +133,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_shards(args: argparse.Namespace) -> int:
-    from latentae.train.data import parse_size, write_shards
-    shards = write_shards(args.folder, args.out, parse_size(args.size))
+    from latentae.train.data import write_shards
+    shards = write_shards(args.folder, args.out, args.size)  # bytes (args.byte_size)
     print(f"wrote {len(shards)} shard(s) to {args.out}")
     return 0
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from latentae.errors import InputError
+from latentae.weights import SPECS, cache_dir, fetch, read_manifest, verify
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("weights", help="fetch, list or verify metric network weights "
@@ -23,8 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from latentae.weights import cache_dir, fetch
-
     manifest = fetch(args.names or None, source_dir=args.source_dir, force=args.force)
     names = args.names or sorted(manifest)
     print(f"metric weights in {cache_dir()}: " + ", ".join(names))
@@ -32,8 +33,6 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from latentae.weights import SPECS, cache_dir, read_manifest
-
     manifest = read_manifest()
     print(f"cache: {cache_dir()}  (set $LATENTAE_WEIGHTS to move it)")
     print(f"{'name':<22} {'source':<28} {'licence':<13} sha256 (converted)")
@@ -44,12 +43,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from latentae.weights import verify
-
     status = verify()
     for name, s in status.items():
         print(f"{name:<22} {s}")
     bad = [n for n, s in status.items() if s != "ok"]
     if bad:
-        raise ValueError(f"{len(bad)} metric weight file(s) missing or corrupt: {bad}")
+        raise InputError(f"{len(bad)} metric weight file(s) missing or corrupt: {bad}")
     return 0

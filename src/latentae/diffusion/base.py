@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from latentae.checkpoint import CONFIG_NAME, WEIGHTS_NAME, config_to_dict
 from latentae.errors import InputError
 from latentae.files import atomic_write_bytes, atomic_write_text
+from latentae.serialization import CONFIG_NAME, WEIGHTS_NAME, config_to_dict
 
 
 def count_params(model: nn.Module) -> int:

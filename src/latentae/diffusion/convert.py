@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 
-from latentae.checkpoint import load_state_dict_strict
 from latentae.diffusion.base import DiffusionModel
 from latentae.diffusion.dit import DiT, DiTConfig
 from latentae.diffusion.layers import sincos_pos_embed_2d
 from latentae.diffusion.registry import build, get_preset, preset_config
 from latentae.errors import InputError
+from latentae.serialization import load_state_dict_strict
 
 # latentae DiT module -> diffusers module (parameter suffix .weight/.bias kept)
 _DIT_TOP = {"x_embedder.proj": "pos_embed.proj",
@@ -121,7 +121,7 @@ def to_diffusers(model: DiT, release_timesteps: bool = True):
     """A ``diffusers.DiTTransformer2DModel`` with ``model``'s weights. With
     ``release_timesteps`` each block's ``time_proj`` uses the DiT release's frequencies,
     so its outputs equal ``model``'s; saved and reloaded, diffusers resets it to its own."""
-    from diffusers import DiTTransformer2DModel  # heavy optional dependency
+    from diffusers import DiTTransformer2DModel  # deferred: heavy optional dependency
 
     out = DiTTransformer2DModel(**diffusers_dit_config(model.config))
     out.load_state_dict(dit_to_diffusers(model.state_dict(), model.config.depth), strict=True)

@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from latentae.convert import load_any
 from latentae.diffusion.base import DiffusionModel
 from latentae.diffusion.data import LatentNorm
 from latentae.diffusion.registry import load
 from latentae.diffusion.samplers import SAMPLERS, sample
 from latentae.errors import InputError
 from latentae.files import atomic_write_text
-from latentae.train.autoencoder import autocast
+from latentae.pretrained import load as load_pretrained
+from latentae.runtime import autocast
 
 RUN_FILE = "diffusion_run.json"
 RUN_FORMAT = "latentae-diffusion-run/1"
@@ -187,5 +187,5 @@ def load_autoencoder(spec: str, random_init: bool, device: torch.device) -> nn.M
     the same random weights every time (seed 0, the global RNG left untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = load_any(spec, random_init=random_init, device=device)
+        model = load_pretrained(spec, device, random_init=random_init)
     return model.eval().requires_grad_(False)

@@ -54,8 +54,8 @@ from latentae.diffusion.uvit import UViTBlock
 from latentae.errors import InputError
 from latentae.files import atomic_dir
 from latentae.io import image_grid, save_image
+from latentae.runtime import autocast
 from latentae.train import dist
-from latentae.train.autoencoder import autocast
 from latentae.train.config import LoopConfig
 from latentae.train.loop import global_step, images, optimizer_step, training_loop
 from latentae.train.rundir import RunFolder

@@ -1,5 +1,5 @@
 """Evaluation: PSNR/SSIM, LPIPS, rFID (Inception port), MMD, latent statistics, reports.
 
-The protocol of every metric is stated in ``../shared/DESIGN.md`` ("Metrics: exact
-protocol") and recorded in each report (``latentae.eval.report``).
+The protocol of every metric is stated in ``docs/evaluation.md`` ("Protocol") and
+recorded in each report (``latentae.eval.report``).
 """

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from latentae.errors import InputError
 from latentae.eval.generation_metrics import mmd2_unbiased_from_kernels, squared_distances
-from latentae.eval.metrics import mean_finite, psnr_per_image
 from latentae.eval.mmd import MMD_VERSION, latent_vectors, mmd2_to_normal
+from latentae.eval.psnr_ssim import mean_finite, psnr_per_image
 from latentae.eval.spectrum import SPECTRUM_VERSION, SpectrumAccumulator, spectra_summary
 
 TABLE6_SIGMAS = (25.0, 50.0, 100.0, 250.0, 500.0)  # LiteVAE table 6, RBF bandwidths

@@ -1,6 +1,6 @@
 """rFID: Inception pool3 features, streaming float64 statistics, Fréchet distance.
 
-Protocol (DESIGN.md): images -> uint8 by ``round(clamp(127.5·(x+1), 0, 255))`` -> float
+Protocol (``docs/evaluation.md``): images -> uint8 by ``round(clamp(127.5·(x+1), 0, 255))`` -> float
 -> 299² with TF1-style bilinear resampling (no half-pixel centres, as the TF graph and
 torch-fidelity do) -> x/128 − 1. The ``pytorch-fid`` protocol (torch bilinear,
 align_corners=False, x/255·2 − 1) is available for comparison.
@@ -138,12 +138,3 @@ def fid_from_stats(a: FeatureStats, b: FeatureStats, warn: bool = True) -> float
     if a.rows is not None and b.rows is not None:  # few images: exact and fast
         return frechet_distance_lowrank(torch.cat(a.rows).numpy(), torch.cat(b.rows).numpy())
     return frechet_distance(*a.mean_cov(), *b.mean_cov())
-
-
-def fid_from_features(fa: torch.Tensor | np.ndarray, fb: torch.Tensor | np.ndarray) -> float:
-    """Fréchet distance between two feature matrices ``(N, D)`` and ``(M, D)``."""
-    fa, fb = torch.as_tensor(fa), torch.as_tensor(fb)
-    sa, sb = FeatureStats(fa.shape[1]), FeatureStats(fb.shape[1])
-    sa.update(fa)
-    sb.update(fb)
-    return fid_from_stats(sa, sb)

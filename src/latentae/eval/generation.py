@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from latentae.errors import InputError
 from latentae.eval import generation_metrics as gm
@@ -39,7 +40,7 @@ from latentae.eval.generation_data import (
 from latentae.eval.inception import VERSION as INCEPTION_VERSION
 from latentae.eval.inception import load_inception
 from latentae.eval.inception_logits import HINT, find_logits_file, load_inception_with_logits
-from latentae.eval.run import tf32_disabled
+from latentae.eval.reconstruction import tf32_disabled
 
 __all__ = ["GenerationConfig", "evaluate_samples", "extract", "load_reference",
            "reference_stats"]
@@ -100,7 +101,6 @@ def extract(batches: Iterable[torch.Tensor], net: torch.nn.Module, device: torch
     ``(B, 3, H, W)`` in [-1, 1] or uint8, under FID protocol ``protocol``."""
     stats, feats, logits, sizes = FeatureStats(), [], [], set()
     if progress:
-        from tqdm import tqdm  # deferred: only for the CLI's progress bar
         batches = tqdm(batches, unit="batch", desc="inception")
     with tf32_disabled():
         for x in batches:

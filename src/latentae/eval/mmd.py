@@ -2,8 +2,8 @@
 
 A latent diffusion model assumes its latents are roughly standard normal after
 ``(z − shift_factor)·scaling_factor``. ``LatentStats`` streams per-channel moments and
-suggests both factors; ``mmd2_unbiased`` measures how far the per-position latent
-vectors are from N(0, I).
+suggests both factors by the rule of ``latentae/scaling.py``; ``mmd2_unbiased`` measures
+how far the per-position latent vectors are from N(0, I).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from latentae.scaling import LatentMoments, suggest_factors
 
 MMD_BANDWIDTHS = (0.5, 1.0, 2.0)  # RBF sigma in units of sqrt(d); ||x−y||² ≈ 2d under N(0, I)
 MMD_VERSION = ("MMD² unbiased (Gretton et al. 2012), per-position latent vectors (d = "
@@ -61,22 +63,20 @@ def latent_vectors(z: torch.Tensor) -> torch.Tensor:
 
 
 class LatentStats:
-    """Streaming per-channel mean/std of latents ``(B, C, h, w)`` in float64, plus a
-    bounded random subset of per-position vectors for MMD."""
+    """Streaming per-channel moments of latents ``(B, C, h, w)`` in float64
+    (``scaling.LatentMoments``), plus a bounded random subset of per-position vectors
+    for MMD."""
 
     def __init__(self, channels: int, max_vectors: int = 2048, seed: int = 0) -> None:
-        self.c, self.n, self.max_vectors = channels, 0, max_vectors
-        self.sum = torch.zeros(channels, dtype=torch.float64)
-        self.sumsq = torch.zeros(channels, dtype=torch.float64)
+        self.c, self.max_vectors = channels, max_vectors
+        self.moments = LatentMoments()
         self._gen = torch.Generator().manual_seed(seed)
         self._vectors: list[torch.Tensor] = []
         self._kept = 0
 
     def update(self, z: torch.Tensor) -> None:
         z = z.detach().to("cpu", torch.float64)
-        self.n += z.numel() // self.c
-        self.sum += z.sum(dim=(0, 2, 3))
-        self.sumsq += (z * z).sum(dim=(0, 2, 3))
+        self.moments.add(z)
         v = latent_vectors(z)
         # Keep a few random positions from every image so the subset spans the data set.
         k = min(v.shape[0], max(1, 256 * z.shape[0]), self.max_vectors - self._kept)
@@ -88,21 +88,14 @@ class LatentStats:
     def vectors(self) -> torch.Tensor:
         return torch.cat(self._vectors) if self._vectors else torch.zeros(0, self.c)
 
-    def summary(self) -> dict:
-        """Per-channel mean/std, overall mean/std/RMS and suggested factors.
-
-        ``scaling_factor = 1/std`` (LDM, Rombach et al. 2022 §4.3 / App. G) and
-        ``shift_factor = mean`` (SD3/Flux convention: ``(z − shift)·scale``).
-        """
-        if self.n == 0:
-            raise ValueError("no latents were accumulated")
-        mean_c = self.sum / self.n
-        var_c = (self.sumsq / self.n - mean_c**2).clamp_min(0)
-        total = self.n * self.c
-        mean = float(self.sum.sum() / total)
-        var = max(float(self.sumsq.sum() / total) - mean * mean, 0.0)
-        std = math.sqrt(var)
-        return {"channel_mean": mean_c.tolist(), "channel_std": var_c.sqrt().tolist(),
-                "mean": mean, "std": std, "rms": math.sqrt(float(self.sumsq.sum() / total)),
-                "suggested_scaling_factor": 1.0 / std if std > 0 else math.inf,
-                "suggested_shift_factor": mean, "positions": self.n}
+    def summary(self, deterministic: bool = False, use_shift: bool = False) -> dict:
+        """Per-channel mean/std, overall mean/std/RMS and the factors that
+        ``scaling.suggest_factors`` suggests (the rule ``latentae latent-stats`` uses):
+        ``deterministic`` for a plain autoencoder's latents (DC-AE), ``use_shift`` where
+        the model's config has a shift."""
+        s = self.moments.summary()
+        scale, shift = suggest_factors(s["global_mean"], s["global_std"], s["rms"],
+                                       deterministic, use_shift)
+        return {"channel_mean": s["mean"], "channel_std": s["std"], "mean": s["global_mean"],
+                "std": s["global_std"], "rms": s["rms"], "suggested_scaling_factor": scale,
+                "suggested_shift_factor": shift, "positions": self.moments.n}

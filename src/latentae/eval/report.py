@@ -10,9 +10,12 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from latentae.checkpoint import atomic_write_bytes
-from latentae.eval.run import EvalConfig, EvalResult
+from latentae.eval import fid, inception, lpips, mmd, psnr_ssim
+from latentae.eval.reconstruction import EvalConfig, EvalResult
+from latentae.files import atomic_write_bytes
 from latentae.io import save_image
+from latentae.version import __version__
+from latentae.weights import weight_sha256s
 
 FILES = ("metrics.json", "report.md", "per_image.csv", "recon_grid.png")
 _ROWS = (("rFID", "rfid", ".3f", "↓"), ("LPIPS (alex)", "lpips", ".4f", "↓"),
@@ -24,10 +27,6 @@ _ROWS = (("rFID", "rfid", ".3f", "↓"), ("LPIPS (alex)", "lpips", ".4f", "↓")
 def protocol(cfg: EvalConfig, model_name: str, model, device: str, n_images: int,
              n_corrupt: int) -> dict:
     """Everything needed to reproduce the numbers (printed with them)."""
-    from latentae import __version__
-    from latentae.eval import fid, inception, lpips, metrics, mmd
-    from latentae.weights import weight_sha256s
-
     return {
         "model": model_name, "family": model.family, "preset": model.preset,
         "spatial_compression_ratio": model.spatial_compression_ratio,
@@ -37,9 +36,10 @@ def protocol(cfg: EvalConfig, model_name: str, model, device: str, n_images: int
                 f"{cfg.resolution}x{cfg.resolution}",
         "images": n_images, "corrupt": n_corrupt, "limit": cfg.limit,
         "latent": "posterior mode", "model_dtype": cfg.dtype,
+        "padding": "reflect to a multiple of f, cropped back" if cfg.pad else "none",
         "metric_dtype": "float32, TF32 off; statistics in float64", "device": device,
         "quantization": "round(clamp(127.5*(x+1), 0, 255)) before every metric",
-        "psnr": metrics.PSNR_VERSION, "ssim": metrics.SSIM_VERSION,
+        "psnr": psnr_ssim.PSNR_VERSION, "ssim": psnr_ssim.SSIM_VERSION,
         "lpips": f"{lpips.VERSION}, AlexNet, inputs in [-1, 1], mean over images",
         "rfid": {"network": inception.VERSION, "protocol": cfg.fid_protocol,
                  "resize": ("299x299 TF1 bilinear (no half-pixel centres), x/128-1"

@@ -1,6 +1,8 @@
 """Training losses: reconstruction (L1, L2, Charbonnier, wavelet, high-pass), KL,
-perceptual (LPIPS-VGG), GAN losses and weights, and discriminators."""
+perceptual (LPIPS-VGG), GAN losses and weights, discriminators, and the CutMix
+regularisation of the U-Net discriminator."""
 
+from latentae.losses.cutmix import cutmix, cutmix_consistency_loss, cutmix_loss, cutmix_mask
 from latentae.losses.discriminators import (
     DISCRIMINATORS,
     PatchGANDiscriminator,
@@ -11,8 +13,10 @@ from latentae.losses.discriminators import (
 from latentae.losses.gan import (
     adaptive_weight,
     discriminator_loss,
+    fake_term,
     generator_loss,
     r1_penalty,
+    real_term,
 )
 from latentae.losses.reconstruction import (
     charbonnier_loss,
@@ -26,7 +30,8 @@ from latentae.losses.reconstruction import (
 
 __all__ = [
     "DISCRIMINATORS", "PatchGANDiscriminator", "StyleGANDiscriminator", "UNetDiscriminator",
-    "adaptive_weight", "build_discriminator", "charbonnier_loss", "discriminator_loss",
-    "gaussian_blur", "generator_loss", "highpass_l1_loss", "kl_loss", "l1_loss", "l2_loss",
-    "r1_penalty", "wavelet_charbonnier_loss",
+    "adaptive_weight", "build_discriminator", "charbonnier_loss", "cutmix",
+    "cutmix_consistency_loss", "cutmix_loss", "cutmix_mask", "discriminator_loss",
+    "fake_term", "gaussian_blur", "generator_loss", "highpass_l1_loss", "kl_loss", "l1_loss",
+    "l2_loss", "r1_penalty", "real_term", "wavelet_charbonnier_loss",
 ]

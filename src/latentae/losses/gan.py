@@ -20,20 +20,30 @@ def _check(kind: str) -> None:
         raise ValueError(f"unknown GAN loss {kind!r}; valid: {GAN_LOSSES}")
 
 
+def real_term(logits: torch.Tensor, kind: str = "hinge") -> torch.Tensor:
+    """Element-wise D loss for logits that should say "real": hinge ``relu(1 - l)``,
+    non-saturating ``softplus(-l)``; float32, same shape."""
+    _check(kind)
+    logits = logits.float()
+    return F.relu(1 - logits) if kind == "hinge" else F.softplus(-logits)
+
+
+def fake_term(logits: torch.Tensor, kind: str = "hinge") -> torch.Tensor:
+    """Element-wise D loss for logits that should say "fake": hinge ``relu(1 + l)``,
+    non-saturating ``softplus(l)``; float32, same shape."""
+    _check(kind)
+    logits = logits.float()
+    return F.relu(1 + logits) if kind == "hinge" else F.softplus(logits)
+
+
 def discriminator_loss(real: Sequence[torch.Tensor], fake: Sequence[torch.Tensor],
                        kind: str = "hinge") -> torch.Tensor:
-    """Discriminator loss, ``0.5·(E[f(real)] + E[g(fake)])`` per output, summed.
-
-    hinge: ``relu(1 - real) + relu(1 + fake)``; non-saturating (logistic):
-    ``softplus(-real) + softplus(fake)``. The 0.5 follows taming-transformers.
-    """
+    """Discriminator loss, ``0.5·(E[real_term(real)] + E[fake_term(fake)])`` per output,
+    summed over outputs. The 0.5 follows taming-transformers."""
     _check(kind)
     total = 0.0
     for r, f in zip(real, fake, strict=True):
-        if kind == "hinge":
-            total = total + 0.5 * (F.relu(1 - r.float()).mean() + F.relu(1 + f.float()).mean())
-        else:
-            total = total + 0.5 * (F.softplus(-r.float()).mean() + F.softplus(f.float()).mean())
+        total = total + 0.5 * (real_term(r, kind).mean() + fake_term(f, kind).mean())
     return total
 
 
@@ -57,11 +67,14 @@ def r1_penalty(real_images: torch.Tensor, real_logits: Sequence[torch.Tensor]) -
 def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor,
                     last_layer: torch.Tensor, delta: float = 1e-4,
                     max_weight: float = 1e4) -> torch.Tensor:
-    """Adaptive adversarial weight of Esser et al. (LiteVAE eq. 2):
-    ``0.5 · ||∇_w L_rec|| / (||∇_w L_adv|| + δ)`` with ``w`` the decoder's last layer,
-    clamped to ``[0, max_weight]`` and detached (δ and the clamp as taming-transformers).
-    Computed in float32."""
+    """Adaptive adversarial weight of Esser et al.: ``||∇_w L_rec|| / (||∇_w L_adv|| + δ)``
+    with ``w`` the decoder's last layer (``model.last_layer()``), clamped to
+    ``[0, max_weight]`` and detached (δ and the clamp as taming-transformers), float32.
+
+    LiteVAE eq. 2 writes ``λ_adv = ½ · ratio``: the ½ is LDM's ``disc_weight`` 0.5, which
+    multiplies this ratio as ``LossWeights.adversarial`` (0.5 in the ``sdvae`` recipe).
+    """
     (g_rec,) = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)
     (g_adv,) = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)
-    w = 0.5 * g_rec.float().norm() / (g_adv.float().norm() + delta)
+    w = g_rec.float().norm() / (g_adv.float().norm() + delta)
     return w.clamp(0.0, max_weight).detach()

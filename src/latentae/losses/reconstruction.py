@@ -36,10 +36,16 @@ def charbonnier_loss(x_hat: torch.Tensor, x: torch.Tensor, eps: float = 1e-3) ->
 def wavelet_charbonnier_loss(x_hat: torch.Tensor, x: torch.Tensor,
                              eps: float = 1e-3) -> torch.Tensor:
     """Charbonnier loss between the high-frequency level-1 Haar bands (LH, HL, HH) of the
-    two images (LiteVAE §4, "Additional loss functions"). ``H, W`` must be even."""
+    two images, each divided by 2 (LiteVAE §4.3 "Additional loss functions", App. G).
+
+    App. G's ``decode`` returns ``wavelet_recon = dwt(x_hat, level=1) / 2`` (or, for a
+    wavelet-output decoder, its output, the same quantity): level 1 only, scaled by 1/2,
+    which is what this compares, against ``dwt(x, level=1) / 2``. The paper does not
+    state ε; 1e-3 is ours. ``(B, C, H, W)`` with ``H, W`` even -> scalar mean.
+    """
     c = x.shape[1]
-    # (B, 4C, H/2, W/2) = [LL, LH, HL, HH]; drop the LL block of C channels.
-    return charbonnier_loss(dwt2(x_hat)[:, c:], dwt2(x)[:, c:], eps)
+    # (B, 4C, H/2, W/2) = [LL, LH, HL, HH] / 2; drop the LL block of C channels.
+    return charbonnier_loss(dwt2(x_hat)[:, c:] / 2, dwt2(x)[:, c:] / 2, eps)
 
 
 def gaussian_kernel1d(sigma: float, dtype=torch.float32, device=None) -> torch.Tensor:

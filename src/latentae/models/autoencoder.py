@@ -8,11 +8,12 @@ Images are ``(B, 3, H, W)`` floats in [-1, 1]. ``encode(x)`` returns a posterior
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from latentae.serialization import write_model_dir
 
 
 class Autoencoder(nn.Module):
@@ -69,14 +70,9 @@ class Autoencoder(nn.Module):
         z = posterior.sample(generator) if sample else posterior.mode()
         return self.decode(z), posterior
 
-    def with_config(self, **changes: Any) -> None:
-        """Replace metadata fields (``scaling_factor``, ``shift_factor``) in the config."""
-        self.config = dataclasses.replace(self.config, **changes)
-
     def save_pretrained(self, path: str) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (see ``latentae.checkpoint``)."""
-        from latentae.checkpoint import save_pretrained
-        save_pretrained(self, path)
+        """Write ``config.json`` + ``model.safetensors`` (see ``latentae.serialization``)."""
+        write_model_dir(self, path)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Named parameter groups a training phase can select. Every family has
@@ -86,10 +82,24 @@ class Autoencoder(nn.Module):
                 "decoder": list(self.decoder.parameters())}
 
     def last_layer(self) -> nn.Parameter:
-        """The weight of the decoder's final layer: the gradients of the reconstruction
-        and adversarial losses with respect to it set the adaptive GAN weight (LiteVAE
-        eq. 2). Families override this where their decoder differs."""
-        return self.decoder.last_layer_weight()
+        """The weight of the decoder's final layer, the one whose output is the image
+        (or, for a wavelet-output decoder, the bands the inverse DWT turns into it).
+
+        The adaptive GAN weight (Esser et al., LiteVAE eq. 2) is a ratio of gradient norms
+        at this parameter (timm's ``get_classifier`` idea: callers ask the model, not its
+        module tree). Default: the last ``weight`` of two or more dimensions (a conv or
+        linear kernel) registered under ``self.decoder``; families override it where
+        registration order could differ from the order of application.
+        """
+        last = None
+        for module in self.decoder.modules():
+            weight = module._parameters.get("weight")
+            if weight is not None and weight.ndim >= 2:
+                last = weight
+        if last is None:
+            raise NotImplementedError(f"{type(self).__name__}.decoder has no conv or linear "
+                                      "layer: override last_layer()")
+        return last
 
     # --- checks -------------------------------------------------------------------
     def check_image(self, x: torch.Tensor) -> None:
@@ -104,7 +114,8 @@ class Autoencoder(nn.Module):
         if h % f or w % f:
             raise ValueError(
                 f"image size {h}x{w} is not divisible by the compression ratio {f} of "
-                f"{self.preset or self.family}: pad to a multiple of {f} (--pad) or use tiling")
+                f"{self.preset or self.family}: pad it to a multiple of {f} (the CLI's --pad "
+                "reflect-pads and crops back) or crop it")
 
     def _encode(self, x: torch.Tensor):
         raise NotImplementedError

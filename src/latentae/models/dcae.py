@@ -5,7 +5,7 @@ down-sampling stage learns a residual over a space-to-channel shortcut and every
 up-sampling stage over a channel-to-space shortcut (residual autoencoding, §3.2);
 ResBlocks run the high-resolution stages, EfficientViT blocks (ReLU linear attention +
 GLU MBConv) the low-resolution ones. Structure and numbers agree with diffusers
-``AutoencoderDC``; ``latentae.convert_dcae`` maps the weights both ways.
+``AutoencoderDC``; ``latentae.convert.dc`` maps the weights both ways.
 
 Module layout (DC-AE's own names)::
 
@@ -27,13 +27,15 @@ from torch import nn
 
 from latentae.models.autoencoder import Autoencoder
 from latentae.models.distributions import DeterministicPosterior
+from latentae.nn.activations import make_act
 from latentae.nn.dcae_blocks import DCResBlock, ResidualDownsample, ResidualUpsample
-from latentae.nn.litemla import EfficientViTBlock, make_act
+from latentae.nn.litemla import EfficientViTBlock
 from latentae.nn.norms import RMSNorm2d
 from latentae.nn.shortcuts import average_channel_groups, duplicate_channels
 
 RES, VIT = "ResBlock", "EfficientViTBlock"
 BLOCK_TYPES = (RES, VIT)
+HEAD_DEPTHS = (1, 2, 3)  # K of the encoder.head.K / decoder.input.K / decoder.head.K groups
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,10 @@ class DecoderHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.act(self.norm(x)))
 
+    def last_layer(self) -> nn.Parameter:
+        """The output conv weight (inside the up-sampling block when stage 0 is empty)."""
+        return self.conv.weight if isinstance(self.conv, nn.Conv2d) else self.conv.conv.weight
+
 
 class Decoder(nn.Module):
     """``(B, nz, h, w) -> (B, 3, h·f, w·f)``."""
@@ -216,20 +222,45 @@ class DCAE(Autoencoder):
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Base groups plus the three DC-AE uses for its decoupled high-resolution
-        adaptation (§3.3, Fig. 6):
+    def last_layer(self) -> nn.Parameter:
+        """The decoder head's output conv weight (the RGB projection)."""
+        return self.decoder.head.last_layer()
 
-        - ``encoder.project_out``: the encoder's output conv to the latent (phase 2);
-        - ``decoder.project_in``: the decoder's input conv from the latent (phase 2);
-        - ``decoder.head``: the decoder's output RMSNorm2d (weight, bias) and output conv
-          (phase 3, low-resolution local refinement with the GAN loss).
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Base groups plus those of the decoupled high-resolution adaptation (§3.2,
+        Fig. 6; App. G, Fig. 11 ablates how many layers phases 2 and 3 train):
+
+        - ``encoder.project_out`` / ``decoder.project_in``: the conv to / from the latent;
+        - ``encoder.head.K``: the last K (non-empty) encoder stages + ``project_out``;
+        - ``decoder.input.K``: ``project_in`` + the first K decoder stages it runs;
+        - ``decoder.head``: the output RMSNorm2d and conv to RGB;
+        - ``decoder.head.K``: the last K non-empty decoder stages it runs + ``decoder.head``,
+
+        for K in :data:`HEAD_DEPTHS` up to the number of non-empty stages. Phase 2 trains
+        an ``encoder.head`` and a ``decoder.input`` group (the "middle layers"), phase 3 a
+        ``decoder.head`` group; a decoder stage includes its up-sampling block, an encoder
+        stage its down-sampling block, so every group is a contiguous run of layers.
         """
         groups = super().param_groups()
-        groups["encoder.project_out"] = list(self.encoder.project_out.parameters())
-        groups["decoder.project_in"] = list(self.decoder.project_in.parameters())
-        groups["decoder.head"] = list(self.decoder.head.parameters())
+        enc, dec = self.encoder, self.decoder
+        # Non-empty stages ordered from the latent outwards on each side.
+        enc_tail = [s for s in reversed(enc.stages) if len(s.blocks)]
+        dec_first = [s for s in reversed(dec.stages) if len(s.blocks)]  # run order
+        dec_last = dec_first[::-1]
+        groups["encoder.project_out"] = _params(enc.project_out)
+        groups["decoder.project_in"] = _params(dec.project_in)
+        groups["decoder.head"] = _params(dec.head)
+        for k in HEAD_DEPTHS:
+            if k <= len(enc_tail):
+                groups[f"encoder.head.{k}"] = _params(*enc_tail[:k], enc.project_out)
+            if k <= len(dec_first):
+                groups[f"decoder.input.{k}"] = _params(dec.project_in, *dec_first[:k])
+                groups[f"decoder.head.{k}"] = _params(*dec_last[:k], dec.head)
         return groups
+
+
+def _params(*modules: nn.Module) -> list[nn.Parameter]:
+    return [p for m in modules for p in m.parameters()]
 
 
 # --- presets: the configurations diffusers publishes (mit-han-lab/dc-ae-*-diffusers) ------

@@ -129,10 +129,6 @@ class Decoder(nn.Module):
             x = stage(x)
         return self.conv_out(F.silu(self.norm_out(x)))
 
-    def last_layer_weight(self) -> torch.Tensor:
-        """The output conv weight (for the adaptive GAN weight, LiteVAE eq. 2)."""
-        return self.conv_out.weight
-
 
 class SDVAE(Autoencoder):
     """The SD-VAE (KL-f8 for four widths) with a Gaussian posterior."""
@@ -166,6 +162,10 @@ class SDVAE(Autoencoder):
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(z))
+
+    def last_layer(self) -> nn.Parameter:
+        """The decoder's output conv (or SMC) weight."""
+        return self.decoder.conv_out.weight
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = super().param_groups()

@@ -1,7 +1,7 @@
 """DC-AE's ResBlock and its down/up-sampling blocks with residual-autoencoding shortcuts.
 
 Numbers agree with diffusers ``AutoencoderDC`` (``ResBlock``, ``DCDownBlock2d``,
-``DCUpBlock2d``); parameter names follow DC-AE's own code (see ``latentae.convert_dcae``).
+``DCUpBlock2d``); parameter names follow DC-AE's own code (see ``latentae.convert.dc``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentae.nn.litemla import make_act, make_norm
+from latentae.nn.activations import make_act
+from latentae.nn.norms import make_norm
 from latentae.nn.shortcuts import channel_to_space_shortcut, space_to_channel_shortcut
 
 

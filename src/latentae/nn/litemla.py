@@ -5,7 +5,7 @@ H·W positions with head dimension 32, optionally with multi-scale tokens: a dep
 k×k conv + grouped 1×1 conv applied to q, k, v makes extra heads that see a k×k
 neighbourhood. The block is ``x + norm(LiteMLA(x))`` then ``x + norm(GLU-MBConv(x))``.
 Numbers agree with diffusers ``SanaMultiscaleLinearAttention`` / ``GLUMBConv``; weights
-map 1:1 (see ``latentae.convert_dcae``).
+map 1:1 (see ``latentae.convert.dc``).
 """
 
 from __future__ import annotations
@@ -14,24 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentae.nn.norms import RMSNorm2d
-
-
-def make_norm(kind: str, channels: int) -> nn.Module:
-    """``"rms_norm"`` (RMSNorm2d over channels) or ``"batch_norm"`` (BatchNorm2d), eps 1e-5."""
-    if kind == "rms_norm":
-        return RMSNorm2d(channels, eps=1e-5)
-    if kind == "batch_norm":
-        return nn.BatchNorm2d(channels, eps=1e-5)
-    raise ValueError(f"norm must be 'rms_norm' or 'batch_norm', got {kind!r}")
-
-
-def make_act(kind: str) -> nn.Module:
-    """``"relu"``, ``"silu"`` or ``"relu6"``."""
-    acts = {"relu": nn.ReLU, "silu": nn.SiLU, "relu6": nn.ReLU6}
-    if kind not in acts:
-        raise ValueError(f"activation must be one of {sorted(acts)}, got {kind!r}")
-    return acts[kind]()
+from latentae.nn.norms import RMSNorm2d, make_norm
 
 
 class MultiScaleAggregation(nn.Module):

@@ -37,3 +37,13 @@ class RMSNorm2d(nn.Module):
         variance = x.float().pow(2).mean(dim=1, keepdim=True)  # (B, 1, H, W)
         x = (x * torch.rsqrt(variance + self.eps)).to(self.weight.dtype)
         return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """A normalization by DC-AE's name: ``"rms_norm"`` (:class:`RMSNorm2d` over channels)
+    or ``"batch_norm"`` (``BatchNorm2d``), both eps 1e-5 (diffusers ``AutoencoderDC``)."""
+    if kind == "rms_norm":
+        return RMSNorm2d(channels, eps=1e-5)
+    if kind == "batch_norm":
+        return nn.BatchNorm2d(channels, eps=1e-5)
+    raise ValueError(f"norm must be 'rms_norm' or 'batch_norm', got {kind!r}")

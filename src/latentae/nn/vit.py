@@ -1,8 +1,12 @@
 """A plain ViT over feature-map positions: LiteVAE's alternative aggregator (App. D.5).
 
-Each position of the ``(B, C, h, w)`` map is a token. Learned position embeddings are
-defined on a ``grid × grid`` lattice and resized bicubically for other sizes: the paper
-notes the ViT aggregator makes the encoder resolution-dependent, which this exposes.
+Each position of the ``(B, C, h, w)`` map is a token (a linear embedding of its C
+features). Learned position embeddings are defined on a ``grid × grid`` lattice and
+resized bicubically for other sizes: the paper notes the ViT aggregator makes the
+encoder resolution-dependent, which this exposes. Pre-norm transformer blocks, a final
+LayerNorm, then the tokens go back to a map and a 3×3 conv gives the outputs, as the
+UNet aggregator's output conv does. The paper gives only the parameter count
+(Table 20: 0.84M); the widths that reach it are ``LiteVAEConfig``'s ``vit_*`` defaults.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class ViTAggregator(nn.Module):
         self.pos = nn.Parameter(torch.randn(1, dim, grid, grid) * 0.02)
         self.blocks = nn.Sequential(*(TransformerBlock(dim, heads) for _ in range(depth)))
         self.norm = nn.LayerNorm(dim)
-        self.out = nn.Linear(dim, out_channels)
+        self.out = nn.Conv2d(dim, out_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -52,5 +56,5 @@ class ViTAggregator(nn.Module):
         if pos.shape[-2:] != (h, w):
             pos = F.interpolate(pos, size=(h, w), mode="bicubic", align_corners=False)
         t = self.embed(x.flatten(2).transpose(1, 2)) + pos.flatten(2).transpose(1, 2)
-        t = self.out(self.norm(self.blocks(t)))  # (B, hw, out)
-        return t.transpose(1, 2).reshape(b, -1, h, w)
+        t = self.norm(self.blocks(t))  # (B, hw, dim)
+        return self.out(t.transpose(1, 2).reshape(b, -1, h, w))  # (B, out, h, w)

@@ -18,11 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentae.convert import load_any
 from latentae.errors import InputError
 from latentae.losses import (
     adaptive_weight,
     build_discriminator,
+    cutmix_loss,
+    cutmix_mask,
     discriminator_loss,
     generator_loss,
     highpass_l1_loss,
@@ -32,7 +33,9 @@ from latentae.losses import (
     wavelet_charbonnier_loss,
 )
 from latentae.models.distributions import DiagonalGaussian
-from latentae.nn.checkpointing import enable_gradient_checkpointing
+from latentae.nn.grad_checkpoint import enable_gradient_checkpointing
+from latentae.pretrained import load
+from latentae.runtime import autocast
 from latentae.train import dist
 from latentae.train.config import TrainConfig, check_recipe, config_document, resolve_recipe
 from latentae.train.data import TrainImages, list_sources, make_loader
@@ -97,11 +100,6 @@ def make_optimizer(params: list[nn.Parameter], phase: Phase) -> torch.optim.Opti
     return cls(params, lr=phase.lr, betas=tuple(phase.betas), weight_decay=phase.weight_decay)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on GPU, float32 on CPU (STYLE §7); wraps forward passes only."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 class AutoencoderTask:
     """An autoencoder, its discriminator and losses, as a :class:`~latentae.train.loop.Task`."""
 
@@ -109,7 +107,7 @@ class AutoencoderTask:
 
     def __init__(self, cfg: TrainConfig, recipe: Recipe, device: torch.device) -> None:
         self.cfg, self.recipe, self.device, self.phases = cfg, recipe, device, recipe.phases
-        self.model = load_any(cfg.model, random_init=True).to(
+        self.model = load(cfg.model, random_init=True).to(
             device, memory_format=memory_format(cfg))
         check_phases(self.model, recipe, cfg)
         if cfg.gradient_checkpointing:
@@ -271,23 +269,39 @@ def adversarial_term(task: AutoencoderTask, recon: torch.Tensor, rec: torch.Tens
     return weight * adv
 
 
+def cutmix_masks(task: AutoencoderTask, x: torch.Tensor, state: TrainState) -> torch.Tensor:
+    """This process's slice of the global batch's CutMix masks ``(B, 1, H, W)``, seeded
+    from (seed, phase, image index) like the latent noise."""
+    b, rank = len(x), dist.rank()
+    g = torch.Generator().manual_seed(seed_from(task.cfg.seed, state.phase, state.phase_nimg, 3))
+    masks = cutmix_mask(b * dist.world_size(), x.shape[-2], x.shape[-1], g)
+    return masks[rank * b:(rank + 1) * b].to(x.device, x.dtype)
+
+
 def discriminator_step(task: AutoencoderTask, x: torch.Tensor, recon: torch.Tensor,
                        state: TrainState) -> dict[str, float]:
-    """One optimizer step of the discriminator: reals and reconstructions in one
-    forward (one DDP call), hinge or logistic loss, optional R1 on the reals."""
+    """One optimizer step of the discriminator: reals, reconstructions and (with
+    ``losses.cutmix``) their CutMix mixes in one forward (one DDP call), hinge or
+    logistic loss, optional R1 on the reals."""
     acc, phase, logs = task.cfg.accumulation, task.phase, {"d_loss": 0.0}
     task.d_opt.zero_grad(set_to_none=True)
     task.disc.requires_grad_(True)
-    for i, (xb, rb) in enumerate(zip(x.chunk(acc), recon.chunk(acc))):
+    masks = cutmix_masks(task, x, state).chunk(acc) if phase.losses.cutmix else [None] * acc
+    for i, (xb, rb, mb) in enumerate(zip(x.chunk(acc), recon.chunk(acc), masks)):
         with dist.no_sync(task.D, sync=i == acc - 1):
             real = xb.detach().requires_grad_(phase.losses.r1 > 0)
+            parts = [real, rb] if mb is None else [real, rb, mb * xb + (1 - mb) * rb]
             with autocast(task.device):
-                logits = task.D(torch.cat([real, rb]))
+                logits = task.D(torch.cat(parts))
             n = len(xb)
-            real_l, fake_l = [t[:n] for t in logits], [t[n:] for t in logits]
+            real_l, fake_l = [t[:n] for t in logits], [t[n:2 * n] for t in logits]
             loss = discriminator_loss(real_l, fake_l, phase.gan_loss)
             if phase.losses.r1:
                 loss = loss + 0.5 * phase.losses.r1 * r1_penalty(real, real_l)
+            if mb is not None:  # U-Net GAN §3.2: augmentation + consistency terms
+                mix_l = [t[2 * n:] for t in logits]
+                loss = loss + phase.losses.cutmix * cutmix_loss(mix_l, real_l, fake_l, mb,
+                                                                 phase.gan_loss)
             (loss / acc).backward()
         logs["d_loss"] += float(loss.detach()) / acc
         logs["logits_real"] = float(sum(t.detach().float().mean() for t in real_l))

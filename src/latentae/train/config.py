@@ -199,6 +199,10 @@ def check_recipe(recipe: Recipe) -> None:
         check(phase.losses, f"phase {phase.name}.losses.")
         if not phase.train_groups:
             raise InputError(f"phase {phase.name}.train_groups is empty")
+        if phase.losses.cutmix and recipe.discriminator != "unet":
+            raise InputError(f"phase {phase.name}.losses.cutmix needs the per-pixel outputs "
+                             f"of the U-Net discriminator, not {recipe.discriminator!r}: "
+                             "--set discriminator=unet or losses.cutmix=0")
     if len({p.name for p in recipe.phases}) != len(recipe.phases):
         raise InputError(f"phase names must be unique: {[p.name for p in recipe.phases]}")
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from latentae.eval.lpips import load_lpips
-from latentae.eval.metrics import PSNR_VERSION, SSIM_VERSION
+from latentae.eval.psnr_ssim import PSNR_VERSION, SSIM_VERSION
 from latentae.files import atomic_write_text
 from latentae.io import image_grid, save_image
 from latentae.losses.perceptual import PerceptualLoss

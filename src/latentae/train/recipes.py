@@ -5,7 +5,11 @@ optimizer and which losses (DESIGN.md, "Training"). The autoencoder task
 is ``steps`` optimizer steps; one step consumes ``batch_size`` images per process times
 the number of processes (the loop counts images). Values are checked in ``config.py``.
 
-Where a paper states a value it is cited; values it leaves open are marked "our choice".
+Where a paper (or the LDM config a paper follows) states a value it is cited; every
+value that is our choice is marked ``# ours:`` with the reason, and listed in
+docs/training.md ("Values that are ours"). Run-level settings that are ours too live in
+``TrainConfig``: gradient clipping (``grad_clip`` 1.0; neither paper clips) and the EMA
+of the generator weights (``ema_decay`` 0.999; neither paper states one).
 """
 
 from __future__ import annotations
@@ -18,27 +22,31 @@ from latentae.errors import InputError
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the generator loss terms (0 disables a term)."""
+    """Weights of the loss terms (0 disables a term); defaults are LDM's where it has one."""
 
     l1: float = 1.0  # pixel L1: LDM, LiteVAE, DC-AE
     l2: float = 0.0
     perceptual: float = 1.0  # LPIPS-VGG; LDM perceptual_weight 1.0
     kl: float = 1e-6  # LDM kl_weight 1e-6 (see losses.reconstruction for the scaling)
-    wavelet: float = 0.0  # Charbonnier on high Haar bands (LiteVAE §4)
-    highpass: float = 0.0  # Gaussian high-pass L1 (LiteVAE §4)
-    highpass_sigma: float = 1.0  # our choice: the paper does not state σ
-    adversarial: float = 0.0  # constant λ_adv, or a multiplier of the adaptive weight
+    wavelet: float = 0.0  # Charbonnier on the level-1 high Haar bands / 2 (LiteVAE App. G)
+    highpass: float = 0.0  # Gaussian high-pass L1 (LiteVAE §4.3)
+    highpass_sigma: float = 1.0  # ours: the paper does not state σ
+    adversarial: float = 0.0  # constant λ_adv, or LDM's disc_weight times the adaptive ratio
     adaptive: bool = False  # Esser et al. adaptive weight (LiteVAE eq. 2)
     r1: float = 0.0  # R1 γ (the penalty enters the D loss as γ/2·R1)
+    # CutMix regularisation of a U-Net discriminator (Schönfeld et al. §3.2): weight of
+    # losses.cutmix_loss in the D loss; 0 (off) in every recipe: LiteVAE does not say.
+    cutmix: float = 0.0
 
 
 @dataclass(frozen=True)
 class Phase:
     """One stage of training. ``train_groups`` name the model's ``param_groups()``
     (``all``, ``encoder``, ``decoder``, ``decoder.head``, and for DC-AE
-    ``encoder.project_out``, ``decoder.project_in``); every other parameter is frozen.
-    The discriminator trains and the adversarial term enters from step ``disc_start``
-    of the phase when ``discriminator_on``."""
+    ``encoder.project_out``, ``decoder.project_in``, ``encoder.head.K``,
+    ``decoder.input.K``, ``decoder.head.K`` for K = 1, 2, 3); every other parameter is
+    frozen. The discriminator trains and the adversarial term enters from step
+    ``disc_start`` of the phase when ``discriminator_on``."""
 
     name: str
     steps: int
@@ -52,7 +60,7 @@ class Phase:
     losses: LossWeights = field(default_factory=LossWeights)
     discriminator_on: bool = False
     disc_start: int = 0
-    gan_loss: str = "hinge"
+    gan_loss: str = "hinge"  # LDM's disc_loss; LiteVAE App. D.1: hinge ≈ logistic
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class Recipe:
     name: str
     phases: tuple[Phase, ...]
     discriminator: str = "unet"
-    discriminator_channels: int = 64
+    discriminator_channels: int = 64  # PatchGAN ndf 64 (LDM); ours: the UNet D's width
 
     @property
     def uses_discriminator(self) -> bool:
@@ -70,11 +78,11 @@ class Recipe:
 
 
 def litevae() -> Recipe:
-    """LiteVAE (§4, App. F): Adam lr 1e-4, betas (0.5, 0.9), batch 16, UNet
-    discriminator with a constant adversarial weight, wavelet + high-pass losses, 100k
-    steps at 128² then 50k at 256² (progressive resolution, Table 5)."""
-    # Our choices (not stated by the paper): λ_adv 0.1, wavelet and high-pass weights 0.1,
-    # discriminator from step 50k (LDM's disc_start).
+    """LiteVAE (§4.3, App. F): Adam lr 1e-4, betas (0.5, 0.9), batch 16, UNet
+    discriminator with a constant adversarial weight (§6: no adaptive weight), wavelet +
+    high-pass losses, 100k steps at 128² then 50k at 256² (progressive, §5, Table 5)."""
+    # ours: λ_adv 0.1, wavelet and high-pass weights 0.1 (the paper gives no weights);
+    # ours: discriminator from step 50k of phase 1 (LDM's disc_start; LiteVAE does not say).
     losses = LossWeights(wavelet=0.1, highpass=0.1, adversarial=0.1)
     common = dict(batch_size=16, lr=1e-4, betas=(0.5, 0.9), losses=losses,
                   discriminator_on=True)
@@ -83,19 +91,31 @@ def litevae() -> Recipe:
 
 
 def dcae() -> Recipe:
-    """DC-AE decoupled high-resolution adaptation (§3.3, Fig. 6): (1) low-res full
-    training, L1 + LPIPS, AdamW lr 6.4e-5 wd 0.1; (2) high-res latent adaptation, only
-    the encoder head and decoder input train, lr 1.6e-5 wd 1e-3; (3) low-res local
-    refinement, only the decoder head, PatchGAN, lr 5.4e-5 betas (0.5, 0.9). Plain
-    autoencoder: no KL."""
-    # Our choices: step counts, batch 16, 256²/512² resolutions, λ_adv 0.1 in phase 3.
+    """DC-AE decoupled high-resolution adaptation (§3.2, Fig. 6; App. E): (1) low-res
+    full training, L1 + LPIPS, AdamW lr 6.4e-5 wd 0.1; (2) high-res latent adaptation,
+    only the "middle layers (encoder's head layers and decoder's input layers)" train, lr
+    1.6e-5 wd 1e-3; (3) low-res local refinement, only "the head layers of the decoder",
+    with a PatchGAN loss, lr 5.4e-5 betas (0.5, 0.9). Plain autoencoder: no KL.
+
+    How deep the trained layers reach is a phase field, swept (App. G, Fig. 11) with
+    ``--set highres-adapt.train_groups=encoder.head.2,decoder.input.2`` and
+    ``--set refine.train_groups=decoder.head.2`` (groups in ``DCAE.param_groups``)."""
+    # Depth K = 1 stage on each side: §3.2 says "layers" (plural) for the encoder's head,
+    # the decoder's input and the decoder's head, i.e. more than the single conv next to
+    # the latent (K = 0: encoder.project_out / decoder.project_in / decoder.head), and the
+    # same words "head layers" for the encoder (phase 2) and the decoder (phase 3), so one
+    # K for both. Fig. 11 (App. G) ablates K, but its values are not in the text we have
+    # (papers/dcae.txt holds only the caption): ours: K = 1 is our reading of §3.2.
+    # ours: steps (100k/20k/20k), batch 16, resolutions 256²/512²/256² (the paper's low
+    # resolution is 256²; its high-resolution memory figure is at 1024²), LPIPS weight 1.
+    # ours: λ_adv 0.1 and the hinge loss in phase 3 (the paper names only "PatchGAN loss").
     rec = LossWeights(kl=0.0)
     return Recipe("dcae", (
         Phase("lowres", 100_000, 256, 16, 6.4e-5, "adamw", weight_decay=0.1, losses=rec),
         Phase("highres-adapt", 20_000, 512, 16, 1.6e-5, "adamw", weight_decay=1e-3,
-              train_groups=("encoder.project_out", "decoder.project_in"), losses=rec),
+              train_groups=("encoder.head.1", "decoder.input.1"), losses=rec),
         Phase("refine", 20_000, 256, 16, 5.4e-5, "adamw", betas=(0.5, 0.9),
-              train_groups=("decoder.head",), discriminator_on=True,
+              train_groups=("decoder.head.1",), discriminator_on=True,
               losses=dataclasses.replace(rec, adversarial=0.1)),
     ), discriminator="patchgan")
 
@@ -103,9 +123,11 @@ def dcae() -> Recipe:
 def sdvae() -> Recipe:
     """The LDM autoencoder recipe (Rombach et al., ``autoencoder_kl_*`` configs,
     taming ``LPIPSWithDiscriminator``): L1 + LPIPS, KL 1e-6, PatchGAN with hinge loss
-    from step 50,001, adaptive weight, Adam betas (0.5, 0.9)."""
-    # LDM's lr is 4.5e-6 × batch × GPUs; 7.2e-5 is that at batch 16. Steps: our choice.
-    losses = LossWeights(adversarial=1.0, adaptive=True)
+    from step 50,001, ``disc_weight`` 0.5 times the adaptive weight, Adam betas
+    (0.5, 0.9), 256² crops."""
+    # LDM's lr is 4.5e-6 × batch × GPUs; 7.2e-5 is that at batch 16.
+    # ours: batch 16 (LDM: 12 per GPU), 200k steps (the config sets no step count).
+    losses = LossWeights(adversarial=0.5, adaptive=True)
     return Recipe("sdvae", (Phase("main", 200_000, 256, 16, 7.2e-5, betas=(0.5, 0.9),
                                   losses=losses, discriminator_on=True,
                                   disc_start=50_001),), discriminator="patchgan")

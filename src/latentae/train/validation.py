@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from latentae.errors import InputError
-from latentae.eval.metrics import mean_finite, psnr_per_image, ssim_per_image
+from latentae.eval.psnr_ssim import mean_finite, psnr_per_image, ssim_per_image
 from latentae.io import (
     image_grid,
     list_images,

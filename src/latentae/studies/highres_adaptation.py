@@ -21,18 +21,18 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import common  # noqa: E402
+from latentae.registry import create_model
+from latentae.studies import common
+from latentae.train.recipes import LossWeights, Phase
 
 NAME = "highres_adaptation"
 
 
 def phases(steps: tuple[int, int, int], low: int, high: int, batch: int) -> tuple:
     """DC-AE's three phases at our scale."""
-    from latentae.train.recipes import LossWeights, Phase
 
     rec = LossWeights(perceptual=0.0, kl=0.0)
     return (
@@ -46,9 +46,7 @@ def phases(steps: tuple[int, int, int], low: int, high: int, batch: int) -> tupl
 
 
 def run(args) -> list[dict]:
-    import torch
 
-    from latentae import create_model
 
     started, out = time.perf_counter(), common.setup(args, NAME)
     if args.quick:

@@ -22,11 +22,12 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import common  # noqa: E402
+from latentae.registry import create_model
+from latentae.studies import common
+from latentae.train.recipes import LossWeights, Phase
 
 NAME = "recipe_ablations"
 VARIANTS = ("base", "wavelet", "smc", "progressive", "gan-unet-const", "gan-unet-adaptive",
@@ -36,7 +37,6 @@ QUICK = ("base", "wavelet")
 
 def variant(name: str, steps: int, res: int, batch: int) -> tuple[str, dict, tuple, str]:
     """(preset, overrides, phases, discriminator) of one variant."""
-    from latentae.train.recipes import LossWeights, Phase
 
     base = LossWeights(perceptual=0.0, kl=1e-6)
     main = Phase("main", steps, res, batch, 5e-4, losses=base)
@@ -52,7 +52,7 @@ def variant(name: str, steps: int, res: int, batch: int) -> tuple[str, dict, tup
                              dataclasses.replace(main, steps=steps - steps // 2)), "unet"),
         "gan-unet-const": ({}, (gan,), "unet"),
         "gan-unet-adaptive": ({}, (dataclasses.replace(gan, losses=dataclasses.replace(
-            gan.losses, adversarial=1.0, adaptive=True)),), "unet"),
+            gan.losses, adversarial=0.5, adaptive=True)),), "unet"),  # LDM disc_weight
         "gan-patchgan-const": ({}, (gan,), "patchgan"),
     }
     overrides, phases, disc = table[name]
@@ -60,9 +60,7 @@ def variant(name: str, steps: int, res: int, batch: int) -> tuple[str, dict, tup
 
 
 def run(args) -> list[dict]:
-    import torch
 
-    from latentae import create_model
 
     started, out = time.perf_counter(), common.setup(args, NAME)
     steps, res, batch = (args.steps or 2, 32, 2) if args.quick else (args.steps or 200, 64, 8)

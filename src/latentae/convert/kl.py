@@ -1,27 +1,26 @@
-"""Weights to and from diffusers, and one loader for every kind of model reference.
+"""SD-VAE weights to and from diffusers ``AutoencoderKL``: an explicit key map.
 
-A diffusers ``AutoencoderKL`` directory (``config.json`` with ``_class_name`` +
-``diffusion_pytorch_model.safetensors``) maps 1:1 onto the latentae SD-VAE through the
-explicit key map below; no diffusers import is needed to read or write one. DC-AE
-(``AutoencoderDC``) conversion lives in ``convert_dcae.py``.
+A diffusers ``AutoencoderKL`` (``autoencoder_kl.py``; the LDM KL-f8 autoencoder of
+Rombach et al. 2022) maps 1:1 onto ``latentae.models.sdvae.SDVAE``: module names differ
+only in the places the regular expressions below rename, and old checkpoints' attention
+projections (1×1 convs named ``query``/``key``/``value``/``proj_attn``) are reshaped to
+the Linear layout. No diffusers import is needed to read or write a directory
+(``convert/diffusers_dir.py``); ``tests/test_checkpoint_convert.py`` checks parity both
+ways against diffusers itself.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from latentae.checkpoint import atomic_write_bytes, load_state_dict_strict
-from latentae.models.autoencoder import Autoencoder
+from latentae.convert.diffusers_dir import read_diffusers_dir, write_diffusers_dir
+from latentae.errors import InputError
 from latentae.models.sdvae import SDVAE, SDVAEConfig
-
-DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
-DIFFUSERS_VERSION = "0.32.0"  # written into exported configs; any recent diffusers reads them
+from latentae.serialization import load_state_dict_strict
 
 # (latentae key pattern, diffusers replacement), applied in order; the inverse map
 # swaps the two sides. Module names differ only in these places.
@@ -82,10 +81,10 @@ def kl_config_from_diffusers(cfg: dict[str, Any]) -> SDVAEConfig:
     """An ``AutoencoderKL`` config dict -> ``SDVAEConfig``; unsupported settings raise."""
     for key, want in (("in_channels", 3), ("out_channels", 3), ("norm_num_groups", 32)):
         if cfg.get(key, want) != want:
-            raise ValueError(f"AutoencoderKL with {key}={cfg[key]} is not supported "
+            raise InputError(f"AutoencoderKL with {key}={cfg[key]} is not supported "
                              f"(latentae SD-VAE uses {key}={want})")
     if cfg.get("use_quant_conv", True) != cfg.get("use_post_quant_conv", True):
-        raise ValueError("use_quant_conv and use_post_quant_conv must agree")
+        raise InputError("use_quant_conv and use_post_quant_conv must agree")
     widths = tuple(cfg.get("block_out_channels", (64,)))
     shift = cfg.get("shift_factor")
     return SDVAEConfig(
@@ -101,13 +100,12 @@ def kl_config_from_diffusers(cfg: dict[str, Any]) -> SDVAEConfig:
 def kl_config_to_diffusers(config: SDVAEConfig) -> dict[str, Any]:
     """``SDVAEConfig`` -> an ``AutoencoderKL`` config dict (errors where none exists)."""
     if config.encoder_channels != config.decoder_channels:
-        raise ValueError("diffusers AutoencoderKL needs equal encoder and decoder widths")
+        raise InputError("diffusers AutoencoderKL needs equal encoder and decoder widths")
     if config.decoder_norm != "group" or any(c % 32 for c in config.encoder_channels):
-        raise ValueError("diffusers AutoencoderKL needs a GroupNorm(32) decoder and widths "
+        raise InputError("diffusers AutoencoderKL needs a GroupNorm(32) decoder and widths "
                          "that are multiples of 32")
     n = len(config.encoder_channels)
     return {
-        "_class_name": "AutoencoderKL", "_diffusers_version": DIFFUSERS_VERSION,
         "in_channels": 3, "out_channels": 3, "act_fn": "silu", "norm_num_groups": 32,
         "down_block_types": ["DownEncoderBlock2D"] * n,
         "up_block_types": ["UpDecoderBlock2D"] * n,
@@ -120,26 +118,12 @@ def kl_config_to_diffusers(config: SDVAEConfig) -> dict[str, Any]:
     }
 
 
-def read_diffusers_dir(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``(config, state_dict)`` of a diffusers model directory (safetensors weights)."""
-    path = Path(path)
-    cfg_file, weights = path / "config.json", path / DIFFUSERS_WEIGHTS
-    if not cfg_file.is_file():
-        raise ValueError(f"{path} has no config.json")
-    if not weights.is_file():
-        raise ValueError(f"{path} has no {DIFFUSERS_WEIGHTS} (only safetensors weights "
-                         "are read; re-save the model with safe_serialization=True)")
-    return json.loads(cfg_file.read_text()), load_file(str(weights))
-
-
 def kl_from_diffusers(source: Any) -> SDVAE:
     """A latentae SD-VAE from a diffusers ``AutoencoderKL`` module or directory."""
     if isinstance(source, torch.nn.Module):
         cfg, sd = dict(source.config), source.state_dict()
     else:
-        cfg, sd = read_diffusers_dir(source)
-        if cfg.get("_class_name") != "AutoencoderKL":
-            raise ValueError(f"{source} holds a {cfg.get('_class_name')!r}, not AutoencoderKL")
+        cfg, sd = read_diffusers_dir(source, expect="AutoencoderKL")
     model = SDVAE(kl_config_from_diffusers(cfg))
     load_state_dict_strict(model, kl_state_dict_from_diffusers(sd), source="AutoencoderKL")
     return model
@@ -148,75 +132,6 @@ def kl_from_diffusers(source: Any) -> SDVAE:
 def kl_to_diffusers(model: SDVAE, out_dir: str | Path) -> None:
     """Write a directory that ``diffusers.AutoencoderKL.from_pretrained`` loads."""
     if not isinstance(model, SDVAE):
-        raise ValueError(f"only SD-VAE models export to AutoencoderKL, not {model.family}")
-    cfg = kl_config_to_diffusers(model.config)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().contiguous().cpu()
-          for k, v in kl_state_dict_to_diffusers(model.state_dict()).items()}
-    tmp = out / (DIFFUSERS_WEIGHTS + ".tmp")
-    save_file(sd, str(tmp), metadata={"format": "pt"})
-    tmp.replace(out / DIFFUSERS_WEIGHTS)
-    atomic_write_bytes(out / "config.json", (json.dumps(cfg, indent=2) + "\n").encode())
-
-
-def _diffusers_class(path: Path) -> str | None:
-    try:
-        cfg = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return cfg.get("_class_name") if isinstance(cfg, dict) else None
-
-
-def load_any(spec: str | Path, random_init: bool = False,
-             device: str | torch.device = "cpu") -> Autoencoder:
-    """Load a saved latentae directory, a diffusers AutoencoderKL/AutoencoderDC directory,
-    or (with ``random_init=True``) build a preset by name."""
-    from latentae.checkpoint import load
-    from latentae.registry import create_model, list_models
-
-    path = Path(spec)
-    if path.is_dir():
-        cls = _diffusers_class(path)
-        if cls == "AutoencoderKL":
-            return kl_from_diffusers(path).to(device)
-        if cls == "AutoencoderDC":
-            from latentae.convert_dcae import dcae_from_diffusers
-            return dcae_from_diffusers(path).to(device)
-        return load(path, device=device)
-    if str(spec) in list_models():
-        if not random_init:
-            raise ValueError(f"{spec!r} is a preset name, not saved weights: pass "
-                             "--random-init for a smoke run, or give a model directory")
-        return create_model(str(spec)).to(device)
-    raise ValueError(f"{spec!r} is neither a model directory nor a preset name; presets: "
-                     f"{', '.join(list_models())}")
-
-
-def convert_directory(src: str | Path, out: str | Path, to: str | None = None) -> str:
-    """Convert ``src`` (diffusers or latentae directory) into the other format at ``out``.
-    Returns the written format's name."""
-    src = Path(src)
-    cls = _diffusers_class(src) if src.is_dir() else None
-    if cls in ("AutoencoderKL", "AutoencoderDC"):
-        if to == "diffusers":
-            raise ValueError(f"{src} is already a diffusers {cls} directory")
-        load_any(src).save_pretrained(str(out))
-        return "latentae"
-    if to == "latentae":
-        raise ValueError(f"{src} is not a diffusers AutoencoderKL/AutoencoderDC directory")
-    model = load_any(src)
-    export_diffusers(model, out)
-    return "diffusers"
-
-
-def export_diffusers(model: Autoencoder, out: str | Path) -> None:
-    """Write ``model`` in diffusers format (SD-VAE -> AutoencoderKL, DC-AE -> AutoencoderDC)."""
-    if model.family == "sdvae":
-        kl_to_diffusers(model, out)
-    elif model.family == "dcae":
-        from latentae.convert_dcae import dcae_to_diffusers
-        dcae_to_diffusers(model, out)
-    else:
-        raise ValueError(f"{model.family} has no diffusers equivalent: diffusers can load "
-                         "SD-VAE (AutoencoderKL) and DC-AE (AutoencoderDC) models only")
+        raise InputError(f"only SD-VAE models export to AutoencoderKL, not {model.family}")
+    write_diffusers_dir(out_dir, "AutoencoderKL", kl_config_to_diffusers(model.config),
+                        kl_state_dict_to_diffusers(model.state_dict()))

@@ -1,5 +1,7 @@
-"""The evaluation loop behind ``latentae eval``: reconstruct a folder of images and
-measure PSNR, SSIM, LPIPS, rFID and latent statistics under the stated protocol."""
+"""The evaluation loop behind ``latentae eval``: reconstruct a folder of images through
+the inference runtime (``latentae/runtime.py``) and measure PSNR, SSIM, LPIPS, rFID and
+latent statistics under the protocol of ``docs/evaluation.md`` (recorded in every
+report by ``eval/report.py``)."""
 
 from __future__ import annotations
 
@@ -12,13 +14,17 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from tqdm import tqdm
 
+from latentae.errors import InputError
 from latentae.eval.fid import FeatureStats, fid_from_stats, resize_for_inception
-from latentae.eval.metrics import mean_finite, psnr_per_image, ssim_per_image
+from latentae.eval.inception import load_inception
+from latentae.eval.lpips import load_lpips
 from latentae.eval.mmd import LatentStats, mmd2_to_normal
+from latentae.eval.psnr_ssim import mean_finite, psnr_per_image, ssim_per_image
 from latentae.io import CorruptImageError, ImageFolderDataset, image_grid, to_tensor, to_uint8
-
-MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+from latentae.models.distributions import DeterministicPosterior
+from latentae.runtime import DTYPES, ModelRunner
 
 
 @dataclass(frozen=True)
@@ -29,11 +35,15 @@ class EvalConfig:
     crop: str = "center"          # "center" | "random" (after a shortest-side resize)
     batch_size: int = 4
     limit: int | None = None      # first N images (sorted by path)
-    dtype: str = "float32"        # the model's dtype; metrics always run in float32
+    dtype: str = "float32"        # autocast dtype of the model; metrics always in float32
     fid_protocol: str = "tf1"     # "tf1" | "pytorch-fid"
     grid_images: int = 4          # rows of the recon grid
     error_gain: float = 4.0       # |x − x̂| is multiplied by this in the grid
     progress: bool = True
+    pad: bool = False             # reflect-pad to a multiple of f, crop back (--pad)
+    tile: int | None = None       # tiled encode/decode above this size (pixels)
+    overlap: int = 64             # tile overlap (pixels)
+    max_batch: int | None = None  # images/tiles per forward pass at most
 
 
 @dataclass
@@ -49,7 +59,7 @@ class EvalResult:
 
 @contextlib.contextmanager
 def tf32_disabled() -> Iterator[None]:
-    """TF32 off while metrics run (STYLE §7); previous settings restored after."""
+    """TF32 off while metrics run (``docs/evaluation.md``); previous settings restored."""
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
@@ -99,11 +109,12 @@ def _error_image(x: torch.Tensor, r: torch.Tensor, gain: float) -> torch.Tensor:
 
 def _check(model: torch.nn.Module, cfg: EvalConfig) -> None:
     f = model.spatial_compression_ratio
-    if cfg.resolution % f:
-        raise ValueError(f"--resolution {cfg.resolution} is not divisible by the model's "
-                         f"spatial compression ratio {f}: use a multiple of {f}")
-    if cfg.dtype not in MODEL_DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(MODEL_DTYPES)}, got {cfg.dtype!r}")
+    if cfg.resolution % f and not cfg.pad:
+        raise InputError(f"--resolution {cfg.resolution} is not divisible by the model's "
+                         f"spatial compression ratio {f}: use a multiple of {f}, or pass "
+                         "--pad to reflect-pad the images and crop the reconstructions back")
+    if cfg.dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
 
 
 def _measure(x: torch.Tensor, r: torch.Tensor, nets: tuple, cfg: EvalConfig, timer: Timer,
@@ -123,45 +134,47 @@ def _measure(x: torch.Tensor, r: torch.Tensor, nets: tuple, cfg: EvalConfig, tim
     return [p, s, d]
 
 
-def evaluate(model: torch.nn.Module, data: str | Path, cfg: EvalConfig,
-             device: torch.device, lpips_net=None, inception=None) -> EvalResult:
+def evaluate_reconstruction(model: torch.nn.Module, data: str | Path, cfg: EvalConfig,
+                            device: torch.device, lpips_net=None, inception=None
+                            ) -> EvalResult:
     """Reconstruct every image of ``data`` with ``model`` (posterior mode) and measure it."""
-    from latentae.eval.inception import load_inception
-    from latentae.eval.lpips import load_lpips
-
     _check(model, cfg)
     ds = ImageFolderDataset(data, cfg.resolution, crop=cfg.crop)
     ds.files = ds.files[: cfg.limit] if cfg.limit else ds.files
     nets = (lpips_net or load_lpips("alex", device), inception or load_inception(device))
-    model = model.to(device, MODEL_DTYPES[cfg.dtype]).eval()
+    runner = ModelRunner(model, device, cfg.dtype, tile=cfg.tile, overlap=cfg.overlap,
+                         max_batch=cfg.max_batch, pad=cfg.pad)
     timer, corrupt, rows, grid_rows = Timer(device), [], [], []
     real, fake = FeatureStats(), FeatureStats()
-    lat = LatentStats(model.latent_channels)
+    lat, deterministic = LatentStats(model.latent_channels), False
     batches = iter_batches(ds, cfg.batch_size, corrupt)
     if cfg.progress:
-        from tqdm import tqdm
         batches = tqdm(batches, total=math.ceil(len(ds) / cfg.batch_size), unit="batch",
                        desc="eval")
     with torch.no_grad(), tf32_disabled():
         for x, names in batches:
             x = x.to(device)
             with timer("model"):
-                z = model.encode(x.to(MODEL_DTYPES[cfg.dtype])).mode()
-                r = model.decode(z).float()
+                posterior = runner.encode_posterior(x)
+                z = posterior.mode().float()  # (B, nz, h, w)
+                r = runner.decode(z, size=tuple(x.shape[-2:]))
+            deterministic = isinstance(posterior, DeterministicPosterior)
             with timer("latent stats"):
-                lat.update(z.float())
+                lat.update(z)
             p, s, d = _measure(x, r, nets, cfg, timer, real, fake)
             rows += [{"file": n, "psnr": float(a), "ssim": float(b), "lpips": float(c)}
                      for n, a, b, c in zip(names, p, s, d)]
             grid_rows += [[xi.cpu(), ri.cpu(), _error_image(xi, ri, cfg.error_gain).cpu()]
                           for xi, ri in zip(x, r)][: cfg.grid_images - len(grid_rows)]
     factors = (float(model.scaling_factor), float(model.shift_factor or 0.0))
-    return _finish(rows, real, fake, lat, corrupt, timer, grid_rows, ds, factors)
+    return _finish(rows, real, fake, lat, corrupt, timer, grid_rows, ds, factors,
+                   deterministic)
 
 
-def _finish(rows, real, fake, lat, corrupt, timer, grid_rows, ds, factors) -> EvalResult:
+def _finish(rows, real, fake, lat, corrupt, timer, grid_rows, ds, factors,
+            deterministic) -> EvalResult:
     if not rows:
-        raise ValueError(f"none of the {len(ds.files)} image(s) in {ds.folder} could be "
+        raise InputError(f"none of the {len(ds.files)} image(s) in {ds.folder} could be "
                          f"decoded ({len(corrupt)} corrupt)")
     notes = []
     summary = {"psnr": mean_finite(torch.tensor([r["psnr"] for r in rows])),
@@ -176,7 +189,9 @@ def _finish(rows, real, fake, lat, corrupt, timer, grid_rows, ds, factors) -> Ev
     if 2 <= real.n < 2048:
         notes.append(f"rFID from {real.n} images (< 2048): biased upwards, not comparable "
                      "with published numbers")
-    latents = lat.summary()
+    # The factors latent-stats would suggest (scaling.suggest_factors): shift where the
+    # model's config has one, 1/RMS for a plain autoencoder, else 1/std.
+    latents = lat.summary(deterministic, use_shift=factors[1] != 0.0)
     with timer("mmd"):
         v = lat.vectors()
         if v.shape[0] >= 2:  # as the diffusion model sees them, and standardized

@@ -18,11 +18,13 @@ from __future__ import annotations
 import math
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import common  # noqa: E402
+from latentae.eval.mmd import mmd2_unbiased
+from latentae.io import list_images, load_image, to_tensor
+from latentae.pretrained import load
+from latentae.studies import common
 
 NAME = "latent_mmd"
 PAPER_SIGMAS = (25, 50, 100, 250, 500)
@@ -30,9 +32,7 @@ PAPER_SIGMAS = (25, 50, 100, 250, 500)
 
 def random_crops(n: int, size: int, seed: int):
     """``n`` random ``size``² crops (native resolution) from kodak24, ``(n, 3, s, s)``."""
-    import torch
 
-    from latentae.io import list_images, load_image, to_tensor
 
     images = [to_tensor(load_image(f)) for f in list_images(common.EVAL_DATA)]
     g = torch.Generator().manual_seed(seed)
@@ -47,9 +47,7 @@ def random_crops(n: int, size: int, seed: int):
 
 def mmd_table(z, trials: int) -> dict:
     """MMD² ×10³ (mean, std over reference draws) for whole-latent and per-position vectors."""
-    import torch
 
-    from latentae.eval.mmd import mmd2_unbiased
 
     z = (z - z.mean()) / z.std()  # standardized, as a diffusion model would see them
     flat = z.flatten(1).double()  # (n, c·h·w)
@@ -69,9 +67,7 @@ def mmd_table(z, trials: int) -> dict:
 
 
 def run(args) -> list[dict]:
-    import torch
 
-    from latentae.checkpoint import load
 
     started, out = time.perf_counter(), common.setup(args, NAME)
     crops_n, trials = (16, 2) if args.quick else (480, 5)

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import common  # noqa: E402
+from latentae.registry import create_model, parameter_counts
+from latentae.studies import common
+from latentae.train.recipes import LossWeights, Phase
 
 NAME = "dcae_shortcuts"
 NO_SHORTCUTS = dict(stage_shortcuts=False, encoder_out_shortcut=False,
@@ -60,10 +61,7 @@ def settings(args) -> dict:
 
 def run(args) -> list[dict]:
     """Train every model for the same steps; table of final metrics + PSNR curves."""
-    import torch
 
-    from latentae import create_model
-    from latentae.train.recipes import LossWeights, Phase
 
     started, out, s = time.perf_counter(), common.setup(args, NAME), settings(args)
     phase = Phase("main", s["steps"], s["resolution"], s["batch"], 5e-4,
@@ -82,7 +80,7 @@ def run(args) -> list[dict]:
         half = [c["psnr"] for c in curve if c["step"] == s["steps"] // 2]
         rows.append({"model": name, "f": model.spatial_compression_ratio,
                      "latent_ch": model.latent_channels,
-                     "params_M": common.count(model.parameters()) / 1e6,
+                     "params_M": parameter_counts(model)["total"] / 1e6,
                      "psnr_half": half[0] if half else None, "train_s": trained["seconds"],
                      "model_dir": trained["model"], **metrics})
         print(f"{name}: {rows[-1]}", flush=True)

@@ -1,4 +1,5 @@
-"""DC-AE weights to and from diffusers ``AutoencoderDC``.
+"""DC-AE weights to and from diffusers ``AutoencoderDC`` (``autoencoder_dc.py``, the
+reference implementation of DC-AE, Chen et al. 2025).
 
 The key map is explicit and generated from the config (one entry per tensor), because
 module indices differ: diffusers packs each stage into an ``nn.Sequential`` (the
@@ -9,20 +10,19 @@ change layout, not just name:
   Linear weights ``(D, C)`` stacked in that order (DC-AE's original layout);
 - our 1×1 conv ``proj`` ``(C, D, 1, 1)`` = diffusers Linear ``to_out`` ``(C, D)``.
 
-No diffusers import is needed to read or write a directory.
+No diffusers import is needed to read or write a directory (``convert/diffusers_dir.py``);
+``tests/test_dcae.py`` checks parity with diffusers for every published configuration.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
-from latentae.checkpoint import atomic_write_bytes
-from latentae.convert import DIFFUSERS_VERSION, DIFFUSERS_WEIGHTS, read_diffusers_dir
+from latentae.convert.diffusers_dir import read_diffusers_dir, write_diffusers_dir
+from latentae.errors import InputError
 from latentae.models.dcae import DCAE, RES, DCAEConfig, check_config
 
 # AutoencoderDC constructor defaults (diffusers 0.32-0.42), used for keys a config omits.
@@ -57,13 +57,13 @@ def _with_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(k for k in cfg if not k.startswith("_")
                      and k not in _DIFFUSERS_DEFAULTS and k not in _OLD_NAMES)
     if unknown:
-        raise ValueError(f"AutoencoderDC config has key(s) latentae does not know: {unknown}")
+        raise InputError(f"AutoencoderDC config has key(s) latentae does not know: {unknown}")
     c = {**_DIFFUSERS_DEFAULTS, **cfg}
     if "block_out_channels" in cfg:
         c["encoder_block_out_channels"] = cfg["block_out_channels"]
         c["decoder_block_out_channels"] = cfg["block_out_channels"]
     if c["in_channels"] != 3:
-        raise ValueError(f"latentae DC-AE models take RGB input, got "
+        raise InputError(f"latentae DC-AE models take RGB input, got "
                          f"in_channels={c['in_channels']}")
     return c
 
@@ -100,10 +100,10 @@ def config_from_diffusers(cfg: dict[str, Any]) -> DCAEConfig:
 def config_to_diffusers(config: DCAEConfig) -> dict[str, Any]:
     """``DCAEConfig`` -> the keyword arguments of ``diffusers.AutoencoderDC``."""
     if not config.stage_shortcuts:
-        raise ValueError("diffusers AutoencoderDC always has the stage shortcuts: a model "
+        raise InputError("diffusers AutoencoderDC always has the stage shortcuts: a model "
                          "with stage_shortcuts=False cannot be exported")
     if config.shift_factor != 0.0:
-        raise ValueError(f"diffusers AutoencoderDC has no shift_factor (model has "
+        raise InputError(f"diffusers AutoencoderDC has no shift_factor (model has "
                          f"{config.shift_factor}): fold it into the diffusion pipeline")
     return {
         "in_channels": 3, "latent_channels": config.latent_channels,
@@ -211,7 +211,7 @@ def state_dict_from_diffusers(config: DCAEConfig,
     needed = {k for v in kmap.values() for k in _sources(v)}
     missing, unexpected = sorted(needed - set(sd)), sorted(set(sd) - needed)
     if missing or unexpected:
-        raise ValueError(f"AutoencoderDC weights do not match the config: missing "
+        raise InputError(f"AutoencoderDC weights do not match the config: missing "
                          f"{missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected "
                          f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
 
@@ -236,7 +236,7 @@ def state_dict_to_diffusers(config: DCAEConfig,
     kmap = key_map(config)
     if set(sd) != set(kmap):
         odd = sorted(set(sd) ^ set(kmap))
-        raise ValueError(f"state dict does not match the DC-AE config: {odd[:5]}")
+        raise InputError(f"state dict does not match the DC-AE config: {odd[:5]}")
     out = {}
     for ours, theirs in kmap.items():
         t = sd[ours].detach()
@@ -257,10 +257,7 @@ def dcae_from_diffusers(module_or_dir: Any) -> DCAE:
     if isinstance(module_or_dir, torch.nn.Module):
         cfg, sd = dict(module_or_dir.config), module_or_dir.state_dict()
     else:
-        cfg, sd = read_diffusers_dir(module_or_dir)
-        if not is_dcae_diffusers_config(cfg):
-            raise ValueError(f"{module_or_dir} holds a {cfg.get('_class_name')!r}, "
-                             "not AutoencoderDC")
+        cfg, sd = read_diffusers_dir(module_or_dir, expect="AutoencoderDC")
     config = config_from_diffusers(cfg)
     ours = state_dict_from_diffusers(config, sd)
     with torch.device("meta"):  # no random init: every tensor comes from ``ours``
@@ -268,21 +265,13 @@ def dcae_from_diffusers(module_or_dir: Any) -> DCAE:
     try:
         model.load_state_dict(ours, strict=True, assign=True)
     except RuntimeError as e:
-        raise ValueError(f"AutoencoderDC weights do not fit the config: {e}") from e
+        raise InputError(f"AutoencoderDC weights do not fit the config: {e}") from e
     return model.eval()
 
 
 def dcae_to_diffusers(model: DCAE, out_dir: str | Path) -> None:
     """Write a directory that ``diffusers.AutoencoderDC.from_pretrained`` loads."""
     if not isinstance(model, DCAE):
-        raise ValueError(f"only DC-AE models export to AutoencoderDC, not {model.family}")
-    cfg = {"_class_name": "AutoencoderDC", "_diffusers_version": DIFFUSERS_VERSION,
-           **config_to_diffusers(model.config)}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.contiguous().cpu()
-          for k, v in state_dict_to_diffusers(model.config, model.state_dict()).items()}
-    tmp = out / (DIFFUSERS_WEIGHTS + ".tmp")
-    save_file(sd, str(tmp), metadata={"format": "pt"})
-    tmp.replace(out / DIFFUSERS_WEIGHTS)
-    atomic_write_bytes(out / "config.json", (json.dumps(cfg, indent=2) + "\n").encode())
+        raise InputError(f"only DC-AE models export to AutoencoderDC, not {model.family}")
+    write_diffusers_dir(out_dir, "AutoencoderDC", config_to_diffusers(model.config),
+                        state_dict_to_diffusers(model.config, model.state_dict()))

@@ -1,8 +1,9 @@
-"""Shared harness of the small-scale reproduction studies (issue 8, docs/results.md).
+"""Shared harness of the small-scale reproduction studies (``docs/results.md``).
 
 Every study script builds models, trains them with the public training API
 (``latentae.train``: ``make_config``, ``Recipe``/``Phase``/``LossWeights``, ``train``),
-evaluates them with ``latentae.eval.run.evaluate`` on kodak24 crops, and writes
+evaluates them with ``latentae.eval.reconstruction.evaluate_reconstruction`` on kodak24
+crops, and writes
 ``OUT/results.json`` + ``OUT/table.md`` (+ a PNG plot). Runs are deterministic given
 ``--seed``. The scripts pin ``PYTHONHASHSEED=0`` (re-executing themselves if needed):
 the trainer that produced most of docs/results.md seeded with Python's ``hash``.
@@ -11,6 +12,7 @@ the trainer that produced most of docs/results.md seeded with Python's ``hash``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -21,11 +23,23 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("LATENTAE_STUDY_DATA", ROOT.parent / "shared" / "data"))
+from latentae.errors import InputError
+from latentae.eval.inception import load_inception
+from latentae.eval.lpips import load_lpips
+from latentae.eval.reconstruction import EvalConfig, evaluate_reconstruction
+from latentae.files import atomic_path, atomic_write_text
+from latentae.pretrained import load
+from latentae.train.autoencoder import train
+from latentae.train.config import dump_yaml, make_config
+from latentae.train.monitor import read_metrics
+from latentae.train.recipes import Recipe
+
+# Relative to the working directory, so an installed latentae (a wheel) behaves like the
+# source checkout run from its root: data in ../shared/data, results in runs/studies/.
+DATA = Path(os.environ.get("LATENTAE_STUDY_DATA", Path("..") / "shared" / "data"))
 TRAIN_DATA = DATA / "bsds400-train"
 EVAL_DATA = DATA / "kodak24"
-DEFAULT_OUT = ROOT / "runs" / "studies"
+DEFAULT_OUT = Path("runs") / "studies"
 
 
 def pin_hash_seed() -> None:
@@ -36,12 +50,14 @@ def pin_hash_seed() -> None:
     pinning keeps those results reproducible and costs nothing with later trainers."""
     if os.environ.get("PYTHONHASHSEED") != "0":
         os.environ["PYTHONHASHSEED"] = "0"
-        os.execv(sys.executable, [sys.executable, *sys.argv])
+        # sys.orig_argv keeps ``-m latentae.studies.NAME`` and the console script alike
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def parser(name: str, doc: str) -> argparse.ArgumentParser:
     """The options every study takes."""
-    p = argparse.ArgumentParser(prog=f"studies/{name}.py", description=doc)
+    p = argparse.ArgumentParser(prog=f"latentae study {name.replace('_', '-')}",
+                                description=doc)
     p.add_argument("--quick", action="store_true",
                    help="tiny settings (a few steps, 32² images): a smoke run, not a result")
     p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT}/{name})")
@@ -63,8 +79,8 @@ def setup(args: argparse.Namespace, name: str) -> Path:
     torch.manual_seed(args.seed)
     for d in (TRAIN_DATA, EVAL_DATA):
         if not d.is_dir():
-            raise ValueError(f"{d} is missing: the studies need ../shared/data beside the "
-                             "checkout (or set LATENTAE_STUDY_DATA)")
+            raise InputError(f"{d} is missing: the studies read ../shared/data (relative to "
+                             "the working directory) or $LATENTAE_STUDY_DATA")
     out = Path(args.out) if args.out else DEFAULT_OUT / name
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -74,10 +90,6 @@ def machine() -> str:
     """A one-line description of where the numbers were measured."""
     return (f"{platform.machine()} CPU, {os.cpu_count()} cores visible, "
             f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}")
-
-
-def count(params) -> int:
-    return sum(p.numel() for p in params)
 
 
 def save_init(model: torch.nn.Module, path: Path) -> Path:
@@ -94,9 +106,6 @@ def train_model(start: Path | str, run_dir: Path, phases: tuple, seed: int,
     Returns ``{"model": exported EMA dir, "seconds": wall time, "img_s": images/s,
     "curve": [validation records]}``. Validation (``val_every`` > 0) runs the EMA model on
     the first ``val_images`` kodak24 center crops at the last phase's resolution."""
-    from latentae.train.autoencoder import train
-    from latentae.train.config import make_config
-    from latentae.train.recipes import Recipe
 
     cfg = make_config({
         "model": str(start), "data": str(TRAIN_DATA), "out": str(run_dir), "seed": seed,
@@ -115,7 +124,7 @@ def train_model(start: Path | str, run_dir: Path, phases: tuple, seed: int,
     seconds = time.perf_counter() - t0
     if exported is None:
         raise RuntimeError(f"training of {run_dir} stopped early")
-    (run_dir / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
+    atomic_write_text(run_dir / "train_seconds.txt", f"{seconds:.1f}\n")
     return summarize_run(run_dir)
 
 
@@ -124,7 +133,6 @@ REUSE = {"on": True}  # cleared by --retrain
 
 def summarize_run(run_dir: Path) -> dict[str, Any]:
     """Exported model, wall time, mean images/s and validation curve of a finished run."""
-    from latentae.train.monitor import read_metrics
 
     records = read_metrics(run_dir)
     rates = [r["img_s"] for r in records if "img_s" in r]
@@ -139,7 +147,6 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
 def finished_run(run_dir: Path, cfg, recipe) -> dict[str, Any] | None:
     """The summary of an earlier run in ``run_dir`` that finished with exactly this
     configuration (same ``config.yaml``, exported model, last step reached), else None."""
-    from latentae.train.config import dump_yaml
 
     if not REUSE["on"] or not (run_dir / "model" / "config.json").is_file():
         return None
@@ -159,18 +166,15 @@ def evaluate_dir(model_dir: str | Path, resolution: int, limit: int | None = Non
                  crop: str = "center") -> dict[str, Any]:
     """PSNR/SSIM/LPIPS(Alex)/rFID/latent MMD² of a saved model on kodak24 crops at
     ``resolution`` (shortest side resized, then cropped), as ``latentae eval`` measures."""
-    from latentae.checkpoint import load
-    from latentae.eval.inception import load_inception
-    from latentae.eval.lpips import load_lpips
-    from latentae.eval.run import EvalConfig, evaluate
 
     if not _NETS:
         _NETS["lpips"], _NETS["inception"] = load_lpips("alex"), load_inception()
     model = load(model_dir)
     torch.manual_seed(0)  # random crops, when asked for, are the same for every model
-    res = evaluate(model, EVAL_DATA, EvalConfig(resolution=resolution, crop=crop, limit=limit,
-                                                batch_size=8, progress=False),
-                   torch.device("cpu"), _NETS["lpips"], _NETS["inception"])
+    cfg = EvalConfig(resolution=resolution, crop=crop, limit=limit, batch_size=8,
+                     progress=False)
+    res = evaluate_reconstruction(model, EVAL_DATA, cfg, torch.device("cpu"), _NETS["lpips"],
+                                  _NETS["inception"])
     s = res.summary
     return {"images": len(res.rows), "psnr": s["psnr"], "ssim": s["ssim"],
             "lpips": s["lpips"], "rfid": s["rfid"], "mmd2_std": s["mmd2_standardized"],
@@ -212,23 +216,24 @@ def write_results(out: Path, study: str, args: argparse.Namespace, rows: list[di
                   columns: list[str], extra: dict | None = None, started: float = 0.0) -> None:
     """``OUT/results.json`` (everything) and ``OUT/table.md`` (the table + the command)."""
     via_cli = Path(sys.argv[0]).name == "latentae"  # `latentae study NAME ...`
-    command = ("latentae " if via_cli else f"python studies/{study}.py ") + " ".join(sys.argv[1:])
+    command = (("latentae " if via_cli else f"python -m latentae.studies.{study} ")
+               + " ".join(sys.argv[1:]))
     meta = {"study": study, "command": command.strip(), "seed": args.seed,
             "quick": args.quick, "machine": machine(),
             "wall_seconds": round(time.perf_counter() - started, 1) if started else None,
             "train_data": str(TRAIN_DATA.name), "eval_data": str(EVAL_DATA.name)}
-    (out / "results.json").write_text(json.dumps({**meta, **(extra or {}), "rows": rows},
-                                                 indent=1, default=str))
+    atomic_write_text(out / "results.json", json.dumps({**meta, **(extra or {}), "rows": rows},
+                                                       indent=1, default=str))
     table = markdown_table(rows, columns)
-    (out / "table.md").write_text(f"`{meta['command']}` ({meta['machine']}, "
-                                  f"{meta['wall_seconds']} s)\n\n{table}")
+    atomic_write_text(out / "table.md", f"`{meta['command']}` ({meta['machine']}, "
+                                        f"{meta['wall_seconds']} s)\n\n{table}")
     print(table)
 
 
 def plot(path: Path, series: dict[str, tuple[list, list]], xlabel: str, ylabel: str,
          title: str, logx: bool = False) -> None:
     """A small line plot (PNG, ~40 KB) of ``{label: (xs, ys)}``."""
-    import matplotlib
+    import matplotlib  # deferred: a heavy optional dependency, only for the plots
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -246,7 +251,8 @@ def plot(path: Path, series: dict[str, tuple[list, list]], xlabel: str, ylabel: 
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
 
 
@@ -257,10 +263,9 @@ def trained_models(args, source: str | None, study: str = "litevae_vs_sdvae") ->
         Path(args.out) / study if args.out else DEFAULT_OUT / study)
     path = folder / "results.json"
     if not path.is_file():
-        print(f"{path} not found: running studies/{study}.py first", flush=True)
-        import importlib
+        print(f"{path} not found: running the {study} study first", flush=True)
         sub = argparse.Namespace(**{**vars(args), "out": str(folder)})
-        importlib.import_module(study).run(sub)
+        importlib.import_module(f"latentae.studies.{study}").run(sub)
     rows = json.loads(path.read_text())["rows"]
     return {r["model"]: r["model_dir"] for r in rows}
 
@@ -268,7 +273,7 @@ def trained_models(args, source: str | None, study: str = "litevae_vs_sdvae") ->
 def bars(path: Path, labels: list[str], values: list[float | None], ylabel: str,
          title: str) -> None:
     """A small bar chart (PNG) of one value per label."""
-    import matplotlib
+    import matplotlib  # deferred: a heavy optional dependency, only for the plots
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -281,5 +286,6 @@ def bars(path: Path, labels: list[str], values: list[float | None], ylabel: str,
     ax.set_title(title, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from latentae import create_model
-from latentae.nn.checkpointing import enable_gradient_checkpointing
+from latentae.nn.grad_checkpoint import enable_gradient_checkpointing
 
 
 @pytest.mark.parametrize("name,size", [("litevae-tiny", 32), ("sdvae-tiny", 32),
@@ -17,7 +17,7 @@ def test_checkpointed_gradients_equal_plain_ones(name, size, monkeypatch):
     assert enable_gradient_checkpointing(ckpt) > 0
     assert enable_gradient_checkpointing(ckpt) == 0  # idempotent
     calls = []
-    import latentae.nn.checkpointing as mod
+    import latentae.nn.grad_checkpoint as mod
     real = mod.checkpoint
     monkeypatch.setattr(mod, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
     x = torch.rand(2, 3, size, size) * 2 - 1

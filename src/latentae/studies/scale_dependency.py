@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
+from latentae.studies import common
 
 NAME = "scale_dependency"
 RESOLUTIONS = (64, 96, 128, 192, 256)

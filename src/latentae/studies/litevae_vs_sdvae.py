@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import common  # noqa: E402
+from latentae.registry import create_model, parameter_counts
+from latentae.studies import common
+from latentae.train.recipes import LossWeights, Phase
 
 NAME = "litevae_vs_sdvae"
 DECODER = dict(decoder_channels=(32, 32, 64, 64))
@@ -53,9 +54,7 @@ def settings(args) -> dict:
 
 def build_models(names, seed: int) -> dict:
     """The models, all with the decoder initialisation of the first one."""
-    import torch
 
-    from latentae import create_model
 
     models, ref = {}, None
     for name in names:
@@ -71,7 +70,6 @@ def build_models(names, seed: int) -> dict:
 
 def run(args) -> list[dict]:
     """Train and evaluate every model; returns the table rows."""
-    from latentae.train.recipes import LossWeights, Phase
 
     started, out, s = time.perf_counter(), common.setup(args, NAME), settings(args)
     phase = Phase("main", s["steps"], s["resolution"], s["batch"], 5e-4,
@@ -81,8 +79,9 @@ def run(args) -> list[dict]:
         init = common.save_init(model, out / "init" / name)
         trained = common.train_model(init, out / name, (phase,), args.seed, s["val_every"])
         metrics = common.evaluate_dir(trained["model"], s["resolution"], s["eval_limit"])
-        rows.append({"model": name, "encoder_M": common.count(model.encoder.parameters()) / 1e6,
-                     "decoder_M": common.count(model.decoder.parameters()) / 1e6,
+        counts = parameter_counts(model)  # the count `latentae models` prints
+        rows.append({"model": name, "encoder_M": counts["encoder"] / 1e6,
+                     "decoder_M": counts["decoder"] / 1e6,
                      "enc_img_s": common.encode_rate(model, 2 * s["resolution"]),
                      "train_s": trained["seconds"], "model_dir": trained["model"], **metrics})
         curves[name] = ([c["step"] for c in trained["curve"]],

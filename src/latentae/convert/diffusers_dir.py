@@ -1,0 +1,66 @@
+"""The diffusers model directory, read and written without importing diffusers:
+``config.json`` (``_class_name``, ``_diffusers_version`` and the constructor arguments)
++ ``diffusion_pytorch_model.safetensors`` (what ``ModelMixin.save_pretrained`` writes
+with ``safe_serialization=True``; diffusers ``modeling_utils.py``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from latentae.errors import InputError
+from latentae.files import atomic_path, atomic_write_text
+from latentae.serialization import read_json, read_weights
+
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+DIFFUSERS_VERSION = "0.32.0"  # written into exported configs; any recent diffusers reads them
+AUTOENCODER_CLASSES = ("AutoencoderKL", "AutoencoderDC")  # the ones latentae converts
+
+
+def diffusers_class(path: str | Path) -> str | None:
+    """``_class_name`` of the ``config.json`` in ``path``, or ``None`` when ``path`` is not
+    a diffusers directory (no folder, no config, not JSON, no class name)."""
+    cfg_file = Path(path) / "config.json"
+    if not cfg_file.is_file():
+        return None
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return cfg.get("_class_name") if isinstance(cfg, dict) else None
+
+
+def read_diffusers_dir(path: str | Path, expect: str | None = None
+                       ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(config, state_dict)`` of a diffusers model directory (safetensors weights only);
+    ``expect`` checks ``_class_name``."""
+    path = Path(path)
+    cfg_file, weights = path / "config.json", path / DIFFUSERS_WEIGHTS
+    if not cfg_file.is_file():
+        raise InputError(f"{path} has no config.json")
+    cfg = read_json(cfg_file)
+    if not isinstance(cfg, dict):
+        raise InputError(f"{cfg_file} is not a diffusers config (not a JSON object)")
+    if expect is not None and cfg.get("_class_name") != expect:
+        raise InputError(f"{path} holds a {cfg.get('_class_name')!r}, not {expect}")
+    if not weights.is_file():
+        raise InputError(f"{path} has no {DIFFUSERS_WEIGHTS} (only safetensors weights "
+                         "are read; re-save the model with safe_serialization=True)")
+    return cfg, read_weights(weights)
+
+
+def write_diffusers_dir(out: str | Path, class_name: str, config: dict[str, Any],
+                        state_dict: dict[str, torch.Tensor]) -> None:
+    """Write a directory that ``diffusers.<class_name>.from_pretrained`` loads (each file
+    atomically; ``out`` is created if missing)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    with atomic_path(out / DIFFUSERS_WEIGHTS) as tmp:
+        save_file(sd, str(tmp), metadata={"format": "pt"})
+    cfg = {"_class_name": class_name, "_diffusers_version": DIFFUSERS_VERSION, **config}
+    atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")

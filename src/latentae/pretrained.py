@@ -1,0 +1,244 @@
+"""The one loader and saver: latentae directories, diffusers directories, presets.
+
+``load(spec)`` takes a saved latentae directory (``config.json`` + ``model.safetensors``,
+``latentae/serialization.py``), a diffusers ``AutoencoderKL`` or ``AutoencoderDC``
+directory (``latentae/convert/``), or, with ``random_init=True``, a preset name of the
+registry built with random weights (smoke runs). ``save_pretrained`` writes either
+format; ``convert_directory`` turns one into the other. Every command that takes a
+``MODEL`` argument goes through ``load``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError, safe_open
+
+from latentae.convert.dc import dcae_from_diffusers, dcae_to_diffusers
+from latentae.convert.diffusers_dir import AUTOENCODER_CLASSES, diffusers_class
+from latentae.convert.kl import kl_from_diffusers, kl_to_diffusers
+from latentae.errors import InputError
+from latentae.files import atomic_dir, atomic_write_text
+from latentae.models.autoencoder import Autoencoder
+from latentae.registry import FAMILIES, build, create_model, list_models, parameter_counts
+from latentae.serialization import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    config_from_dict,
+    load_state_dict_strict,
+    read_config,
+    read_json,
+    read_weights,
+    write_model_dir,
+)
+
+__all__ = ["FORMATS", "convert_directory", "load", "model_info", "save_pretrained",
+           "write_scaling_factors"]
+
+FORMATS = ("latentae", "diffusers")
+_FROM_DIFFUSERS = {"AutoencoderKL": kl_from_diffusers, "AutoencoderDC": dcae_from_diffusers}
+_TO_DIFFUSERS = {"sdvae": kl_to_diffusers, "dcae": dcae_to_diffusers}
+
+
+def load(spec: str | os.PathLike, device: str | torch.device = "cpu", *,
+         random_init: bool = False) -> Autoencoder:
+    """The model that ``spec`` names, on ``device``; fails whole, never half-loaded.
+
+    ``spec``: a latentae model directory, a diffusers ``AutoencoderKL``/``AutoencoderDC``
+    directory, or a preset name (``latentae models``) when ``random_init`` is true (random
+    weights from torch's global RNG; seed it for repeatable weights).
+    """
+    path = Path(spec)
+    if path.is_dir():
+        cls = diffusers_class(path)
+        if cls in _FROM_DIFFUSERS:
+            return _FROM_DIFFUSERS[cls](path).to(device)
+        if cls is not None:
+            raise InputError(f"{path} holds a diffusers {cls}; latentae converts "
+                             f"{' and '.join(AUTOENCODER_CLASSES)} only")
+        return _load_latentae_dir(path, device)
+    if str(spec) in list_models():
+        if not random_init:
+            raise InputError(f"{spec!r} is a preset name, not saved weights: pass "
+                             "--random-init (random_init=True) for a smoke run with random "
+                             "weights, or give a model directory")
+        return create_model(str(spec)).to(device)
+    raise _not_a_model(spec)
+
+
+def _not_a_model(spec: str | os.PathLike) -> InputError:
+    path = Path(spec)
+    if path.exists():
+        return InputError(f"{path} is a file, not a model directory")
+    if isinstance(spec, os.PathLike) or os.sep in str(spec):
+        return InputError(f"{path} is not a directory: there is no saved model there")
+    close = difflib.get_close_matches(str(spec), list_models(), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return InputError(f"{str(spec)!r} is neither a model directory nor a preset name.{hint} "
+                      f"Presets: {', '.join(list_models())}")
+
+
+def _load_latentae_dir(path: Path, device: str | torch.device) -> Autoencoder:
+    meta = read_config(path)
+    family = meta["family"]
+    if family not in FAMILIES:
+        raise InputError(f"{path}: unknown model family {family!r}; valid: "
+                         f"{sorted(FAMILIES)}")
+    _check_family_fields(path, family, meta["config"])
+    config = config_from_dict(FAMILIES[family][1], meta["config"], str(path / CONFIG_NAME),
+                              written_by=meta.get("latentae_version"))
+    sd = read_weights(path / WEIGHTS_NAME, device)
+    model = build(family, config, preset=meta.get("preset"))
+    load_state_dict_strict(model, sd, source=str(path / WEIGHTS_NAME))
+    return model.to(device)
+
+
+def _check_family_fields(path: Path, family: str, values: Any) -> None:
+    """A config whose fields are another family's is a mixed-up file, not a newer one."""
+    if not isinstance(values, dict):
+        raise InputError(f"{path / CONFIG_NAME}: 'config' is not a JSON object")
+    if set(values) <= _fields(FAMILIES[family][1]):
+        return
+    for other, (_, cfg_cls) in FAMILIES.items():
+        if other != family and set(values) <= _fields(cfg_cls):
+            raise InputError(f"{path / CONFIG_NAME} says family {family!r} but its config "
+                             f"fields are those of {other!r}: the file was edited or mixed "
+                             f"up; set \"family\": \"{other}\" or save the model again")
+
+
+def _fields(config_cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(config_cls)}
+
+
+def save_pretrained(model: Autoencoder, path: str | os.PathLike, format: str = "latentae",
+                    state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``model`` into the folder ``path`` (created if missing; each file atomic).
+
+    ``format="latentae"``: ``config.json`` + ``model.safetensors`` (``state_dict``, e.g.
+    EMA weights, replaces the model's own); ``"diffusers"``: an ``AutoencoderKL`` (SD-VAE)
+    or ``AutoencoderDC`` (DC-AE) directory that diffusers' ``from_pretrained`` loads.
+    """
+    if format not in FORMATS:
+        raise InputError(f"unknown model format {format!r}; valid: {', '.join(FORMATS)}")
+    if format == "latentae":
+        write_model_dir(model, path, state_dict)
+        return
+    if state_dict is not None:
+        raise InputError("state_dict is only taken for the latentae format")
+    if model.family not in _TO_DIFFUSERS:
+        raise InputError(f"{model.family} has no diffusers equivalent: diffusers loads "
+                         "SD-VAE (AutoencoderKL) and DC-AE (AutoencoderDC) models only; "
+                         "keep the latentae format")
+    _TO_DIFFUSERS[model.family](model, path)
+
+
+def convert_directory(src: str | os.PathLike, out: str | os.PathLike, to: str | None = None,
+                      overwrite: bool = False) -> str:
+    """Convert the model directory ``src`` into the other format (or ``to``) at ``out``,
+    written whole or not at all (``latentae.files.atomic_dir``). Returns the format."""
+    src = Path(src)
+    if not src.is_dir():
+        raise InputError(f"{src} is not a model directory")
+    source_format = "diffusers" if diffusers_class(src) in AUTOENCODER_CLASSES else "latentae"
+    target = to or ("latentae" if source_format == "diffusers" else "diffusers")
+    if target not in FORMATS:
+        raise InputError(f"unknown target format {target!r}; valid: {', '.join(FORMATS)}")
+    if target == source_format:
+        raise InputError(f"{src} is already a {source_format} model directory; to make a "
+                         f"copy in the same format, copy the folder")
+    model = load(src)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        save_pretrained(model, tmp, format=target)
+    return target
+
+
+def write_scaling_factors(model_dir: str | os.PathLike, scale: float, shift: float) -> None:
+    """Write ``scaling_factor``/``shift_factor`` into ``config.json`` of a latentae or
+    diffusers model directory (atomically; every other key is kept)."""
+    cfg_file = Path(model_dir) / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise InputError(f"{model_dir} has no {CONFIG_NAME}: the factors are written into "
+                         "a saved model directory, not a preset")
+    meta = read_json(cfg_file)
+    if isinstance(meta, dict) and "_class_name" in meta:  # diffusers
+        meta["scaling_factor"] = scale
+        if "shift_factor" in meta or shift:
+            meta["shift_factor"] = shift or None
+    elif isinstance(meta, dict) and isinstance(meta.get("config"), dict):
+        meta["config"]["scaling_factor"], meta["config"]["shift_factor"] = scale, shift
+    else:
+        raise InputError(f"{cfg_file} is neither a latentae nor a diffusers config")
+    atomic_write_text(cfg_file, json.dumps(meta, indent=2) + "\n")
+
+
+def model_info(spec: str | os.PathLike, random_init: bool = False) -> dict[str, Any]:
+    """What ``latentae info`` prints: where the model comes from, family, preset,
+    parameter counts (``registry.parameter_counts``), compression, latent factors and
+    the provenance its files record."""
+    path = Path(spec)
+    if path.is_dir():
+        model = load(path)
+        source = ("diffusers directory" if diffusers_class(path) in AUTOENCODER_CLASSES
+                  else "latentae directory")
+        provenance = _provenance(path)
+    elif str(spec) in list_models():
+        with torch.device("meta"):  # the structure only: no memory, no weights
+            model = create_model(str(spec))
+        source, provenance = "preset (no weights)", {}
+    else:
+        model, source, provenance = load(spec, random_init=random_init), "?", {}
+    counts = parameter_counts(model)
+    return {"source": source, "family": model.family, "preset": model.preset,
+            "encoder_params": counts["encoder"], "decoder_params": counts["decoder"],
+            "total_params": counts["total"],
+            "spatial_compression_ratio": model.spatial_compression_ratio,
+            "latent_channels": model.latent_channels,
+            "scaling_factor": model.scaling_factor, "shift_factor": model.shift_factor,
+            "provenance": provenance or "none recorded"}
+
+
+def _provenance(path: Path) -> dict[str, Any]:
+    """What the directory's files say about where the model comes from: the writer's
+    version (``config.json``), the weights' safetensors metadata, and the training run
+    (``latentae train`` exports to ``RUN/model`` beside ``RUN/config.yaml``)."""
+    meta = read_json(path / CONFIG_NAME)
+    if "_class_name" in meta:
+        return {"diffusers_class": meta["_class_name"],
+                "diffusers_version": meta.get("_diffusers_version")}
+    out: dict[str, Any] = {"latentae_version": meta.get("latentae_version")}
+    try:
+        with safe_open(str(path / WEIGHTS_NAME), framework="pt") as f:
+            out.update({f"weights.{k}": v for k, v in (f.metadata() or {}).items()})
+    except (SafetensorError, OSError):
+        pass  # load() above already proved the file readable
+    return out | _training_provenance(path.parent / "config.yaml")
+
+
+def _training_provenance(cfg: Path) -> dict[str, Any]:
+    """The scalar settings of ``config.yaml``'s ``train`` section and the recipe's name
+    and phase count (what ``train.config.dump_yaml`` writes)."""
+    if not cfg.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(cfg.read_text())
+    except (OSError, yaml.YAMLError):
+        return {"training_config": f"{cfg} (unreadable)"}
+    out: dict[str, Any] = {"training_config": str(cfg)}
+    train = data.get("train") if isinstance(data, dict) else None
+    if isinstance(train, dict):
+        out.update({f"train.{k}": v for k, v in train.items()
+                    if isinstance(v, (str, int, float, bool))})
+    recipe = data.get("recipe") if isinstance(data, dict) else None
+    if isinstance(recipe, dict):
+        if isinstance(recipe.get("name"), str):
+            out["recipe.name"] = recipe["name"]
+        if isinstance(recipe.get("phases"), list):
+            out["recipe.phases"] = len(recipe["phases"])
+    return out

@@ -1,0 +1,195 @@
+"""The one inference path: device, dtype, autocast, memory format, tiles, batch slices,
+padding, threads and the CPU allocator. ``latentae eval``, ``bench``, ``encode`` /
+``decode`` / ``reconstruct`` / ``latent-stats`` and training take these from here.
+
+- **Device**: ``latentae.devices.resolve_device`` (``auto``: this process's GPU, else CPU).
+- **dtype**: ``DTYPES`` names the three float types; lower precision runs by
+  ``torch.autocast`` around the forward passes only (losses, KL and metrics stay in
+  float32, ``docs/evaluation.md``, ``docs/training.md``); the outputs come back in
+  float32 and metrics always run in float32. Training calls ``autocast(device)``: bf16
+  on CUDA, off on CPU.
+- **Memory format**: channels_last for latentae models (measured faster on CPU for every
+  encoder, ``docs/benchmarks.md``).
+- **Size policy**: an image whose sides are not multiples of the compression factor
+  ``f`` is refused with a message naming ``--pad``; with ``pad`` it is reflect-padded
+  to the next multiples and cropped back after decoding (``latentae.tiling``).
+  ``tile`` runs images (latents) larger than ``tile`` pixels as overlapping, blended
+  tiles; ``max_batch`` caps images or tiles per forward pass.
+- **Allocator**: on Linux/glibc, large freed blocks stay in the heap (``tune_allocator``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import platform
+from contextlib import AbstractContextManager
+
+import torch
+
+from latentae.devices import resolve_device
+from latentae.errors import InputError
+from latentae.models.distributions import DeterministicPosterior, DiagonalGaussian
+from latentae.tiling import check_tiles, pad_to_multiple, tiled_decode, tiled_encode
+
+__all__ = ["DTYPES", "ModelRunner", "autocast", "dtype_from_name", "glibc", "memory_format",
+           "set_threads", "tune_allocator"]
+
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                                  "float16": torch.float16}
+_LIBC: list = []  # the loaded libc, once
+
+
+def dtype_from_name(name: str | torch.dtype) -> torch.dtype:
+    """``"bfloat16"`` -> ``torch.bfloat16`` (a ``torch.dtype`` passes through)."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise InputError(f"unknown dtype {name!r}; valid: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | str | None = None
+             ) -> AbstractContextManager:
+    """The autocast context for forward passes on ``device``.
+
+    ``dtype=None``: the training default, bfloat16 on CUDA and off on CPU (CPU runs
+    train in float32);
+    ``float32``: off; ``bfloat16``/``float16``: on, on any device.
+    """
+    device = torch.device(device)
+    if dtype is None:
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    dtype = dtype_from_name(dtype)
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's intra-op CPU threads (``None``: leave torch's default)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def glibc():
+    """The process's glibc (``ctypes.CDLL``), or ``None`` where there is none."""
+    if not _LIBC:
+        lib = None
+        if platform.system() == "Linux":
+            try:
+                lib = ctypes.CDLL("libc.so.6")
+            except OSError:
+                lib = None
+        _LIBC.append(lib)
+    return _LIBC[0]
+
+
+def tune_allocator() -> bool:
+    """Keep freed large blocks in glibc's heap instead of returning them to the OS.
+
+    By default glibc serves every allocation above a (dynamic) threshold with a fresh
+    ``mmap`` and unmaps it on free, so each large activation tensor is page-faulted and
+    zeroed by the kernel again: measured 2-3× slower SiLU/GroupNorm/add on 32 MiB
+    activations on CPU (``docs/benchmarks.md``). Raising the mmap and trim thresholds
+    lets the heap reuse them (what jemalloc/tcmalloc do). Process-wide; returns ``False``
+    where not glibc.
+    """
+    lib = glibc()
+    if lib is None:
+        return False
+    try:
+        ok = lib.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+        ok &= lib.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+        return bool(ok)
+    except AttributeError:
+        return False
+
+
+class ModelRunner:
+    """A model ready for inference: device, autocast dtype, memory format, size policy,
+    tiles and batch slices. ``encode``/``decode`` take and return float32 tensors."""
+
+    def __init__(self, model, device: str | torch.device = "auto", dtype: str = "float32",
+                 channels_last: bool = True, tile: int | None = None, overlap: int = 64,
+                 max_batch: int | None = None, pad: bool = False,
+                 allocator: bool = True) -> None:
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        if self.device.type == "cpu" and allocator:
+            tune_allocator()  # reuse freed activation memory: 2-3× faster large ops
+        self.dtype = dtype_from_name(dtype)
+        self.f = model.spatial_compression_ratio
+        if tile is not None:
+            check_tiles(self.f, tile, overlap)
+        if max_batch is not None and max_batch < 1:
+            raise InputError(f"max_batch (--max-batch) must be >= 1, got {max_batch}")
+        self.tile, self.overlap, self.max_batch, self.pad = tile, overlap, max_batch, pad
+        self.memory_format = memory_format(channels_last)
+        self.model = model.eval().to(self.device).to(memory_format=self.memory_format)
+        self.name = model.preset or model.family
+
+    def fit(self, x: torch.Tensor, what: str = "image") -> tuple[torch.Tensor, tuple[int, int]]:
+        """``(x padded to multiples of f, original (H, W))``: reflect padding with ``pad``,
+        otherwise ``x`` itself when it fits, else an error that names ``--pad``."""
+        h, w = x.shape[-2:]
+        if self.pad:
+            return pad_to_multiple(x, self.f)
+        if h % self.f or w % self.f:
+            ph, pw = -(-h // self.f) * self.f, -(-w // self.f) * self.f
+            raise InputError(
+                f"{what} is {w}x{h} (WxH), not a multiple of {self.f}, the compression "
+                f"factor of {self.name}: pass --pad to reflect-pad it to {pw}x{ph} and crop "
+                "the reconstruction back, or resize/crop it first")
+        return x, (h, w)
+
+    def _tiled(self, size: int) -> bool:
+        return self.tile is not None and size > self.tile
+
+    @torch.no_grad()
+    def encode_posterior(self, x: torch.Tensor, what: str = "image"):
+        """The posterior of images ``(B, 3, H, W)`` in [-1, 1] (padded per :meth:`fit`)."""
+        x, _ = self.fit(x, what)
+        x = x.to(self.device).contiguous(memory_format=self.memory_format)
+        with autocast(self.device, self.dtype):
+            if self._tiled(max(x.shape[-2:])):
+                return tiled_encode(self.model, x, self.tile, self.overlap, self.max_batch)
+            if self.max_batch is None or len(x) <= self.max_batch:
+                return self.model.encode(x)
+            return _concat_posteriors([self.model.encode(p) for p in x.split(self.max_batch)])
+
+    def encode(self, x: torch.Tensor, sample: bool = False,
+               generator: torch.Generator | None = None, what: str = "image") -> torch.Tensor:
+        """Images ``(B, 3, H, W)`` -> latents ``(B, nz, ⌈H/f⌉, ⌈W/f⌉)`` in float32 (the
+        posterior mode, or a sample)."""
+        post = self.encode_posterior(x, what)
+        return (post.sample(generator) if sample else post.mode()).float()
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Latents ``(B, nz, h, w)`` -> images ``(B, 3, h·f, w·f)`` in float32, cropped to
+        ``size = (H, W)`` when given (undoing ``pad``)."""
+        z = z.to(self.device).contiguous(memory_format=self.memory_format)
+        with autocast(self.device, self.dtype):
+            if self._tiled(max(z.shape[-2:]) * self.f):
+                out = tiled_decode(self.model, z, self.tile, self.overlap, self.max_batch)
+            else:
+                out = torch.cat([self.model.decode(p)
+                                 for p in z.split(self.max_batch or len(z))])
+        out = out.float()
+        return out if size is None else out[..., :size[0], :size[1]]
+
+    def reconstruct(self, x: torch.Tensor, what: str = "image") -> torch.Tensor:
+        """``decode(encode(x))`` (posterior mode) at ``x``'s own size."""
+        return self.decode(self.encode(x, what=what), size=tuple(x.shape[-2:]))
+
+
+def _concat_posteriors(posts: list) -> DiagonalGaussian | DeterministicPosterior:
+    """One posterior from the posteriors of consecutive batch slices."""
+    if isinstance(posts[0], DiagonalGaussian):
+        return DiagonalGaussian(torch.cat([torch.cat([p.mean, p.logvar], dim=1)
+                                           for p in posts]))  # (B, 2nz, h, w) moments
+    return DeterministicPosterior(torch.cat([p.mean for p in posts]))

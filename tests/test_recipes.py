@@ -1,0 +1,54 @@
+"""Recipes as data: their parameter groups exist in the models they train, the DC-AE
+adaptation depth (DC-AE App. G, Fig. 11) can be swept from the command line, and the
+paper values they cite hold."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import latentae
+from latentae.cli.train import parse_sets
+from latentae.train.config import make_config, resolve_recipe
+from latentae.train.recipes import RECIPES, get_recipe
+
+FAMILY_OF_RECIPE = {"litevae": "litevae-*", "dcae": "dcae-*", "sdvae": "sdvae-*"}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_train_group_of_a_recipe_exists_in_its_family(recipe):
+    for name in latentae.list_models(FAMILY_OF_RECIPE[recipe]):
+        with torch.device("meta"):
+            groups = latentae.create_model(name).param_groups()
+        for phase in get_recipe(recipe).phases:
+            assert set(phase.train_groups) <= set(groups), (name, phase.name)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_dcae_adaptation_depth_is_swept_with_set(k):
+    sets = [f"highres-adapt.train_groups=encoder.head.{k},decoder.input.{k}",
+            f"refine.train_groups=decoder.head.{k}"]
+    cfg = make_config({"data": "x", "recipe": "dcae", "recipe_overrides": parse_sets(sets)})
+    phases = resolve_recipe(cfg).phases
+    assert phases[1].train_groups == (f"encoder.head.{k}", f"decoder.input.{k}")
+    assert phases[2].train_groups == (f"decoder.head.{k}",)
+    assert phases[0].train_groups == ("all",)  # the other phases keep theirs
+    groups = latentae.create_model("dcae-tiny-f32").param_groups()
+    assert set(phases[1].train_groups) | set(phases[2].train_groups) <= set(groups)
+
+
+def test_sdvae_recipe_is_the_ldm_config():
+    # LDM autoencoder_kl_*: disc_weight 0.5 times the adaptive ratio, disc_start 50,001,
+    # kl_weight 1e-6, Adam betas (0.5, 0.9).
+    (phase,) = get_recipe("sdvae").phases
+    w = phase.losses
+    assert (w.adversarial, w.adaptive, w.kl, w.perceptual) == (0.5, True, 1e-6, 1.0)
+    assert (phase.disc_start, phase.betas, phase.gan_loss) == (50_001, (0.5, 0.9), "hinge")
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_no_recipe_turns_on_what_its_paper_does_not_use(recipe):
+    for phase in get_recipe(recipe).phases:
+        assert phase.losses.cutmix == 0 and phase.losses.r1 == 0
+        # LiteVAE §6 drops the adaptive weight; DC-AE (App. E) states none.
+        assert phase.losses.adaptive == (recipe == "sdvae")
