@@ -9,7 +9,9 @@ import pickle
 
 import torch
 
+from latentae.cli import args as shared
 from latentae.cli.diffusion_eval import add_eval_parser, add_ref_stats_parser
+from latentae.cli.train import run_training
 from latentae.diffusion.base import count_params
 from latentae.diffusion.config import make_diffusion_config
 from latentae.diffusion.convert import load_official
@@ -18,7 +20,6 @@ from latentae.diffusion.registry import list_diffusion
 from latentae.diffusion.train import train
 from latentae.errors import InputError
 from latentae.files import atomic_dir, prepare_output_dir
-from latentae.train import dist
 from latentae.train.config import load_yaml
 
 # Flags that map one-to-one onto DiffusionConfig fields (None = not given: the recipe's
@@ -53,7 +54,8 @@ TRAIN_FLAGS = (
     ("--grid-images", int, "grid_images", None), ("--grid-sampler", str, "grid_sampler", None),
     ("--grid-steps", int, "grid_steps", None), ("--grid-guidance", float, "grid_guidance", None),
     ("--resume", str, "resume", "'auto': continue from the newest checkpoint in OUT"),
-    ("--seed", int, "seed", None), ("--device", str, "device", "auto | cpu | cuda | cuda:N"),
+    ("--seed", int, "seed", None),
+    ("--device", str, "device", "auto (this process's GPU if any, else cpu) | cpu | cuda:N"),
     ("--ema-decay", float, "ema_decay", "(recipe: 0.9999)"),
     ("--grad-clip", float, "grad_clip", "max gradient norm (recipe: 0 = off)"),
     ("--ckpt-every", int, "ckpt_every", "checkpoint every N steps (default 5000)"),
@@ -105,16 +107,17 @@ def add_sample(dsub: argparse._SubParsersAction) -> None:
                                        "+ samples.npz (resumable)")
     s.add_argument("run", help="the --out folder of `latentae diffusion train`")
     s.add_argument("--out", required=True, help="folder for {index:06d}.png and samples.npz")
-    s.add_argument("--n", type=int, required=True, help="number of samples")
-    s.add_argument("--guidance", type=float, default=None,
+    s.add_argument("--n", type=shared.positive_int, required=True, help="number of samples")
+    s.add_argument("--guidance", type=shared.non_negative_float, default=None,
                    help="classifier-free guidance scale (default: the recipe's, 1.5; 1 = off)")
     s.add_argument("--sampler", default=None,
                    help="ddpm | ddim | dpm++2m (ddpm objective), euler | heun (flow); "
                         "default: the recipe's")
-    s.add_argument("--steps", type=int, default=None, help="sampling steps")
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    s.add_argument("--steps", type=shared.positive_int, default=None, help="sampling steps")
+    shared.add_batch_size(s, 16)
+    s.add_argument("--seed", type=shared.non_negative_int, default=0,
+                   help="sample i's noise is seeded by (seed, i)")
+    shared.add_device(s)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_sample)
 
@@ -124,17 +127,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     file = load_yaml(args.config) if args.config else {}
     fields = [dest for _, _, dest, _ in TRAIN_FLAGS] + [dest for _, dest, _ in SWITCHES]
     cli = {k: getattr(args, k) for k in fields + ["learn_sigma", "flip", "progress"]}
-    try:
-        out = train(make_diffusion_config(file, cli))
-        if out is not None:
-            dist.print0(f"model: {out}  (sample with `latentae diffusion sample "
-                        f"{out.parent} --n 64 --out SAMPLES`)")
-    except KeyboardInterrupt:
-        dist.print0("interrupted: `--resume auto` continues from the newest checkpoint")
-        return 130
-    finally:
-        dist.destroy()
-    return 0
+    return run_training(lambda: train(make_diffusion_config(file, cli)),
+                        lambda out: f"model: {out}  (sample with `latentae diffusion sample "
+                                    f"{out.parent} --n 64 --out SAMPLES`)")
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

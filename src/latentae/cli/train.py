@@ -104,7 +104,6 @@ def parse_sets(items: list[str]) -> dict[str, object]:
 def cmd_train(args: argparse.Namespace) -> int:
     """Exit 0 when finished or stopped with a checkpoint (SIGTERM, --max-*); 130 after
     Ctrl-C (checkpoint written on the first, none on a second)."""
-    from latentae.train import dist
     from latentae.train.autoencoder import train
     from latentae.train.config import load_yaml, make_config
     file = load_yaml(args.config) if args.config else {}
@@ -114,10 +113,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                gradient_checkpointing=args.gradient_checkpointing, progress=args.progress,
                overwrite=args.overwrite, restart=args.restart,
                recipe_overrides=parse_sets(args.set))
+    return run_training(lambda: train(make_config(file, cli)),
+                        lambda out: f"model: {out}  (load with latentae.load('{out}'))")
+
+
+def run_training(start, done) -> int:
+    """Run ``start()`` (a training run returning its export or ``None`` when stopped
+    early), print ``done(export)`` on rank 0; exit 0, or 130 after Ctrl-C (checkpoint
+    written on the first, none on a second). Leaves the process group in any case."""
+    from latentae.train import dist
     try:
-        out = train(make_config(file, cli))
+        out = start()
         if out is not None:
-            dist.print0(f"model: {out}  (load with latentae.load('{out}'))")
+            dist.print0(done(out))
     except KeyboardInterrupt:
         dist.print0("interrupted: `--resume auto` continues from the newest checkpoint")
         return 130

@@ -15,7 +15,6 @@ intervals count optimizer steps; ``val_every`` is ``--sample-every`` (a sample g
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ from latentae.diffusion.recipes import GRID_SAMPLER, GRID_STEPS, get_recipe
 from latentae.diffusion.registry import get_preset
 from latentae.diffusion.samplers import SAMPLERS
 from latentae.errors import InputError
-from latentae.train.config import LoopConfig, check_config, coerce
+from latentae.train.config import LoopConfig, check_config, merge_sources
 
 RECIPE_FIELDS = ("lr", "batch_size", "weight_decay", "betas", "warmup_steps", "ema_decay",
                  "grad_clip", "steps")
@@ -76,15 +75,7 @@ def family_recipe(model: str, recipe: str) -> str:
 
 def make_diffusion_config(*sources: dict[str, Any]) -> DiffusionConfig:
     """Merge dicts (later wins, ``None`` ignored) over the recipe's values; check."""
-    hints = typing.get_type_hints(DiffusionConfig)
-    values: dict[str, Any] = {}
-    for src in sources:
-        for k, v in src.items():
-            if v is None:
-                continue
-            if k not in hints:
-                raise InputError(f"unknown config key {k!r}; valid: {sorted(hints)}")
-            values[k] = coerce(v, hints[k], k)
+    values = merge_sources(DiffusionConfig, sources)
     if values.get("cached") and values.get("data") and "resolution" not in values:
         values["resolution"] = cached_resolution(values["data"])  # the latents' images
     recipe = get_recipe(family_recipe(values.get("model", "dit-s"), values.get("recipe", "")))

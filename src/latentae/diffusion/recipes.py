@@ -22,9 +22,8 @@ drawn during training uses the cheaper ``grid_*`` settings below.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 
-from latentae.errors import InputError
+from latentae.errors import unknown_choice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +63,7 @@ GRID_STEPS = 25
 def get_recipe(name: str) -> DiffusionRecipe:
     """The recipe ``name``; an unknown name is an ``InputError`` with the valid ones."""
     if name not in RECIPES:
-        close = difflib.get_close_matches(name, RECIPES, n=2, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise InputError(f"unknown diffusion recipe {name!r}.{hint} Valid: "
-                         f"{', '.join(sorted(RECIPES))}")
+        raise unknown_choice("diffusion recipe", name, RECIPES)
     return RECIPES[name]
 
 

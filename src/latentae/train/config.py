@@ -249,12 +249,12 @@ def resolve_recipe(cfg: TrainConfig) -> Recipe:
     return recipe
 
 
-def make_config(*sources: dict[str, Any]) -> TrainConfig:
-    """Merge dicts (later wins; ``None`` values ignored) into a checked config.
+def merge_sources(config_cls: type, sources: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """Merge dicts of ``config_cls`` fields (later wins; ``None`` values ignored), each
+    value coerced to its field's type; an unknown key is an ``InputError``.
     ``recipe_overrides`` dicts are merged key by key."""
-    hints = typing.get_type_hints(TrainConfig)
+    hints = typing.get_type_hints(config_cls)
     values: dict[str, Any] = {}
-    overrides: dict[str, Any] = {}
     for src in sources:
         for k, v in src.items():
             if v is None:
@@ -262,9 +262,16 @@ def make_config(*sources: dict[str, Any]) -> TrainConfig:
             if k not in hints:
                 raise InputError(f"unknown config key {k!r}; valid: {sorted(hints)}")
             if k == "recipe_overrides":
-                overrides.update(dict(v.items() if isinstance(v, dict) else v))
+                values.setdefault(k, {}).update(dict(v.items() if isinstance(v, dict) else v))
             else:
                 values[k] = coerce(v, hints[k], k)
+    return values
+
+
+def make_config(*sources: dict[str, Any]) -> TrainConfig:
+    """Merge dicts (:func:`merge_sources`) into a checked config."""
+    values = merge_sources(TrainConfig, sources)
+    overrides = values.pop("recipe_overrides", {})
     cfg = TrainConfig(**values, recipe_overrides=tuple(overrides.items()))
     check_config(cfg)
     return cfg
@@ -303,4 +310,5 @@ def _plain(x: Any) -> Any:
 
 __all__ = ["LIMITS", "LoopConfig", "LossWeights", "Phase", "Recipe", "TrainConfig",
            "apply_overrides", "check", "check_config", "check_recipe", "coerce",
-           "config_document", "dump_yaml", "load_yaml", "make_config", "resolve_recipe"]
+           "config_document", "dump_yaml", "load_yaml", "make_config", "merge_sources",
+           "resolve_recipe"]
