@@ -185,6 +185,8 @@ def test_bad_inputs_are_one_line_errors(runs, tmp_path, capsys):
                 {"a/0.png": (32, 32)}, meta, {"a/0.png": 0})
     _one_line_error(capsys, [*base, "--data", str(shards), "--cached"],
                     "have 3 channels at f8.*has 4 channels")
+    _one_line_error(capsys, ["encode", str(ae), str(runs / "flat"), str(tmp_path / "l"),
+                             "--labels"], "no class subfolders")
     sample = ["diffusion", "sample", "--n", "2", "--out", str(tmp_path / "s"), "--device",
               "cpu", "--no-progress"]
     _one_line_error(capsys, [*sample, str(tmp_path / "missing")], "does not exist")

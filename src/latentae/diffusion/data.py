@@ -69,7 +69,7 @@ class LatentNorm:
         mean, std = z.mean(1), z.std(1, correction=0)
         if not bool((std > 0).all()):
             raise InputError("a latent channel is constant over the statistics' latents: "
-                         "use --latent-norm model or more --norm-images")
+                             "use --latent-norm model or more --norm-images")
         return cls("channel", tuple(mean.tolist()), tuple((1.0 / std).tolist()))
 
     def _view(self, values: tuple[float, ...], z: torch.Tensor) -> torch.Tensor:
