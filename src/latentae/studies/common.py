@@ -76,7 +76,7 @@ def scale_from(args: argparse.Namespace) -> design.Scale:
         return design.get_scale(base.name, budgets=(1,), eval_every=1, val_crops=2,
                                 test_crops=2, kodak_crops=2, seeds=2, device="cpu",
                                 kid_crops=2 if base.kid_crops else 0,
-                                batch_size=min(base.batch_size, 2))
+                                batch_size=min(base.batch_size, 2), workers=0)
     return design.get_scale("quick" if args.quick else args.scale, seeds=args.seeds,
                             budgets=budgets, eval_every=args.eval_every,
                             test_crops=args.test_crops, kid_crops=args.kid_crops,
@@ -116,7 +116,7 @@ def run_study(mod: ModuleType, argv: list[str] | None = None) -> dict[str, Any]:
     started, scale = time.perf_counter(), scale_from(args)
     out, arms = setup(args, mod.NAME), chosen_arms(mod, args)
     results = runner.run_all(mod, arms, scale, out, args.seed, TRAIN_DATA, EVAL_DATA,
-                             args.jobs)
+                             1 if args.dry_run else args.jobs)
     rows = runner.contrasts(mod, results, scale, arms)
     record = runner.study_record(mod, scale, results, rows, started)
     record |= {"command": command_line(mod.NAME), "machine": machine(scale.device),

@@ -23,19 +23,19 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from latentae.errors import InputError
-from latentae.io import list_images, load_image, to_tensor
 from latentae.files import atomic_write_text
+from latentae.io import list_images, load_image, to_tensor
 from latentae.pretrained import load
 from latentae.train.autoencoder import train
 from latentae.train.config import make_config
-from latentae.train.recipes import Recipe
+from latentae.train.recipes import LossWeights, Phase, Recipe
 from latentae.train.state import load_latest, seed_from
 
 HELD_OUT = 50
@@ -60,13 +60,14 @@ class Scale:
     dtype: str = "float32"  # bf16 on CUDA: training autocasts (latentae.runtime.autocast)
     perceptual: bool = False  # LPIPS-VGG in the loss (rule 5: when LPIPS/KID decide)
     lr_mult: float = 1.0  # times the paper's learning rate (the lr sweep)
+    workers: int = 0  # data-loader processes per run (JPEG decoding feeds a GPU)
 
 
 SCALES = {
     "quick": Scale("quick", 32, 2, (1,), 1, 2, 4, 2, 0, 2),
     "cpu": Scale("cpu", 64, 8, (150, 300), 50, 64, 1024, 256, 0, 3),
     "gpu": Scale("gpu", 128, 32, (1000, 2000), 250, 256, 2048, 512, 2048, 3,
-                 device="cuda", dtype="bfloat16", perceptual=True),
+                 device="cuda", dtype="bfloat16", perceptual=True, workers=3),
 }
 
 
@@ -182,7 +183,7 @@ def run_config(init: Path, data: Path, run_dir: Path, seed: int, scale: Scale, c
         "resume": "auto", "restart": True, "max_steps": chunk, "val_every": 0,
         "ckpt_every": 0, "keep_checkpoints": 1, "log_every": 25, "progress": False,
         "grad_clip": 0.0,  # neither paper clips (issue 17, rule 6)
-        "device": scale.device, **(overrides or {})})
+        "device": scale.device, "workers": scale.workers, **(overrides or {})})
 
 
 def train_arm(run_dir: Path, init: Path, recipe: Recipe, data: Path, seed: int,
@@ -217,5 +218,15 @@ def train_arm(run_dir: Path, init: Path, recipe: Recipe, data: Path, seed: int,
     return rec
 
 
-def scale_record(scale: Scale) -> dict[str, Any]:
-    return asdict(scale)
+NEVER = Plateau(rel_tol=-1e9)  # fixed budgets (multi-phase recipes: no early stop)
+
+
+def litevae_phase(name: str, steps: int, resolution: int, scale: Scale, **losses: Any
+                  ) -> Phase:
+    """A phase with LiteVAE's optimiser (Adam, lr 1e-4 × ``scale.lr_mult``, betas
+    (0.5, 0.9), as issue 17 rule 6 states the paper's) and L1 + KL 1e-6 (+ LPIPS-VGG
+    where the scale says so), plus ``losses`` (``wavelet=0.1``, ``adversarial=…``, ``discriminator_on=True``...)."""
+    on = losses.pop("discriminator_on", False)
+    weights = dict(perceptual=1.0 if scale.perceptual else 0.0, kl=1e-6) | losses
+    return Phase(name, steps, resolution, scale.batch_size, 1e-4 * scale.lr_mult,
+                 betas=(0.5, 0.9), losses=LossWeights(**weights), discriminator_on=on)

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentae.eval.fid import resize_for_inception
 from latentae.eval.generation_metrics import kid
 from latentae.eval.inception import load_inception
 from latentae.eval.lpips import load_lpips
-from latentae.eval.fid import resize_for_inception
 from latentae.eval.psnr_ssim import psnr_per_image, ssim_per_image
 from latentae.files import atomic_write_text
 from latentae.pretrained import load
@@ -139,7 +139,8 @@ def train_and_test(mod: ModuleType, arm: str, seed_index: int, scale: design.Sca
     res = scale.resolution
     val = design.crop_set("val", data, scale.val_crops, res, cache)
     rec = design.train_arm(folder / "run", init, recipe, design.train_folder(data, cache),
-                           seed, scale, val_psnr(val, scale.device))
+                           seed, scale, val_psnr(val, scale.device),
+                           getattr(mod, "PLATEAU", design.Plateau()))
     test = design.crop_set("test", data, scale.test_crops, res, cache)
     kod = design.crop_set("kodak", kodak, scale.kodak_crops, res, cache)
     saved = sorted((int(k), v) for k, v in rec["budgets"].items())
@@ -149,6 +150,8 @@ def train_and_test(mod: ModuleType, arm: str, seed_index: int, scale: design.Sca
         m = load(path)
         tested[str(b)] = {"step": step, "test": measure(m, test, scale.device, scale.kid_crops),
                           "kodak": measure(m, kod, scale.device, 0)}
+        if hasattr(mod, "extra_metrics"):  # e.g. other crop sizes, latent MMD
+            tested[str(b)]["test"].update(mod.extra_metrics(m, scale, data, cache))
     return {"arm": arm, "seed_index": seed_index, "seed": seed, "curve": rec["curve"],
             "plateau": rec.get("plateau", False), "train_s": rec["seconds"],
             "final_model": saved[-1][1], "budgets": tested,
