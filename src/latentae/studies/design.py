@@ -225,7 +225,8 @@ def litevae_phase(name: str, steps: int, resolution: int, scale: Scale, **losses
                   ) -> Phase:
     """A phase with LiteVAE's optimiser (Adam, lr 1e-4 × ``scale.lr_mult``, betas
     (0.5, 0.9), as issue 17 rule 6 states the paper's) and L1 + KL 1e-6 (+ LPIPS-VGG
-    where the scale says so), plus ``losses`` (``wavelet=0.1``, ``adversarial=…``, ``discriminator_on=True``...)."""
+    where the scale says so), plus ``losses`` (``wavelet=0.1``, ``adversarial=…``,
+    ``discriminator_on=True``...)."""
     on = losses.pop("discriminator_on", False)
     weights = dict(perceptual=1.0 if scale.perceptual else 0.0, kl=1e-6) | losses
     return Phase(name, steps, resolution, scale.batch_size, 1e-4 * scale.lr_mult,
