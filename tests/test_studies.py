@@ -9,6 +9,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ import torch
 from scipy import stats as sps
 
 from latentae.cli import main
-from latentae.studies import common, design, stats
+from latentae.errors import InputError
+from latentae.studies import common, dcae_shortcuts, design, stats
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,8 +106,6 @@ def test_study_refuses_an_old_folder_without_resume(shared_data, tmp_path, monke
     monkeypatch.setattr(common, "TRAIN_DATA", shared_data / "bsds400-train")
     monkeypatch.setattr(common, "EVAL_DATA", shared_data / "kodak24")
     (tmp_path / "dcae-f32").mkdir()
-    from latentae.errors import InputError
-    from latentae.studies import dcae_shortcuts
     with pytest.raises(InputError, match="--resume"):
         common.run_study(dcae_shortcuts, ["--quick", "--out", str(tmp_path)])
 
@@ -118,8 +118,7 @@ def test_study_list_marks_the_diffusion_studies(capsys):
 
 def test_gpu_evidence_dry_run_builds_every_run(shared_data, fetched, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LATENTAE_STUDY_DATA":
-           str(shared_data), "PYTHON": os.environ.get("PYTHON", "python")}
-    import sys
+           str(shared_data)}
     env["PYTHON"] = sys.executable
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_evidence.sh"), "--dry-run",
                            str(tmp_path)], env=env, capture_output=True, text=True,

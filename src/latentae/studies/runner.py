@@ -12,6 +12,7 @@ continues the parent's model).
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -104,8 +105,6 @@ def run_one(module_name: str, arm: str, seed_index: int, scale: design.Scale, ou
             study_seed: int, data: str, kodak: str, threads: int) -> dict[str, Any]:
     """Train one (arm, seed) run (its parents first) and test it at every budget;
     cached in ``OUT/ARM/sI/result.json``. Runs in a worker process."""
-    import importlib  # the study module is named at run time
-
     torch.set_num_threads(threads)
     mod = importlib.import_module(f"latentae.studies.{module_name}")
     folder = Path(out) / arm / f"s{seed_index}"
