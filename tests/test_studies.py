@@ -85,6 +85,7 @@ STUDIES = ["dcae_shortcuts", "litevae_vs_sdvae", "progressive", "recipe_ablation
            "scale_dependency", "latent_mmd", "highres_adaptation"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STUDIES)
 def test_study_quick_mode_writes_contrasts_with_cis(name, shared_data, fetched, tmp_path,
                                                    monkeypatch):
@@ -116,6 +117,7 @@ def test_study_list_marks_the_diffusion_studies(capsys):
     assert "dcae-shortcuts" in out and "needs the diffusion trainer" in out
 
 
+@pytest.mark.slow
 def test_gpu_evidence_dry_run_builds_every_run(shared_data, fetched, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LATENTAE_STUDY_DATA":
            str(shared_data)}
