@@ -62,8 +62,12 @@ def disk_error(e: OSError, path: Path, needed: int | None = None) -> Exception:
             return e
         return type(e)(e.errno, e.strerror or str(e), str(path))
     where = os.path.dirname(os.path.abspath(path)) or "."
-    size = f" ({needed / 1e6:.1f} MB needed)" if needed else ""
+    size = f" ({_megabytes(needed)} needed)" if needed else ""
     return DiskFullError(f"no space left on the device of {where} writing {path}{size}")
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{max(n / 1e3, 0.1):.1f} KB"
 
 
 @contextlib.contextmanager
@@ -84,6 +88,8 @@ def _commit(tmp: str, path: Path, needed: int | None) -> Iterator[None]:
 
 
 def _temporary(path: Path) -> tuple[int, str]:
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder; give a file name")
     return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
 
 
@@ -185,12 +191,16 @@ def start_run_dir(out: str | os.PathLike, run: dict[str, Any], overwrite: bool =
     out = prepare_output_dir(out, overwrite, run)
     if overwrite and out.is_dir():
         _empty(out)
-    out.mkdir(parents=True, exist_ok=True)
+    made = _make_parents(out)
     for stale in out.rglob(".*.tmp"):
         if _TEMPORARY.fullmatch(stale.name) and stale.is_file():
             _remove(str(stale))
     if not (out / RUN_RECORD).is_file():
-        atomic_write_text(out / RUN_RECORD, _record_text(run))
+        try:
+            atomic_write_text(out / RUN_RECORD, _record_text(run))
+        except BaseException:
+            _remove_made(made)
+            raise
     return out
 
 
@@ -210,9 +220,10 @@ def _empty(folder: Path) -> None:
 @contextlib.contextmanager
 def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``out``; on success it becomes ``out``
-    (replacing an old one only with ``overwrite``), on failure it is removed."""
+    (replacing an old one only with ``overwrite``), on failure it is removed, with any
+    parent folders made for it."""
     out = prepare_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    made = _make_parents(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())
@@ -225,12 +236,28 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path
         os.replace(tmp, out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except OSError as e:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise disk_error(e, out) from e
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_made(made)
+        if isinstance(e, DiskFullError):  # name the folder, not its hidden temporary
+            raise DiskFullError(str(e).replace(str(tmp), str(out))) from e
+        if isinstance(e, OSError):
+            raise disk_error(e, out) from e
         raise
+
+
+def _remove_made(made: list[Path]) -> None:
+    """Remove the folders :func:`_make_parents` made, where they are still empty."""
+    for d in reversed(made):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """``folder`` and its missing parents, created; returns those made (outermost first)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
 
 
 def check_inside(root: str | os.PathLike, name: str) -> Path:

@@ -62,8 +62,8 @@ def load(spec: str | os.PathLike, device: str | torch.device = "cpu", *,
         if cls in _FROM_DIFFUSERS:
             return _FROM_DIFFUSERS[cls](path).to(device)
         if cls is not None:
-            raise InputError(f"{path} holds a diffusers {cls}; latentae converts "
-                             f"{' and '.join(AUTOENCODER_CLASSES)} only")
+            raise InputError(f"{path} holds a diffusers {cls}: {cls} is not supported; "
+                             f"supported: {', '.join(AUTOENCODER_CLASSES)}")
         return _load_latentae_dir(path, device)
     if str(spec) in list_models():
         if not random_init:

@@ -37,7 +37,7 @@ WEIGHTS_NAME = "model.safetensors"
 # No width, depth or channel count of a real autoencoder comes near this; a larger value
 # (a typo, 10**9) would only fail later allocating hundreds of GB.
 MAX_CONFIG_INT = 1 << 16
-_POSITIVE = ("channels", "widths", "mult", "_dim", "heads", "grid")  # int fields that must be >= 1
+_POSITIVE = ("channels", "widths", "_mult", "_dim", "heads", "grid")  # name ends: ints >= 1
 _SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
                        torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32",
                        torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -105,7 +105,7 @@ def _field_problem(name: str, hint: Any, value: Any) -> str | None:
     if origin is tuple:
         if not isinstance(value, tuple):
             return "must be a list"
-        if not value and any(k in name for k in _POSITIVE):
+        if not value and name.endswith(_POSITIVE):
             return "must not be empty"
         item = typing.get_args(hint)[0]
         return next((p for v in value if (p := _field_problem(name, item, v))), None)
@@ -114,7 +114,7 @@ def _field_problem(name: str, hint: Any, value: Any) -> str | None:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             return "must be an integer"
-        low = 1 if any(k in name for k in _POSITIVE) else 0
+        low = 1 if name.endswith(_POSITIVE) else 0
         if not low <= value <= MAX_CONFIG_INT:
             return f"is out of range: valid {low} … {MAX_CONFIG_INT}"
         return None
