@@ -242,7 +242,11 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path
         if isinstance(e, DiskFullError):  # name the folder, not its hidden temporary
             raise DiskFullError(str(e).replace(str(tmp), str(out))) from e
         if isinstance(e, OSError):
-            raise disk_error(e, out) from e
+            err = disk_error(e, out)
+            if isinstance(err, OSError) and str(tmp) in str(err.filename or ""):
+                err = type(err)(err.errno, err.strerror,
+                                str(err.filename).replace(str(tmp), str(out)))
+            raise err from e
         raise
 
 
