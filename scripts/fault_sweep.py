@@ -39,7 +39,7 @@ from PIL import Image
 
 from latentae import create_model, save_pretrained
 from latentae.cli import main
-from latentae.latents import write_shard
+from latentae.latents import read_shard, write_shard
 from latentae.serialization import save_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,6 +260,11 @@ def run_real_disk(argv: list[str], w: Path) -> Result:
     return Result(p.returncode, p.stdout, err, tb, left.split())
 
 
+TR = ("--model litevae-tiny --recipe sdvae --data $FX/good --set resolution=64 --set "
+      "batch_size=2 --set losses.perceptual=0 --set discriminator_on=false --set steps=2 "
+      "--val-every 0 --no-progress --device cpu")  # the sweep's $TR, smaller
+
+
 @dataclass
 class Case:
     id: str
@@ -275,6 +280,7 @@ class Case:
 
 
 def _expand(text: str, w: Path) -> list[str]:
+    text = text.replace("$TR", TR)
     names = {"$LT": w / "m/litevae-tiny", "$SDD": w / "m/sd-diff", "$DCD": w / "m/dc-diff",
              "$SD": w / "m/sdvae-tiny", "$DC": w / "m/dcae-tiny-f32", "$FX": w / "fx",
              "$O": w / "o", "$LAT": w / "lat", "$BAD": w / "bad", "$W": w}
@@ -353,6 +359,28 @@ def _h05(w: Path) -> None:
     main(["shards", str(w / "fx/good"), str(w / "o/h05"), "--size", "100"])
 
 
+def _sizes(folder: Path, want: dict) -> str | None:
+    got = json.loads(read_shard(folder / "latents-00000.safetensors").meta["sizes"])
+    return None if got == want else f"sizes {got}"
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def _round_trip(w: Path) -> str | None:
+    name = "diffusion_pytorch_model.safetensors"
+    same = (w / "o/k10b" / name).read_bytes() == (w / "m/dc-diff" / name).read_bytes()
+    return None if same else "diffusers weights differ after the round trip"
+
+
+def _corrupt_run(w: Path) -> None:
+    """A finished run whose every checkpoint is overwritten with random bytes (T03)."""
+    shutil.copytree(w / "o/trun", w / "o/tcorrupt")
+    for f in (w / "o/tcorrupt/checkpoints").glob("*.pt"):
+        f.write_bytes(os.urandom(1000))
+
+
 def _unchanged_dcae(w: Path) -> str | None:
     cfg = json.loads((w / "o/k07/config.json").read_text())
     return None if cfg.get("family") == "dcae" else "the dcae model was overwritten"
@@ -373,17 +401,26 @@ CASES = [
     Case("E05", "encode", "encode $LT $FX/textpng $O/e05", 2, "cannot identify image"),
     Case("E06", "encode", "encode $LT $FX/modes $O/e06", 0, "converted .* to 8-bit RGB"),
     Case("E07", "encode", "encode $LT $FX/tiny $O/e07 --pad", 0, "encoded 1 images"),
+    Case("E10", "encode", "encode $DC $FX/odd $O/e10 --pad", 0, "encoded 1",
+         lambda w: _sizes(w / "o/e10", {"odd.png": [67, 100]})),
     Case("E11", "encode", "encode $LT $FX/good $O/e11 --tile 100", 2, "multiples of"),
     Case("E12", "encode", "encode $LT $FX/good $O/e12 --tile 64 --overlap 64", 2,
          r"overlap must be in \[0, tile\)"),
     Case("E13", "encode", "encode $LT $FX/good $O/e13 --shard-size 0", 2, ">= 1"),
     Case("E14", "encode", "encode $LT $FX/good $O/e14 --batch-size 0", 2, ">= 1"),
+    Case("E15", "encode", "encode $LT $FX/good $O/e15 --batch-size 1000", 0, "encoded 6"),
     Case("E16", "encode", "encode $LT $FX/good $W/afile", 2, "is a file, not a folder"),
     Case("E17", "encode", "encode $LT $FX/good $W/afile/sub", 2, "is a file, not a folder"),
     Case("E19", "encode", "encode $LT $FX/good $W/small_e19", 2,
          "no space left on the device", no_temporaries("small_e19"), before="poor message",
          full_disk=True),
     Case("E20", "encode", "encode $LT $FX/loop $O/e20", 0, "encoded 4 images"),
+    Case("E21", "encode", "encode $LT $FX/good $O/e21 --shard-size 3", 2, "shard_size=2",
+         setup=lambda w: main(["encode", str(w / "m/litevae-tiny"), str(w / "fx/good"),
+                               str(w / "o/e21"), "--shard-size", "2"])),
+    Case("E22", "encode", "encode $LT $FX/good $O/e21 --shard-size 2", 2,
+         "latents-00001.safetensors is not a readable safetensors file.*delete it",
+         setup=lambda w: _truncate(w / "o/e21/latents-00001.safetensors")),
     Case("E23", "encode", "encode $LT $FX/good $O/e23 --shard-size 2", 2,
          "another .*run.*model.*--overwrite", setup=_encode_sd_then, before="bug"),
     # collisions
@@ -401,6 +438,7 @@ CASES = [
     Case("D03", "decode", "decode $SD $O/e07 $O/d03", 2, "made by a litevae model"),
     Case("D04", "decode", "decode $LT $LAT/wrongch.safetensors $O/d04", 2,
          "16 channels but"),
+    Case("D05", "decode", "decode $DC $O/e07 $O/d05", 2, "channels but"),
     Case("D06", "decode", "decode $LT $LAT/fourd.safetensors $O/d06", 2,
          r"expected \(channels, h, w\)"),
     Case("D07", "decode", "decode $LT $LT/model.safetensors $O/d07", 2,
@@ -420,6 +458,7 @@ CASES = [
          "finite, non-zero factor", before="poor message"),
     Case("D15", "decode", "decode $LT $LAT/int.safetensors $O/d15", 2, "not floating point",
          before="poor message"),
+    Case("D17", "decode", "decode $LT $O/e15 $O/d17 --tile 32 --overlap 8", 0, "decoded 6"),
     Case("D18", "decode", "decode $LT $O/e07 $W/afile", 2, "is a file, not a folder"),
     Case("D19", "decode", "decode $SD $O/d19lat $O/d19", 2, "another .*run.*--overwrite",
          before="poor message",
@@ -432,6 +471,9 @@ CASES = [
     Case("R02", "reconstruct", "reconstruct $DC $FX/tiny $O/r02 --pad", 0, "PSNR"),
     Case("R04", "reconstruct", "reconstruct $LT $FX/good $W/afile", 2, "is a file"),
     Case("R05", "reconstruct", "reconstruct $DC $FX/odd $O/r05 --pad", 0, "reconstructed 1"),
+    Case("R06", "reconstruct", "reconstruct $LT $FX/modes $O/r06", 0, "reconstructed 4"),
+    Case("R07", "reconstruct", "reconstruct $LT $FX/good $O/r07 --dtype float16", 0,
+         "reconstructed 6"),
     Case("R08", "reconstruct", "reconstruct $LT $FX/good $O/r08 --device cuda:99", 2,
          "cuda|device"),
     Case("R09", "reconstruct", "reconstruct $LT $FX/good $O/r09 --device bogus", 2,
@@ -441,11 +483,24 @@ CASES = [
     # eval
     Case("V01", "eval", "eval $LT --data $W/nonexistent --resolution 64 --no-progress "
          "--device cpu --out $O/v01", 2, "not a directory"),
+    Case("V02", "eval", "eval $LT --data $FX/empty --resolution 64 --no-progress --device cpu "
+         "--out $O/v02", 2, "no images"),
+    Case("V03", "eval", "eval $LT --data $FX/trunc --resolution 64 --no-progress --device cpu "
+         "--out $O/v03", 0, "bad.jpg|corrupt"),
+    Case("V04", "eval", "eval $LT --data $FX/textpng --resolution 64 --no-progress "
+         "--device cpu --out $O/v04", 2, "could be decoded"),
     Case("V05", "eval", "eval $LT --data $FX/good --resolution 60 --no-progress --device cpu "
          "--out $O/v05", 2, "divisible"),
+    Case("V06", "eval", "eval $LT --data $FX/good --resolution -64 --out $O/v06", 2,
+         "positive"),
     Case("V07", "eval", "eval $LT --data $FX/good --limit 0 --out $O/v07", 2, "positive"),
     Case("V08", "eval", "eval $LT --data $FX/good --resolution 64 --no-progress --device cpu "
          "--out $W/afile", 2, "is a file, not a folder", before="poor message"),
+    Case("V11", "eval", "eval $LT --data $FX/tiny --resolution 64 --no-progress --device cpu "
+         "--out $O/v11", 0, "rFID"),
+    Case("V12", "eval", "eval $LT --data $FX/good --resolution 64 --no-progress --device cpu "
+         "--out $W/small_v12", 2, "no space left on the device", no_temporaries("small_v12"),
+         before="bug", full_disk=True),
     Case("V09", "eval", "eval $FX/good --data $FX/good --resolution 64 --out $O/v09", 2,
          "no config.json"),
     # convert
@@ -461,6 +516,8 @@ CASES = [
     Case("K07", "convert", "convert $SDD $O/k07", 2, "not empty.*--overwrite",
          _unchanged_dcae, setup=_k07, before="data loss"),
     Case("K08", "convert", "convert $SDD $O/k08 --to diffusers", 2, "already a diffusers"),
+    Case("K10", "convert", "convert $O/k10 $O/k10b", 0, "wrote diffusers",
+         _round_trip, setup=lambda w: main(["convert", str(w / "m/dc-diff"), str(w / "o/k10")])),
     Case("K11", "convert", "convert $SDD $W/small_k11", 2, "no space left",
          no_temporaries("small_k11"), before="poor message", full_disk=True),
     # info
@@ -487,6 +544,7 @@ CASES = [
     Case("I10e", "info", "info $BAD/l_other", 2, "does not match LiteVAE"),
     Case("I10f", "info", "info $BAD/l_list", 2, "not a latentae model config"),
     Case("I11", "info", "info $BAD/l_scale0", 2, "scaling_factor = 0.0 must be a positive"),
+    Case("N03", "info", "info dcae-tiny-f32 --json -", 0, "spatial_compression_ratio"),
     Case("N01", "info", "info litevae-tinyy", 2, "Did you mean litevae-tiny"),
     # export
     Case("X01", "export", "export $SD $LT", 2, "not empty.*--overwrite"),
@@ -498,6 +556,7 @@ CASES = [
     # latent-stats
     Case("S02", "latent-stats", "latent-stats litevae-tiny $FX/good --random-init --write", 2,
          "needs a saved model directory"),
+    Case("S01", "latent-stats", "latent-stats $LT $W/nonexistent", 2, "not a directory"),
     Case("S04", "latent-stats", "latent-stats $DC $FX/tiny", 2, "smaller than the compression"),
     Case("S05", "latent-stats", "latent-stats $LT $FX/good --json $O", 2, "is a folder",
          absent("o.tmp", ".o.*"), before="bug"),
@@ -507,9 +566,19 @@ CASES = [
          before="poor message"),
     Case("S10", "latent-stats", "latent-stats $LT $FX/good --limit -2", 2, "positive",
          before="poor message"),
+    Case("S08", "latent-stats", "latent-stats $O/s08 $FX/good --write --use-shift", 0,
+         "wrote scaling_factor", setup=lambda w: shutil.copytree(w / "m/litevae-tiny",
+                                                                   w / "o/s08")),
     Case("S09", "latent-stats", "latent-stats $LT $FX/trunc", 2, "cannot decode image"),
     # bench
     Case("B01", "bench", "bench litevae-tinyy", 2, "litevae-tiny"),
+    Case("B02", "bench", "bench litevae-tiny --resolution 60", 2, "60"),
+    Case("B02b", "bench", "bench litevae-tiny --batch-size 0", 2, ">= 1"),
+    Case("B02c", "bench", "bench litevae-tiny --dtype int8", 2, "unknown dtype"),
+    Case("B02d", "bench", "bench litevae-tiny --repeats 0", 2, ">= 1"),
+    Case("B08", "bench", "bench litevae-tiny --compare diffusers", 2, "diffusers twin"),
+    Case("B09", "bench", "bench litevae-tiny --resolution 64 --batch-size 1 --warmup 0 "
+         "--repeats 1 --threads 1 --device cpu", 0, "latentae bench"),
     Case("B07", "bench", "bench litevae-tiny --resolution 64 --batch-size 1 --warmup 0 "
          "--repeats 1 --json $W/afile/x.json", 2, "cannot write"),
     # shards
@@ -521,15 +590,62 @@ CASES = [
          _h05_check, setup=_h05, before="bug"),
     Case("H06", "shards", "shards $FX/good $W/small_h06", 2, "no space left",
          no_temporaries("small_h06"), before="bug", full_disk=True),
-    # train (argument and data checks; the runs themselves: tests/test_train_faults.py)
+    # train (argument and data checks, and two-step runs of litevae-tiny)
+    Case("T07", "train", "train $TR --model litevae-tinyy --out $O/t07", 2, "litevae-tiny"),
+    Case("T08", "train", "train $TR --set foo=1 --out $O/t08", 2, "unknown field 'foo'"),
+    Case("T09", "train", "train $TR --set lr=abc --out $O/t09", 2, "lr"),
+    Case("T10", "train", "train $TR --set steps=0 --out $O/t10", 2, "steps"),
+    Case("T11", "train", "train $TR --set steps=-5 --out $O/t11", 2, "steps"),
+    Case("T14", "train", "train $TR --data $W/nonexistent --out $O/t14", 2, "not a directory"),
+    Case("T15", "train", "train $TR --data $FX/empty --out $O/t15", 2, "no images"),
+    Case("T16", "train", "train $TR --data $FX/textpng --out $O/t16", 2, "no usable"),
+    Case("T20", "train", "train $TR --recipe foo --out $O/t20", 2, "unknown recipe"),
+    Case("T21", "train", "train $TR --set lr --out $O/t21", 2, "KEY=VALUE"),
+    Case("T24", "train", "train $TR --resume bogus --out $O/t24", 2, "resume"),
+    Case("T25", "train", "train $TR --keep-checkpoints 0 --out $O/t25", 2, "keep"),
+    Case("T27", "train", "train $TR --set lr=-1 --out $O/t27", 2, "lr|learning rate"),
+    Case("T29", "train", "train $TR --accumulation 3 --out $O/t29", 2, "divisible"),
+    Case("T30", "train", "train $TR --config $W/nonexistent.yaml --out $O/t30", 2,
+         "cannot read config"),
+    Case("T30b", "train", "train $TR --config $W/bad.yaml --out $O/t30b", 2, "config",
+         setup=lambda w: (w / "bad.yaml").write_text("foo: [1, 2\n")),
+    Case("T31", "train", "train $TR --device cuda:99 --out $O/t31", 2, "device"),
+    Case("T32", "train", "train $TR --workers -1 --out $O/t32", 2, "workers|negative"),
+    Case("T36", "train", "train $TR --val-data $W/nonexistent --out $O/t36", 2,
+         "not a directory"),
+    Case("T37", "train", "train $TR --small-images bogus --out $O/t37", 2, "small"),
+    Case("T39", "train", "train $TR --data $FX/tiny --small-images skip --out $O/t39", 2,
+         "no usable"),
+    Case("T41", "train", "train $TR --set train_groups=foo --out $O/t41", 2, "foo"),
+    Case("T42", "train", "train $TR --data $FX/evil --out $O/t42", 0, "exported",
+         absent("escape.png", "abs_escape.png", "../escape.png")),
+    Case("T43", "train", "train $TR --data $FX/loop --out $O/t43", 0, "exported"),
     Case("T12", "train", "train --max-steps -1 --out $O/t12", 2, "max.steps|>= 1|positive",
          before="poor message"),
     Case("T18", "train", "train --model litevae-tiny --recipe sdvae --data $FX/good --set "
          "resolution=64 --set steps=1 --val-every 0 --no-progress --device cpu --out "
          "$W/afile", 2, "afile", before="poor message"),
+    Case("T26", "train", "train --model litevae-tiny --recipe sdvae --data $FX/good --set "
+         "resolution=65 --no-progress --device cpu --out $O/t26", 2, "65",
+         before="poor message"),
     Case("T40", "train", "train --model litevae-tiny --recipe sdvae --data $FX/good --set "
          "betas=0.5 --no-progress --device cpu --out $O/t40", 2, "betas",
          before="poor message"),
+    Case("T22", "train", "train $TR --ckpt-every 0 --log-every 0 --out $O/trun", 0,
+         "exported", before="bug"),
+    Case("T04", "train", "train $TR --set lr=1e-3 --out $O/trun", 2,
+         "holds a run.*--resume auto.*--overwrite", before="data loss"),
+    Case("T06", "train", "train $TR --model sdvae-tiny --resume auto --out $O/trun", 2,
+         "sdvae|SDVAE|model", before="poor message"),
+    Case("T03", "train", "train $TR --resume auto --out $O/tcorrupt", 2,
+         "unreadable|none .*readable|--restart", setup=lambda w: _corrupt_run(w),
+         before="data loss"),
+    Case("T28", "train", "train $TR --set losses.kl=.nan --log-every 1 --out $O/t28", 2,
+         "finite", before="poor message"),
+    Case("T19", "train", "train $TR --out $W/small_t19", 2, "no space left",
+         no_temporaries("small_t19"), before="bug", full_disk=True),
+    Case("P01", "train", "plot $O/trun", 0, "png"),
+    Case("P01b", "train", "plot $W/nonexistent", 2, "metrics.jsonl"),
     Case("T44", "train", "train --model litevae-tiny --recipe sdvae --data $FX/trunctar "
          "--set resolution=64 --set steps=1 --no-progress --device cpu --out $O/t44", 2,
          r"b\.tar is not a readable tar shard", before="poor message"),
@@ -549,12 +665,18 @@ def run(only: list[str] | None = None, workdir: Path | None = None,
 
 
 def table(rows: list[tuple[Case, str, str]]) -> str:
-    lines = ["| # | command | before | now | verdict |", "|---|---|---|---|---|"]
+    """The rows as Markdown tables, one per group, in the order of ``CASES``."""
+    lines: list[str] = []
+    group = None
     for c, now, verdict in rows:
-        cmd = " ".join(a for a in c.argv.split()).replace("|", "\\|")
+        if c.group != group:
+            group = c.group
+            lines += ["", f"### {group}", "", "| # | command | before | now | verdict |",
+                      "|---|---|---|---|---|"]
+        cmd = c.argv.replace("|", "\\|")
         lines.append(f"| {c.id} | `latentae {cmd}` | {c.before or 'ok'} | "
                      f"{now.replace('|', '/')} | {verdict} |")
-    return "\n".join(lines)
+    return "\n".join(lines).strip()
 
 
 def cli() -> int:
