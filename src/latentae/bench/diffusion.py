@@ -164,10 +164,11 @@ def _mode_calls(mode: str, columns: list[Column], inputs: list[Inputs],
     return calls
 
 
-def time_columns(columns: list[Column], settings: DiffusionBenchSettings,
-                 progress=print) -> dict[str, dict[str, dict]]:
+def time_columns(columns: list[Column], settings: DiffusionBenchSettings, progress=print,
+                 after_mode: Callable[[], object] = lambda: None) -> dict[str, dict[str, dict]]:
     """``{mode: {column label: timing}}`` for every mode, each mode's repeats interleaved
-    across the columns; train timings carry the median ``optimizer_s``."""
+    across the columns; train timings carry the median ``optimizer_s``. ``after_mode``
+    runs after each mode (the machine's matmul rate is sampled there)."""
     inputs = [make_inputs(col, settings) for col in columns]
     unique = {id(p): p for col in columns for p in col.model.parameters() if p.requires_grad}
     # DiT's optimizer (lr 1e-4, no weight decay), PyTorch's default implementation
@@ -185,6 +186,7 @@ def time_columns(columns: list[Column], settings: DiffusionBenchSettings,
         for p in unique.values():  # free the last step's gradients before the next mode
             p.grad = None
         gc.collect()
+        after_mode()
     return out
 
 
@@ -222,14 +224,21 @@ def measure_diffusion(settings: DiffusionBenchSettings, progress=print) -> dict:
     torch.manual_seed(settings.seed)
     columns = build_columns(settings, progress)  # bad specs fail here, before timing
     machine = machine_info(device)
-    machine["matmul_float32_gflops"] = matmul_gflops(device)
-    if settings.dtype != "float32":
-        machine[f"matmul_{settings.dtype}_gflops"] = matmul_gflops(device, settings.torch_dtype)
+    dtypes = {"float32": torch.float32, settings.dtype: settings.torch_dtype}
+    rates: dict[str, list[float]] = {name: [] for name in dtypes}
+
+    def sample_matmul() -> None:  # the best sample is the machine's rate: load only lowers it
+        for name, dtype in dtypes.items():
+            rates[name].append(matmul_gflops(device, dtype))
+    sample_matmul()
     rows = [static_row(col, settings) for col in columns]
-    timings = time_columns(columns, settings, progress)
+    timings = time_columns(columns, settings, progress, after_mode=sample_matmul)
     for row in rows:
         row.update(timed_fields(row, {m: timings[m][row["column"]] for m in timings},
                                 settings.batch))
+    for name, samples in rates.items():
+        machine[f"matmul_{name}_gflops"] = max(samples)
+        machine[f"matmul_{name}_samples"] = samples
     machine["load_average_1m_end"] = machine_info(device).get("load_average_1m")
     recorded = dataclasses.asdict(settings)
     recorded["autoencoders"] = [s.label for s in settings.autoencoders]

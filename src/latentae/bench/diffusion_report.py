@@ -55,8 +55,10 @@ def header(report: dict) -> list[str]:
     s, m = report["settings"], report["machine"]
     dtype = s["dtype"] + (" (autocast; parameters and optimizer in float32)"
                           if s["dtype"] != "float32" else "")
-    rates = "; ".join(f"{k[7:-7]} {v:.0f} GFLOP/s" for k, v in m.items()
-                      if k.startswith("matmul_"))
+    rates = "; ".join(
+        f"{k[7:-7]} {v:.0f} GFLOP/s (best of {len(m[k[:-7] + '_samples'])} samples, at the "
+        f"start and after each mode: {', '.join(f'{x:.0f}' for x in m[k[:-7] + '_samples'])})"
+        for k, v in m.items() if k.startswith("matmul_") and k.endswith("_gflops"))
     lines = [
         f"- machine: {m['cpu']} ({m['cpu_count']} CPUs), device {m['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "")
