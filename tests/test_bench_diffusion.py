@@ -54,6 +54,8 @@ def test_rows_have_the_json_keys_and_positive_rates(report):
                     "train_fwd_bwd_img_s", "e2e_train_img_s", "encoder_gflop", "optimizer_s"):
             assert r[key] > 0, (r["column"], key)
         assert all(len(ts) == 2 for ts in r["times_s"].values())
+        for key in ("infer", "infer_cfg", "train", "train_fwd_bwd", "e2e_train"):
+            assert r[f"{key}_best_img_s"] >= r[f"{key}_img_s"] * (1 - 1e-12), key
         # the training step is fwd + bwd plus the separately timed AdamW step
         assert 2 / r["train_img_s"] == pytest.approx(2 / r["train_fwd_bwd_img_s"]
                                                      + r["optimizer_s"])
@@ -151,9 +153,19 @@ def test_bad_specs_are_rejected_naming_the_valid_forms(spec, why):
     (["--resolution", "60"], "not divisible by the autoencoder's factor 8"),
     (["--dtype", "float32,bfloat16"], "one --dtype"),
     (["--json", "/no/such/folder/rows.json"], "cannot write"),
+    (["--diffusion-modes", "infer,sample"], "unknown diffusion bench mode(s) ['sample']"),
+    (["--diffusion-modes", "e2e"], "add --on-the-fly"),
 ])
 def test_bad_arguments_are_rejected_before_measuring(argv, why):
     base = ["--diffusion", "dit-s", "--autoencoders", "sdvae-tiny:p2"]
     args = parser().parse_args(base + argv)
     with pytest.raises(InputError, match=re.escape(why)):
         run_diffusion_bench(args)
+
+
+def test_a_mode_subset_times_only_those_modes():
+    settings = tiny_settings(repeats=1, warmup=0, mode_subset=("infer",),
+                             autoencoders=parse_autoencoders("sdvae-tiny:p2"))
+    (row,) = measure_diffusion(settings, progress=lambda m: None)["rows"]
+    assert list(row["times_s"]) == ["infer"] and row["infer_img_s"] > 0
+    assert "train_img_s" not in row and "infer_cfg_img_s" not in row

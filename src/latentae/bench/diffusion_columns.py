@@ -84,10 +84,12 @@ class DiffusionBenchSettings:
     num_classes: int = 1000
     seed: int = 0
     overrides: dict = field(default_factory=dict)
+    mode_subset: tuple[str, ...] = ()  # time only these of MODES (empty: all that apply)
 
     @property
     def modes(self) -> tuple[str, ...]:
-        return MODES if self.on_the_fly else MODES[:-1]
+        applicable = MODES if self.on_the_fly else MODES[:-1]
+        return tuple(m for m in applicable if not self.mode_subset or m in self.mode_subset)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -102,6 +104,11 @@ class DiffusionBenchSettings:
                 raise InputError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.warmup < 0:
             raise InputError(f"warmup must be >= 0, got {self.warmup}")
+        bad = sorted(set(self.mode_subset) - set(MODES))
+        if bad:
+            raise InputError(f"unknown diffusion bench mode(s) {bad}; valid: {', '.join(MODES)}")
+        if "e2e" in self.mode_subset and not self.on_the_fly:
+            raise InputError("mode e2e times the encoder on the fly: add --on-the-fly")
         if not self.autoencoders:
             raise InputError(f"no autoencoders given; give {SPEC_FORMS}")
 
@@ -188,6 +195,7 @@ def build_columns(settings: DiffusionBenchSettings, progress=print) -> list[Colu
             tie_parameters(model, columns[0].model)
             gc.collect()  # free the untied copies before building the next column
         if settings.on_the_fly:
+            ae.decoder = None  # only encode runs here: free the decoder's weights
             ae.eval().requires_grad_(False)
             ae.to(memory_format=torch.channels_last)  # faster for every encoder on CPU
         columns.append(Column(spec, ae.latent_channels, ae.spatial_compression_ratio, n,

@@ -21,16 +21,22 @@ ROWS = [
     ("GFLOP counted by FlopCounterMode", "gflop_counted", "{:.2f}", None),
     ("encoder GFLOP/image", "encoder_gflop", "{:.2f}", "ratio"),
     ("inference images/s per step", "infer_img_s", "{:.3g}", "ratio"),
+    ("inference images/s, best repeat", "infer_best_img_s", "{:.3g}", "ratio"),
     ("inference GFLOP/s", "infer_gflop_s", "{:.1f}", "matmul"),
     ("guided inference images/s per step (2B forward)", "infer_cfg_img_s", "{:.3g}", "ratio"),
+    ("guided inference images/s, best repeat", "infer_cfg_best_img_s", "{:.3g}", "ratio"),
     ("guided inference GFLOP/s", "infer_cfg_gflop_s", "{:.1f}", "matmul"),
     ("training images/s (fwd + bwd + AdamW)", "train_img_s", "{:.3g}", "ratio"),
+    ("training images/s, best repeat", "train_best_img_s", "{:.3g}", "ratio"),
     ("training GFLOP/s", "train_gflop_s", "{:.1f}", "matmul"),
     ("training images/s, fwd + bwd only", "train_fwd_bwd_img_s", "{:.3g}", "ratio"),
+    ("training images/s fwd + bwd, best repeat", "train_fwd_bwd_best_img_s", "{:.3g}", "ratio"),
     ("AdamW step (s)", "optimizer_s", "{:.3f}", "ratio"),
+    ("AdamW step (s), best repeat", "optimizer_best_s", "{:.3f}", "ratio"),
     ("training peak memory (MiB)", "peak_mem_mb", "{:.0f}", "ratio"),
     ("inference peak memory (MiB)", "infer_peak_mem_mb", "{:.0f}", "ratio"),
     ("end-to-end training images/s (encoder on the fly)", "e2e_train_img_s", "{:.3g}", "ratio"),
+    ("end-to-end training images/s, best repeat", "e2e_train_best_img_s", "{:.3g}", "ratio"),
     ("end-to-end training GFLOP/s", "e2e_train_gflop_s", "{:.1f}", "matmul"),
     ("end-to-end training peak memory (MiB)", "e2e_train_peak_mem_mb", "{:.0f}", "ratio"),
 ]
@@ -67,7 +73,8 @@ def header(report: dict) -> list[str]:
         f"{m.get('load_average_1m_end')}",
         f"- {s['diffusion']} ({s['num_classes']} classes + null), {s['resolution']}² images, "
         f"batch {s['batch']}, dtype {dtype}; {s['warmup']} warm-up call(s), then the median "
-        f"of {s['repeats']} repeats interleaved across the columns",
+        f"of {s['repeats']} repeats interleaved across the columns (\"best repeat\" rows: the "
+        "fastest repeat, the least disturbed on a loaded machine)",
         f"- this machine's n×n matmul rate: {rates}",
         "- FLOPs: analytic (`latentae.diffusion.flops`: matmuls, convolutions and attention; "
         "norms and elementwise ops excluded), cross-checked by FlopCounterMode on a "

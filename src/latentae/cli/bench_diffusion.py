@@ -19,6 +19,7 @@ import torch
 from latentae.bench.diffusion import measure_diffusion
 from latentae.bench.diffusion_columns import (
     DTYPE_NAMES,
+    MODES,
     SPEC_FORMS,
     DiffusionBenchSettings,
     parse_autoencoders,
@@ -40,6 +41,9 @@ def add_diffusion_args(parser: argparse.ArgumentParser, *, common: bool = True) 
     g.add_argument("--on-the-fly", action="store_true",
                    help="also time training with the latents computed on the fly: the "
                         "frozen encoder's forward on images, then the training step")
+    g.add_argument("--diffusion-modes", default=None, metavar="M,...",
+                   help=f"time only these of {','.join(MODES)} (default: all; e2e needs "
+                        "--on-the-fly)")
     if not common:
         return
     g.add_argument("--resolution", type=int, default=512, help="image size (default 512)")
@@ -61,11 +65,11 @@ def command_line(args: argparse.Namespace) -> str:
     """The ``latentae bench --diffusion ...`` command that reproduces this run."""
     parts = ["latentae", "bench", "--diffusion", args.diffusion,
              "--autoencoders", args.autoencoders]
-    for flag in ("resolution", "batch", "dtype", "device", "threads", "warmup", "repeats",
-                 "baseline", "json", "markdown"):
+    for flag in ("diffusion_modes", "resolution", "batch", "dtype", "device", "threads",
+                 "warmup", "repeats", "baseline", "json", "markdown"):
         value = getattr(args, flag, None)
         if value is not None:
-            parts += [f"--{flag}", str(value)]
+            parts += [f"--{flag.replace('_', '-')}", str(value)]
     if args.on_the_fly:
         parts.append("--on-the-fly")
     return shlex.join(parts)
@@ -85,7 +89,8 @@ def settings_from_args(args: argparse.Namespace) -> DiffusionBenchSettings:
         diffusion=args.diffusion, autoencoders=parse_autoencoders(args.autoencoders),
         resolution=args.resolution, batch=args.batch, dtype=args.dtype,
         device=str(resolve_device(args.device)), warmup=args.warmup, repeats=args.repeats,
-        on_the_fly=args.on_the_fly)
+        on_the_fly=args.on_the_fly,
+        mode_subset=tuple(m for m in (args.diffusion_modes or "").split(",") if m))
     settings.check()
     labels = [s.label for s in settings.autoencoders]
     if args.baseline is not None and args.baseline not in labels:
