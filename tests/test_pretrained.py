@@ -69,7 +69,7 @@ def test_family_mismatch_and_newer_writer_are_told_apart(tmp_path):
     with pytest.raises(InputError, match="does not know them"):
         latentae.load(tmp_path / "m")
     cfg.write_text(json.dumps({"_class_name": "UNet2DModel"}))
-    with pytest.raises(InputError, match="diffusers UNet2DModel; latentae converts"):
+    with pytest.raises(InputError, match="UNet2DModel is not supported; supported: AutoencoderKL"):
         latentae.load(tmp_path / "m")
 
 

@@ -176,7 +176,8 @@ def test_unreadable_image_fails_cleanly_leaving_complete_shards_only(model_dir, 
     out = tmp_path / "lat"
     _fails(capsys, r"cannot decode image .*c\.png", "encode", model_dir, d, out,
            "--shard-size", "2")
-    assert sorted(p.name for p in out.iterdir()) == ["latents-00000.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [".latentae-run.json",
+                                                     "latents-00000.safetensors"]
     assert sorted(read_shard(out / "latents-00000.safetensors").latents) == ["a.png", "b.png"]
 
 
@@ -216,7 +217,7 @@ def test_unwritable_output_fails_before_work(model_dir, images, tmp_path, capsys
     blocker = tmp_path / "file"
     blocker.write_text("x")
     for cmd in ("encode", "reconstruct"):
-        _fails(capsys, "not writable", cmd, model_dir, images, blocker / "out")
+        _fails(capsys, "cannot write .* is a file", cmd, model_dir, images, blocker / "out")
     _fails(capsys, "not writable|cannot write .* is a file", "export", model_dir,
            blocker / "out")
     _fails(capsys, "not a directory|no images", "encode", model_dir, tmp_path / "none",

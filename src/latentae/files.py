@@ -12,25 +12,37 @@ path and the device. Files get the user's umask, like any other file they write
 
 :func:`atomic_dir` does the same for a whole output folder (an export, a conversion):
 everything is written into a hidden sibling folder that is renamed into place at the end.
+
+The one rule for output folders (:func:`prepare_output_dir`): ``OUT`` may be missing or
+empty; an existing file is refused; a non-empty folder is refused unless ``--overwrite``
+(which replaces what it holds), except that the resumable commands (``encode``,
+``decode``, ``reconstruct``) continue a folder whose run record
+(:data:`RUN_RECORD`, written before their first output) names the same command, input
+and settings. Every command checks this before its slow part.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from latentae.errors import DiskFullError, InputError
 
-__all__ = ["atomic_dir", "atomic_path", "atomic_write", "atomic_write_bytes",
-           "atomic_write_text", "check_inside", "disk_error", "prepare_output_dir"]
+__all__ = ["RUN_RECORD", "atomic_dir", "atomic_path", "atomic_write", "atomic_write_bytes",
+           "atomic_write_text", "check_inside", "disk_error", "prepare_output_dir",
+           "start_run_dir"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+RUN_RECORD = ".latentae-run.json"  # command, input and settings of a resumable run
+_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # what _temporary names look like
 
 
 def _umask() -> int:
@@ -41,12 +53,21 @@ def _umask() -> int:
 
 def disk_error(e: OSError, path: Path, needed: int | None = None) -> Exception:
     """``e`` as the error a user should see: a :class:`DiskFullError` for a full disk
-    (with the size that was being written, when known), else ``e`` itself."""
-    if e.errno not in _FULL:
+    (with the size that was being written, when known), else the same kind of
+    ``OSError`` naming ``path`` (``[Errno 5] Input/output error: 'PATH'``)."""
+    if isinstance(e, DiskFullError):
         return e
+    if e.errno not in _FULL:
+        if e.filename is not None or e.errno is None:
+            return e
+        return type(e)(e.errno, e.strerror or str(e), str(path))
     where = os.path.dirname(os.path.abspath(path)) or "."
-    size = f" ({needed / 1e6:.1f} MB needed)" if needed else ""
+    size = f" ({_megabytes(needed)} needed)" if needed else ""
     return DiskFullError(f"no space left on the device of {where} writing {path}{size}")
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{max(n / 1e3, 0.1):.1f} KB"
 
 
 @contextlib.contextmanager
@@ -67,6 +88,8 @@ def _commit(tmp: str, path: Path, needed: int | None) -> Iterator[None]:
 
 
 def _temporary(path: Path) -> tuple[int, str]:
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder; give a file name")
     return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
 
 
@@ -113,40 +136,132 @@ def _remove(tmp: str) -> None:
         os.unlink(tmp)
 
 
-def prepare_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
-    """The one rule for commands that write a folder: ``out`` may be missing or empty;
-    a non-empty folder is refused unless ``overwrite``; an existing file is refused."""
+def prepare_output_dir(out: str | os.PathLike, overwrite: bool = False,
+                       run: dict[str, Any] | None = None) -> Path:
+    """The one rule for commands that write a folder (module docstring); checks only,
+    creates nothing. ``out`` may be missing or empty; an existing file, a folder above
+    that is a file or an unwritable folder is refused; a non-empty folder is refused
+    unless ``overwrite`` or, for a resumable command (``run``: its command, input and
+    settings), unless its run record equals ``run``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is a file, not a folder: choose another output")
-    above = next((p for p in out.absolute().parents if p.exists()), None)
+    above = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
     if above is not None and not above.is_dir():
         raise InputError(f"cannot write {out}: {above} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if above is not None and not os.access(above, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {out}: no write permission on {above}")
+    if not out.is_dir() or overwrite or not any(out.iterdir()):
+        return out
+    if run is None:
         raise InputError(f"{out} is not empty: choose another output folder or pass "
-                         "--overwrite to replace it")
+                         "--overwrite to replace what it holds")
+    _check_run_record(out, run)
     return out
+
+
+def _check_run_record(out: Path, run: dict[str, Any]) -> None:
+    """A non-empty ``out`` continues only the run its record describes."""
+    command = run.get("command", "this command")
+    try:
+        old = json.loads((out / RUN_RECORD).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{out} is not empty and holds no earlier `latentae {command}` "
+                         "run: choose another output folder or pass --overwrite to "
+                         "replace what it holds") from None
+    except (OSError, ValueError):
+        old = {}
+    run = json.loads(_record_text(run))  # tuples as lists, as the record holds them
+    if old == run:
+        return
+    if not isinstance(old, dict):
+        old = {}
+    diff = [f"{k}={old.get(k)!r} (this run: {v!r})" for k, v in run.items()
+            if old.get(k) != v]
+    raise InputError(f"{out} holds the outputs of another `latentae {old.get('command', '?')}` "
+                     f"run: {'; '.join(diff) or 'its record differs'}. Pass --overwrite "
+                     "to replace them, or choose another output folder")
+
+
+def start_run_dir(out: str | os.PathLike, run: dict[str, Any], overwrite: bool = False
+                  ) -> Path:
+    """Make ``out`` ready for the first output of a resumable run (after
+    :func:`prepare_output_dir`): with ``overwrite`` empty it first; write the run record;
+    remove temporaries a killed run left. Returns ``out``."""
+    out = prepare_output_dir(out, overwrite, run)
+    if overwrite and out.is_dir():
+        _empty(out)
+    made = _make_parents(out)
+    for stale in out.rglob(".*.tmp"):
+        if _TEMPORARY.fullmatch(stale.name) and stale.is_file():
+            _remove(str(stale))
+    if not (out / RUN_RECORD).is_file():
+        try:
+            atomic_write_text(out / RUN_RECORD, _record_text(run))
+        except BaseException:
+            _remove_made(made)
+            raise
+    return out
+
+
+def _record_text(run: dict[str, Any]) -> str:
+    return json.dumps(run, indent=2, sort_keys=True) + "\n"
+
+
+def _empty(folder: Path) -> None:
+    """Remove everything inside ``folder`` (``--overwrite``)."""
+    for p in folder.iterdir():
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 @contextlib.contextmanager
 def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``out``; on success it becomes ``out``
-    (replacing an old one only with ``overwrite``), on failure it is removed."""
+    (replacing an old one only with ``overwrite``), on failure it is removed, with any
+    parent folders made for it."""
     out = prepare_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    made = _make_parents(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
-        if out.exists():
-            shutil.rmtree(out)
+        old = None
+        if out.exists():  # moved aside first: a crash now leaves the old or the new folder
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old",
+                                        dir=out.parent))
+            os.replace(out, old)
         os.replace(tmp, out)
-    except OSError as e:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise disk_error(e, out) from e
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_made(made)
+        if isinstance(e, DiskFullError):  # name the folder, not its hidden temporary
+            raise DiskFullError(str(e).replace(str(tmp), str(out))) from e
+        if isinstance(e, OSError):
+            err = disk_error(e, out)
+            if isinstance(err, OSError) and str(tmp) in str(err.filename or ""):
+                err = type(err)(err.errno, err.strerror,
+                                str(err.filename).replace(str(tmp), str(out)))
+            raise err from e
         raise
+
+
+def _remove_made(made: list[Path]) -> None:
+    """Remove the folders :func:`_make_parents` made, where they are still empty."""
+    for d in reversed(made):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """``folder`` and its missing parents, created; returns those made (outermost first)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
 
 
 def check_inside(root: str | os.PathLike, name: str) -> Path:

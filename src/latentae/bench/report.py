@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from latentae.errors import InputError
 from latentae.files import atomic_write_bytes
 
 # (label, getter, format); getters return None when a value was not measured
@@ -116,9 +117,6 @@ def write_report(report: dict, json_path: str | os.PathLike | None = None,
         if path is not None:
             path = Path(path)
             if not path.parent.is_dir():
-                raise ValueError(f"cannot write {path}: folder {path.parent} does not exist")
-            try:
-                atomic_write_bytes(path, data.encode())
-            except OSError as e:
-                raise ValueError(f"cannot write {path}: {e}") from e
+                raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
+            atomic_write_bytes(path, data.encode())  # a full disk: DiskFullError naming it
     return text

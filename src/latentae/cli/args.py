@@ -138,11 +138,13 @@ def add_limit(p: argparse.ArgumentParser, what: str = "images") -> None:
 def add_tiles(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=positive_int, default=None,
                    help="tile size in pixels (a multiple of the compression factor): larger "
-                        "images are processed in overlapping, blended tiles")
+                        "images are processed in overlapping, blended tiles, one tile per "
+                        "forward pass unless --max-batch (peak memory: about one tile's)")
     p.add_argument("--overlap", type=non_negative_int, default=64,
                    help="tile overlap in pixels (default 64)")
     p.add_argument("--max-batch", type=positive_int, default=None,
-                   help="at most this many images/tiles per forward pass (caps memory)")
+                   help="at most this many images/tiles per forward pass (caps memory; "
+                        "tiles default to 1, whole images to --batch-size)")
 
 
 def add_pad(p: argparse.ArgumentParser) -> None:

@@ -1,8 +1,9 @@
 """``latentae encode | decode | reconstruct | latent-stats | export | info``: the tools a
 diffusion user needs, on ``latentae/folders.py`` and ``latentae/runtime.py``. Batched,
-resumable (existing outputs are skipped unless ``--overwrite``), any image size with
-``--pad`` (reflect padding, cropped back) or tiles (``--tile``), ``--dtype bfloat16``
-autocast; every output file is written atomically."""
+resumable (a folder holding an earlier run of the same command, input, model and
+settings is continued, its files skipped; any other non-empty folder is refused unless
+``--overwrite``), any image size with ``--pad`` (reflect padding, cropped back) or tiles
+(``--tile``), ``--dtype bfloat16`` autocast; every output file is written atomically."""
 
 from __future__ import annotations
 
@@ -12,19 +13,24 @@ from pathlib import Path
 from latentae import folders
 from latentae.cli import args as shared
 from latentae.errors import InputError
-from latentae.files import atomic_dir
+from latentae.files import atomic_dir, prepare_output_dir
 from latentae.pretrained import FORMATS, model_info, save_pretrained, write_scaling_factors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("encode", help="encode a folder of images to latent shards")
+    p = sub.add_parser("encode", help="encode a folder of images to latent shards",
+                       description="Encode images into latents-NNNNN.safetensors shards. "
+                       "Resumable by shard: rerun the same command after a kill and the "
+                       "complete shards are kept (a kill loses at most the shard being "
+                       "encoded, up to --shard-size images; a smaller --shard-size loses "
+                       "less). A folder of another model's or settings' shards is refused.")
     shared.add_model(p)
     shared.add_runtime(p)
-    shared.add_overwrite(p, "shards")
+    shared.add_overwrite(p, "outputs: empty OUT first")
     p.add_argument("images", help="folder of images (searched recursively)")
     p.add_argument("out", help="output folder for latents-NNNNN.safetensors shards")
     p.add_argument("--shard-size", type=shared.positive_int, default=1000,
-                   help="images per shard file")
+                   help="images per shard file, and the unit of resume (default 1000)")
     p.add_argument("--apply-scaling", action="store_true",
                    help="store (z - shift_factor) · scaling_factor (diffusion-ready)")
     p.add_argument("--sample", action="store_true",
@@ -38,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "the sizes the shards record)")
     shared.add_model(p)
     shared.add_runtime(p, pad=False)
-    shared.add_overwrite(p, "PNGs")
+    shared.add_overwrite(p, "outputs: empty OUT first")
     p.add_argument("latents", help="a latent .safetensors file or a folder of them")
     p.add_argument("out", help="output folder for PNGs")
     p.set_defaults(func=cmd_decode)
@@ -47,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                            "and side-by-side comparisons")
     shared.add_model(p)
     shared.add_runtime(p)
-    shared.add_overwrite(p, "PNGs")
+    shared.add_overwrite(p, "outputs: empty OUT first")
     p.add_argument("images")
     p.add_argument("out")
     p.set_defaults(func=cmd_reconstruct)
@@ -86,10 +92,15 @@ def _register_model_tools(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_info)
 
 
+def model_name(args: argparse.Namespace) -> str:
+    """The model as shard metadata and run records name it (random weights with seed)."""
+    return f"{args.model} (random init, seed {args.seed})" if args.random_init else args.model
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     runner = shared.make_runner(args)
     done, skipped = folders.encode_folder(
-        runner, args.images, args.out, args.model, shard_size=args.shard_size,
+        runner, args.images, args.out, model_name(args), shard_size=args.shard_size,
         batch_size=args.batch_size, apply_scaling=args.apply_scaling, sample=args.sample,
         seed=args.seed, overwrite=args.overwrite, labels=args.labels)
     print(f"encoded {done} images into {args.out} ({skipped} already there, skipped)")
@@ -99,7 +110,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_decode(args: argparse.Namespace) -> int:
     runner = shared.make_runner(args)
     done, skipped = folders.decode_folder(runner, args.latents, args.out, args.batch_size,
-                                          overwrite=args.overwrite)
+                                          overwrite=args.overwrite,
+                                          model_name=model_name(args))
     print(f"decoded {done} images into {args.out} ({skipped} already there, skipped)")
     return 0
 
@@ -107,7 +119,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     runner = shared.make_runner(args)
     psnrs, skipped = folders.reconstruct_folder(runner, args.images, args.out,
-                                                args.batch_size, overwrite=args.overwrite)
+                                                args.batch_size, overwrite=args.overwrite,
+                                                model_name=model_name(args))
     mean = f", mean PSNR {sum(psnrs) / len(psnrs):.2f} dB" if psnrs else ""
     print(f"reconstructed {len(psnrs)} images into {args.out} ({skipped} already there, "
           f"skipped){mean}")
@@ -144,6 +157,7 @@ def format_stats(stats: dict, model) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    prepare_output_dir(args.out, args.overwrite)  # refuse before loading the model
     model = shared.load_model(args)
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         save_pretrained(model, tmp, format=args.format)

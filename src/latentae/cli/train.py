@@ -68,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out")
     p.add_argument("--size", type=byte_size, default="1GB",
                    help="maximum shard size, e.g. 1GB, 500MB (default 1GB)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what a non-empty OUT holds")
     p.set_defaults(func=cmd_shards)
 
     p = sub.add_parser("demo", help="train litevae-tiny for ~3 min on CPU, write a report "
@@ -142,7 +144,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_shards(args: argparse.Namespace) -> int:
     from latentae.train.data import write_shards
-    shards = write_shards(args.folder, args.out, args.size)  # bytes (args.byte_size)
+    shards = write_shards(args.folder, args.out, args.size,  # bytes (args.byte_size)
+                          overwrite=args.overwrite)
     print(f"wrote {len(shards)} shard(s) to {args.out}")
     return 0
 

@@ -24,6 +24,7 @@ import torch
 from latentae.convert.diffusers_dir import read_diffusers_dir, write_diffusers_dir
 from latentae.errors import InputError
 from latentae.models.dcae import DCAE, RES, DCAEConfig, check_config
+from latentae.serialization import check_config_fields
 
 # AutoencoderDC constructor defaults (diffusers 0.32-0.42), used for keys a config omits.
 _DIFFUSERS_DEFAULTS: dict[str, Any] = {
@@ -71,12 +72,22 @@ def _with_defaults(cfg: dict[str, Any]) -> dict[str, Any]:
 def config_from_diffusers(cfg: dict[str, Any]) -> DCAEConfig:
     """A diffusers ``AutoencoderDC`` config dict -> ``DCAEConfig`` (unknown keys raise)."""
     c = _with_defaults(cfg)
+    try:
+        config = _dcae_config(c)
+    except (TypeError, ValueError) as e:  # a field of the wrong kind ("four", 5 for a list)
+        raise InputError(f"AutoencoderDC config does not build a DC-AE: {e}") from e
+    check_config_fields(config, "AutoencoderDC config")
+    check_config(config)
+    return config
+
+
+def _dcae_config(c: dict[str, Any]) -> DCAEConfig:
     n = len(c["encoder_block_out_channels"])
 
     def per_stage(v: Any) -> tuple:
         return (v,) * n if isinstance(v, str) else tuple(v)
 
-    config = DCAEConfig(
+    return DCAEConfig(
         latent_channels=c["latent_channels"],
         encoder_widths=tuple(c["encoder_block_out_channels"]),
         decoder_widths=tuple(c["decoder_block_out_channels"]),
@@ -93,8 +104,6 @@ def config_from_diffusers(cfg: dict[str, Any]) -> DCAEConfig:
         encoder_out_shortcut=c["encoder_out_shortcut"],
         decoder_in_shortcut=c["decoder_in_shortcut"],
         scaling_factor=float(c["scaling_factor"]))
-    check_config(config)
-    return config
 
 
 def config_to_diffusers(config: DCAEConfig) -> dict[str, Any]:

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from latentae.errors import InputError
-from latentae.files import atomic_path, atomic_write_text
-from latentae.serialization import read_json, read_weights
+from latentae.files import atomic_write_text
+from latentae.serialization import read_json, read_weights, save_safetensors
 
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 DIFFUSERS_VERSION = "0.32.0"  # written into exported configs; any recent diffusers reads them
@@ -59,8 +58,6 @@ def write_diffusers_dir(out: str | Path, class_name: str, config: dict[str, Any]
     atomically; ``out`` is created if missing)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    with atomic_path(out / DIFFUSERS_WEIGHTS) as tmp:
-        save_file(sd, str(tmp), metadata={"format": "pt"})
+    save_safetensors(state_dict, out / DIFFUSERS_WEIGHTS, {"format": "pt"})
     cfg = {"_class_name": class_name, "_diffusers_version": DIFFUSERS_VERSION, **config}
     atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")

@@ -20,7 +20,7 @@ import torch
 from latentae.convert.diffusers_dir import read_diffusers_dir, write_diffusers_dir
 from latentae.errors import InputError
 from latentae.models.sdvae import SDVAE, SDVAEConfig
-from latentae.serialization import load_state_dict_strict
+from latentae.serialization import check_config_fields, check_state_dict, load_state_dict_strict
 
 # (latentae key pattern, diffusers replacement), applied in order; the inverse map
 # swaps the two sides. Module names differ only in these places.
@@ -85,16 +85,21 @@ def kl_config_from_diffusers(cfg: dict[str, Any]) -> SDVAEConfig:
                              f"(latentae SD-VAE uses {key}={want})")
     if cfg.get("use_quant_conv", True) != cfg.get("use_post_quant_conv", True):
         raise InputError("use_quant_conv and use_post_quant_conv must agree")
-    widths = tuple(cfg.get("block_out_channels", (64,)))
-    shift = cfg.get("shift_factor")
-    return SDVAEConfig(
-        encoder_channels=widths, decoder_channels=widths,
-        layers_per_block=cfg.get("layers_per_block", 1),
-        latent_channels=cfg.get("latent_channels", 4),
-        use_quant_conv=cfg.get("use_quant_conv", True),
-        mid_attention=cfg.get("mid_block_add_attention", True),
-        scaling_factor=cfg.get("scaling_factor", 0.18215),
-        shift_factor=0.0 if shift is None else float(shift))
+    try:  # a field of the wrong kind ("four", 5 for a list) is the file's fault
+        widths = tuple(cfg.get("block_out_channels", (64,)))
+        shift = cfg.get("shift_factor")
+        config = SDVAEConfig(
+            encoder_channels=widths, decoder_channels=widths,
+            layers_per_block=cfg.get("layers_per_block", 1),
+            latent_channels=cfg.get("latent_channels", 4),
+            use_quant_conv=cfg.get("use_quant_conv", True),
+            mid_attention=cfg.get("mid_block_add_attention", True),
+            scaling_factor=cfg.get("scaling_factor", 0.18215),
+            shift_factor=0.0 if shift is None else float(shift))
+    except (TypeError, ValueError) as e:
+        raise InputError(f"AutoencoderKL config does not build an SD-VAE: {e}") from e
+    check_config_fields(config, "AutoencoderKL config")
+    return config
 
 
 def kl_config_to_diffusers(config: SDVAEConfig) -> dict[str, Any]:
@@ -124,8 +129,11 @@ def kl_from_diffusers(source: Any) -> SDVAE:
         cfg, sd = dict(source.config), source.state_dict()
     else:
         cfg, sd = read_diffusers_dir(source, expect="AutoencoderKL")
-    model = SDVAE(kl_config_from_diffusers(cfg))
-    load_state_dict_strict(model, kl_state_dict_from_diffusers(sd), source="AutoencoderKL")
+    config, ours = kl_config_from_diffusers(cfg), kl_state_dict_from_diffusers(sd)
+    with torch.device("meta"):  # config and weights must agree before memory is spent
+        check_state_dict(SDVAE(config), ours, source="AutoencoderKL")
+    model = SDVAE(config)
+    load_state_dict_strict(model, ours, source="AutoencoderKL")
     return model
 
 

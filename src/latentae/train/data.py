@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from latentae.errors import InputError
+from latentae.files import atomic_dir, atomic_write, prepare_output_dir
 from latentae.io import (
     IMAGE_SUFFIXES,
     CorruptImageError,
@@ -58,23 +60,38 @@ def list_sources(path: str | os.PathLike) -> list[Source]:
         return list(list_images(path))
     members: list[Source] = []
     for shard in shards:
-        with tarfile.open(shard) as tar:
-            members += [ShardMember(str(shard), m.offset_data, m.size, m.name)
-                        for m in tar.getmembers()
-                        if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES]
+        try:
+            with tarfile.open(shard) as tar:
+                members += [ShardMember(str(shard), m.offset_data, m.size, m.name)
+                            for m in tar.getmembers()
+                            if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES]
+        except (tarfile.TarError, OSError) as e:
+            raise InputError(f"{shard} is not a readable tar shard ({e}): write the shards "
+                             "again with `latentae shards --overwrite`, or move it out of "
+                             f"{path}") from e
     if not members:
         raise ValueError(f"the shards in {path} hold no images")
     return members
 
 
 def read_source(src: Source) -> Image.Image:
-    """Decode one source as RGB (``CorruptImageError`` if it cannot be decoded)."""
+    """Decode one source as RGB (``CorruptImageError``, naming the file or the shard and
+    member, if it cannot be read or decoded)."""
     if isinstance(src, Path):
         return load_image(src)
-    with open(src.shard, "rb") as f:
-        f.seek(src.offset)
-        data = f.read(src.size)
-    return load_image(io.BytesIO(data))
+    where = f"{src.name} in {src.shard}"
+    try:
+        with open(src.shard, "rb") as f:
+            f.seek(src.offset)
+            data = f.read(src.size)
+    except OSError as e:
+        raise CorruptImageError(f"cannot read {where}: {e}") from e
+    if len(data) != src.size:
+        raise CorruptImageError(f"{where} is truncated ({len(data)} of {src.size} bytes)")
+    try:
+        return load_image(io.BytesIO(data))
+    except CorruptImageError as e:
+        raise CorruptImageError(f"cannot decode image {where}: {e.__cause__ or e}") from e
 
 
 def epoch_permutation(n: int, seed: int, phase: int, epoch: int) -> torch.Tensor:
@@ -172,38 +189,38 @@ def make_loader(dataset: TrainImages, batch_size: int, rank: int, world: int,
 
 
 def write_shards(folder: str | os.PathLike, out: str | os.PathLike,
-                 max_bytes: int = 1 << 30) -> list[Path]:
+                 max_bytes: int = 1 << 30, overwrite: bool = False) -> list[Path]:
     """Pack the images under ``folder`` into webdataset-style tar shards
     ``out/shard-000000.tar`` … of at most ``max_bytes`` each (a single larger image gets
     its own shard). Members are ``<index>.<ext>`` holding the original file bytes, so
-    both this reader and the ``webdataset`` package read them. Returns the shard paths."""
+    both this reader and the ``webdataset`` package read them. Returns the shard paths.
+
+    ``out`` follows the output-folder rule of ``latentae.files`` (missing or empty, or
+    ``overwrite``, checked before any work) and appears whole or not at all: the shards
+    are written into a hidden sibling folder renamed into place at the end, each tar
+    written atomically, so a full disk or a kill leaves no torn shard and no mix of old
+    and new shards."""
+    if max_bytes < 1:
+        raise InputError(f"the shard size must be at least 1 byte, got {max_bytes}")
     files = list_images(folder)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    shards: list[Path] = []
-    tar, used = None, 0
+    out = prepare_output_dir(out, overwrite)
+    if Path(folder).resolve() == out.resolve() or out.resolve() in Path(folder).resolve().parents:
+        raise InputError(f"the output folder {out} holds the images {folder}: choose "
+                         "another output folder")
+    groups: list[list[tuple[int, Path]]] = []
+    used = 0
     for i, f in enumerate(files):
         size = f.stat().st_size + 1024  # + tar header and padding
-        if tar is None or used + size > max_bytes:
-            if tar is not None:
-                tar.close()
-            shards.append(out / f"shard-{len(shards):06d}.tar")
-            tar, used = tarfile.open(shards[-1], "w"), 0
-        tar.add(str(f), arcname=f"{i:09d}{f.suffix.lower()}")
+        if not groups or used + size > max_bytes:
+            groups.append([])
+            used = 0
+        groups[-1].append((i, f))
         used += size
-    if tar is not None:
-        tar.close()
-    return shards
-
-
-def parse_size(text: str) -> int:
-    """``"1GB"``, ``"500MB"``, ``"64KB"`` or a byte count -> bytes."""
-    units = {"KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
-    t = text.strip().upper()
-    for u, m in units.items():
-        if t.endswith(u):
-            return int(float(t[: -len(u)]) * m)
-    try:
-        return int(t.rstrip("B"))
-    except ValueError as e:
-        raise ValueError(f"cannot read size {text!r}: use e.g. 1GB, 500MB, 64KB") from e
+    names = [f"shard-{j:06d}.tar" for j in range(len(groups))]
+    with atomic_dir(out, overwrite) as tmp:
+        for name, group in zip(names, groups):
+            with atomic_write(tmp / name, "wb") as fobj, \
+                    tarfile.open(fileobj=fobj, mode="w") as tar:
+                for i, f in group:
+                    tar.add(str(f), arcname=f"{i:09d}{f.suffix.lower()}")
+    return [out / name for name in names]
