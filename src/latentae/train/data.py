@@ -1,6 +1,7 @@
 """Training data: a recursive image folder or webdataset-style ``.tar`` shards, read by
 index; shortest-side resize (optionally to a random larger scale), random square crop
-and horizontal flip at the phase's resolution.
+and horizontal flip at the phase's resolution. Streamed data (brace patterns, URLs,
+``pipe:`` commands) is read by ``webdata.py`` instead (``webdata.is_streamed``).
 
 Determinism (STYLE §4): sample ``i`` of a phase's infinite stream is file
 ``perm_e[i mod N]`` with ``perm_e`` a permutation seeded by (seed, phase, epoch
@@ -77,6 +78,16 @@ def read_source(src: Source) -> Image.Image:
     return load_image(io.BytesIO(data))
 
 
+def crop_flip(img: Image.Image, r: int, crop_scale: float, rng: random.Random) -> Image.Image:
+    """Resize the shortest side to ``r·U(1, crop_scale)``, random ``r×r`` crop, flip
+    (the training augmentation of folders, shards and streams alike)."""
+    img = resize_shortest(img, round(r * rng.uniform(1.0, crop_scale)))
+    w, h = img.size
+    left, top = rng.randint(0, w - r), rng.randint(0, h - r)
+    img = img.crop((left, top, left + r, top + r))
+    return img.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else img
+
+
 class TrainImages(torch.utils.data.Dataset):
     """Stream position ``i`` -> ``(image (3, R, R) in [-1, 1], corrupt, small)`` where
     the counts say how many sources were skipped to produce it."""
@@ -100,13 +111,7 @@ class TrainImages(torch.utils.data.Dataset):
         return int(self._perm[1][j])
 
     def crop(self, img: Image.Image, rng: random.Random) -> Image.Image:
-        """Resize the shortest side to ``R·U(1, crop_scale)``, random ``R×R`` crop, flip."""
-        r = self.resolution
-        img = resize_shortest(img, round(r * rng.uniform(1.0, self.crop_scale)))
-        w, h = img.size
-        left, top = rng.randint(0, w - r), rng.randint(0, h - r)
-        img = img.crop((left, top, left + r, top + r))
-        return img.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else img
+        return crop_flip(img, self.resolution, self.crop_scale, rng)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         rng = random.Random(seed_from(self.seed, self.phase, i, 1))
