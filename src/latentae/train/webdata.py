@@ -248,6 +248,9 @@ def write_shards(folder: str | Path, out: str | Path, max_bytes: int = 1 << 30) 
             used += size
         writer.close()
     except BaseException as e:
+        writer.post = None  # close the open shard's tar stream, but do not commit it
+        with contextlib.suppress(Exception):
+            writer.finish()
         hooks.abort(e)
         raise
     return hooks.written
