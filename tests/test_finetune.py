@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +193,37 @@ def test_reference_data_needs_a_model_directory(tmp_path):
         make_config({"data": "x", "model": "sdvae-tiny", "reference_data": str(tmp_path)})
     with pytest.raises(InputError, match="regression_tolerance"):
         make_config({"data": "x", "regression_tolerance": -1})
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "finetuning.md"
+
+
+def doc_commands(text: str) -> list[list[str]]:
+    """The ``latentae`` commands of the ```bash blocks (continuations joined, comments
+    dropped), as argument lists."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            args = shlex.split(line, comments=True)
+            if args:
+                assert args[0] == "latentae", line
+                commands.append(args[1:])
+    return commands
+
+
+def test_docs_finetuning_commands_run(tmp_path, monkeypatch, fetched):
+    monkeypatch.chdir(tmp_path)
+    diffusers_vae(Path("my_vae"), "sd")
+    for name, seed in (("my_domain", 0), ("my_val", 1), ("general_images", 2)):
+        sinusoid_images(Path(name), 4, seed)
+    tiny = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")] + ["--no-progress"]
+    commands = doc_commands(DOC.read_text())
+    assert sum(c[0] == "train" for c in commands) == 3
+    for args in commands:
+        assert main(args + (tiny if args[0] == "train" else [])) == 0, args
+    for code in re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S):
+        exec(compile(code, str(DOC), "exec"), {})
+    assert json.loads(Path("runs/ft/regression.json").read_text())["sets"]["reference"]
+    assert Path("runs/ft2/model/discriminator/model.safetensors").is_file()
+    assert (Path("runs/ft-stream/regression.md")).is_file()
+    assert AutoencoderKL.from_pretrained("my_vae_ft").config.latent_channels == 4

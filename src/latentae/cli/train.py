@@ -19,6 +19,7 @@ FLAGS = (("--model", str, "preset name, or a saved latentae or diffusers model d
           "(streams resume at a shard boundary)"),
          ("--shuffle-buffer", int, "samples in the shuffle buffer of a stream (default 1000)"),
          ("--val-data", str, "held-out images for validation"),
+         ("--val-images", int, "validate on the first N of them (default 8)"),
          ("--reference-data", str, "general images for the regression report of a "
           "fine-tune (--model DIR): RUN/regression.md"),
          ("--reference-images", int, "use the first N reference images (default 64)"),
