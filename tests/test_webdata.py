@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import os
+import socket
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 import webdataset as wds
 from PIL import Image
 
@@ -209,3 +212,28 @@ def test_train_from_http_and_pipe_streams(shards, tmp_path):
     assert main(["train", "--model", "litevae-tiny", "--recipe", "sdvae", "--data",
                  f"pipe:cat {shards[0]}", "--out", str(tmp_path / "cli"), "--no-progress",
                  *[a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]]) == 0
+
+
+def _ddp_worker(rank: int, world: int, port: int, tmp: str, data: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from latentae.train import dist
+    try:
+        train(stream_run(Path(tmp), data, "ddp", max_steps=2, shuffle_buffer=0,
+                         recipe_overrides={**TINY, "batch_size": 1}))
+    finally:
+        dist.destroy()
+
+
+@pytest.mark.slow
+def test_ddp_processes_share_one_shard_position(shards, tmp_path):
+    # 2 processes, batch 1 each, 2 images per shard, no shuffle: rank 0 reads shard reads
+    # 0, 2, …, rank 1 reads 1, 3, …; after 2 steps each took 2 images from its first
+    # read, so the next read is 1 + max(0, 1) = 2 (rank 0 alone would say 1).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path), pattern(shards)), nprocs=2, join=True)
+    saved = load_latest(tmp_path / "ddp" / "checkpoints")
+    assert saved["stream"] == {"phase": 0, "nimg": 4, "next_shard": 2}
