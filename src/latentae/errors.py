@@ -8,7 +8,11 @@ arguments keep working.
 
 from __future__ import annotations
 
-__all__ = ["DiskFullError", "InputError", "LatentaeError", "StateError", "TrainingStopped"]
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["DiskFullError", "InputError", "LatentaeError", "StateError", "TrainingStopped",
+           "unknown_choice"]
 
 
 class LatentaeError(Exception):
@@ -29,3 +33,12 @@ class DiskFullError(LatentaeError, OSError):
 
 class TrainingStopped(LatentaeError):
     """Training stopped on purpose and cannot go on (e.g. the non-finite-step guard)."""
+
+
+def unknown_choice(what: str, name: str, valid: Iterable[str]) -> InputError:
+    """The error for a name not among ``valid`` (a preset, a recipe, a sampler), with
+    the close matches first and then every valid name."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return InputError(f"unknown {what} {name!r}.{hint} Valid: {', '.join(valid)}")

@@ -31,6 +31,7 @@ from latentae.io import (
 )
 from latentae.latents import (
     check_compatible,
+    encode_labels,
     list_shards,
     read_shard,
     shard_metadata,
@@ -115,18 +116,21 @@ def groups_by_shape(keys: list[str], tensors: dict[str, torch.Tensor], batch_siz
 def encode_folder(runner: ModelRunner, images: str | os.PathLike, out: str | os.PathLike,
                   model_name: str, shard_size: int = 1000, batch_size: int = 8,
                   apply_scaling: bool = False, sample: bool = False, seed: int = 0,
-                  overwrite: bool = False, notice: Notice = stderr_notice
-                  ) -> tuple[int, int]:
+                  overwrite: bool = False, notice: Notice = stderr_notice,
+                  labels: bool = False) -> tuple[int, int]:
     """Encode every image into ``out/latents-NNNNN.safetensors`` shards of ``shard_size``
     images (``latentae/latents.py``); returns ``(encoded, skipped)`` image counts.
 
     ``apply_scaling`` stores ``(z − shift_factor)·scaling_factor``; ``sample`` stores a
     posterior draw (seeded) instead of the mode. Shard sizes record each image's
-    original ``(H, W)``, so ``decode_folder`` crops ``--pad``-ded images back."""
+    original ``(H, W)``, so ``decode_folder`` crops ``--pad``-ded images back. ``labels``
+    stores each image's class (its subfolder) and the class list (``latents.folder_labels``)."""
     files, keys = image_keys(images)
+    label_of, classes = encode_labels(keys, labels)
     out = prepare_out(out)
     model = runner.model
-    meta = shard_metadata(model, model_name, apply_scaling, "sample" if sample else "mode")
+    meta = shard_metadata(model, model_name, apply_scaling, "sample" if sample else "mode",
+                          classes)
     gen = torch.Generator(device=runner.device).manual_seed(seed) if sample else None
     done = skipped = 0
     for i in range(0, len(files), shard_size):
@@ -147,7 +151,7 @@ def encode_folder(runner: ModelRunner, images: str | os.PathLike, out: str | os.
             for k, zk in zip(batch_keys, z):
                 latents[k], sizes[k] = zk, tuple(x.shape[-2:])
         out.mkdir(parents=True, exist_ok=True)
-        write_shard(path, latents, sizes, meta)
+        write_shard(path, latents, sizes, meta, label_of)
         done += len(chunk)
     return done, skipped
 

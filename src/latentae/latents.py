@@ -10,7 +10,10 @@ separators). The header metadata records what a diffusion pipeline needs to use 
   stored tensors are ``(z - shift) · scale``, the diffusion model's input);
 - ``sizes``: JSON ``{key: [H, W]}``, the original image sizes (images are padded to a
   multiple of the compression factor before encoding; decode crops back);
-- ``posterior``: ``mode`` or ``sample``.
+- ``posterior``: ``mode`` or ``sample``;
+- with ``encode --labels``: ``classes``, JSON list of the class names (sorted names of the
+  input folder's subfolders, class ``k`` is ``classes[k]``), and ``labels``, JSON
+  ``{key: k}`` for this shard's keys (the key's first folder is its class).
 """
 
 from __future__ import annotations
@@ -43,6 +46,16 @@ class LatentShard:
     def scaling_applied(self) -> bool:
         return self.meta.get("scaling_applied") == "true"
 
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names (index = label), or ``None`` for a shard written without labels."""
+        return json.loads(self.meta["classes"]) if "classes" in self.meta else None
+
+    @property
+    def labels(self) -> dict[str, int] | None:
+        """``key -> class index``, or ``None`` for a shard written without labels."""
+        return json.loads(self.meta["labels"]) if "labels" in self.meta else None
+
     def unscale(self, key: str) -> torch.Tensor:
         """The raw latent ``z`` of ``key`` (undoing ``(z - shift) · scale`` if applied)."""
         z = self.latents[key]
@@ -51,23 +64,61 @@ class LatentShard:
         return z
 
 
-def shard_metadata(model, model_name: str, scaling_applied: bool, posterior: str
-                   ) -> dict[str, str]:
-    """The metadata every shard of one ``encode`` run carries (``sizes`` added per shard)."""
-    return {"format": FORMAT, "family": model.family, "model": model_name,
+def shard_metadata(model, model_name: str, scaling_applied: bool, posterior: str,
+                   classes: list[str] | None = None) -> dict[str, str]:
+    """The metadata every shard of one ``encode`` run carries (``sizes`` and ``labels``
+    added per shard); ``classes`` when the run writes labels."""
+    meta = {"format": FORMAT, "family": model.family, "model": model_name,
             "latent_channels": str(model.latent_channels),
             "compression": str(model.spatial_compression_ratio),
             "scaling_factor": repr(float(model.scaling_factor)),
             "shift_factor": repr(float(model.shift_factor)),
             "scaling_applied": "true" if scaling_applied else "false",
             "posterior": posterior, "latentae_version": __version__}
+    if classes is not None:
+        meta["classes"] = json.dumps(list(classes))
+    return meta
+
+
+def folder_labels(keys: list[str]) -> tuple[dict[str, int], list[str]]:
+    """Class labels from image keys (paths relative to the image folder, ``/``-separated):
+    a key's first folder is its class; classes are the sorted folder names, 0 … K-1.
+    Keys with no folder give ``({}, [])`` (unconditional); a mix is an ``InputError``."""
+    tops = {k: k.split("/", 1)[0] if "/" in k else None for k in keys}
+    loose = sorted(k for k, c in tops.items() if c is None)
+    if len(loose) == len(keys):
+        return {}, []
+    if loose:
+        raise InputError(f"{len(loose)} image(s) lie directly in the folder (e.g. "
+                         f"{loose[0]!r}) beside class subfolders: put every image in a class "
+                         "subfolder (DIR/CLASS/image), or none for unconditional data")
+    classes = sorted(set(tops.values()))
+    index = {c: i for i, c in enumerate(classes)}
+    return {k: index[c] for k, c in tops.items()}, classes
+
+
+def encode_labels(keys: list[str], wanted: bool
+                  ) -> tuple[dict[str, int] | None, list[str] | None]:
+    """``(labels, classes)`` for ``latentae encode [--labels]``: ``(None, None)`` without
+    the flag; with it the :func:`folder_labels`, which must find class subfolders."""
+    if not wanted:
+        return None, None
+    labels, classes = folder_labels(keys)
+    if not classes:
+        raise InputError("--labels: the images lie directly in the folder, with no class "
+                         "subfolders (IMAGES/CLASS/image); leave out --labels for "
+                         "unconditional latents")
+    return labels, classes
 
 
 def write_shard(path: str | os.PathLike, latents: dict[str, torch.Tensor],
-                sizes: dict[str, tuple[int, int]], meta: dict[str, str]) -> None:
-    """Write a shard atomically (``latentae.files.atomic_path``)."""
-    path = Path(path)
+                sizes: dict[str, tuple[int, int]], meta: dict[str, str],
+                labels: dict[str, int] | None = None) -> None:
+    """Write a shard atomically (``latentae.files``); ``labels`` (key -> class index, one
+    per latent) when the shards carry classes."""
     meta = {**meta, "sizes": json.dumps({k: list(v) for k, v in sizes.items()})}
+    if labels is not None:
+        meta["labels"] = json.dumps({k: int(labels[k]) for k in latents})
     tensors = {k: v.detach().float().contiguous().cpu() for k, v in latents.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -82,19 +133,37 @@ def read_shard(path: str | os.PathLike) -> LatentShard:
             latents = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as e:
         raise InputError(f"{path} is not a readable safetensors file: {e}") from e
-    if meta.get("format") != FORMAT:
-        raise InputError(f"{path} is not a latentae latent shard (format "
-                         f"{meta.get('format')!r}, expected {FORMAT!r}); write one with "
-                         "`latentae encode`")
+    _check(path, meta, {k: tuple(z.shape) for k, z in latents.items()})
     try:
         sizes = {k: (int(v[0]), int(v[1])) for k, v in json.loads(meta["sizes"]).items()}
     except (KeyError, ValueError, TypeError, IndexError) as e:
         raise InputError(f"{path}: bad 'sizes' metadata: {e}") from e
-    for k, z in latents.items():
-        if z.ndim != 3:
-            raise InputError(f"{path}: latent {k!r} has shape {tuple(z.shape)}, "
-                             "expected (channels, h, w)")
     return LatentShard(latents, sizes, meta)
+
+
+def _check(path: Path, meta: dict[str, str], shapes: dict[str, tuple[int, ...]]) -> None:
+    if meta.get("format") != FORMAT:
+        raise InputError(f"{path} is not a latentae latent shard (format "
+                         f"{meta.get('format')!r}, expected {FORMAT!r}); write one with "
+                         "`latentae encode`")
+    bad = [k for k, s in shapes.items() if len(s) != 3]
+    if bad:
+        raise InputError(f"{path}: latent {bad[0]!r} has shape {shapes[bad[0]]}, expected "
+                         "(channels, h, w)")
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """A shard's metadata and its latents' shapes, without reading the tensors (for
+    datasets that read latents one by one); checked as :func:`read_shard` checks."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise InputError(f"{path} is not a readable safetensors file: {e}") from e
+    _check(path, meta, shapes)
+    return meta, shapes
 
 
 def list_shards(path: str | os.PathLike) -> list[Path]:

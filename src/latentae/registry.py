@@ -9,11 +9,10 @@ latent_channels=12)`` builds a model; ``list_models("litevae-*")`` lists names;
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 from typing import Any
 
-from latentae.errors import InputError
+from latentae.errors import InputError, unknown_choice
 from latentae.models import dcae, litevae, sdvae
 from latentae.models.autoencoder import Autoencoder
 
@@ -48,10 +47,7 @@ def list_models(pattern: str = "*") -> list[str]:
 def get_preset(name: str) -> tuple[str, Any]:
     """``(family, config)`` of a preset; an unknown name raises with close matches."""
     if name not in _PRESETS:
-        close = difflib.get_close_matches(name, _PRESETS, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise InputError(f"unknown model preset {name!r}.{hint} "
-                         f"Valid presets: {', '.join(list_models())}")
+        raise unknown_choice("model preset", name, _PRESETS)
     return _PRESETS[name]
 
 

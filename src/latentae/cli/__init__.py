@@ -19,6 +19,7 @@ import sys
 from safetensors import SafetensorError
 
 from latentae.cli import bench as _bench
+from latentae.cli import diffusion as _diffusion
 from latentae.cli import eval as _eval
 from latentae.cli import models as _models
 from latentae.cli import study as _study
@@ -28,7 +29,7 @@ from latentae.cli import weights as _weights
 from latentae.errors import LatentaeError
 from latentae.version import __version__
 
-COMMAND_MODULES = (_models, _weights, _bench, _eval, _tools, _study, _train)
+COMMAND_MODULES = (_models, _weights, _bench, _eval, _tools, _study, _train, _diffusion)
 EXPECTED = (LatentaeError, ValueError, OSError, SafetensorError)  # exit 2, one line
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 

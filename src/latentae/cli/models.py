@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from latentae.cli import args as shared
+from latentae.diffusion.registry import describe_presets
 from latentae.errors import InputError
 from latentae.pretrained import FORMATS, convert_directory
 from latentae.registry import create_model, list_models, parameter_counts
@@ -15,6 +16,13 @@ from latentae.registry import create_model, list_models, parameter_counts
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list model presets with parameter counts")
     p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'litevae-*'")
+    p.add_argument("--diffusion", action="store_true",
+                   help="list the diffusion presets (params, tokens, GFLOPs) for latents of "
+                        "--resolution images through an f --f, --latent-channels autoencoder")
+    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--f", type=int, default=8, help="autoencoder spatial factor")
+    p.add_argument("--latent-channels", type=int, default=4)
+    p.add_argument("--patch", type=int, default=2)
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("convert", help="convert weights between diffusers and latentae")
@@ -37,7 +45,21 @@ def model_summary(name: str) -> dict:
             "latent_channels": m.latent_channels, "scaling_factor": m.scaling_factor}
 
 
+def cmd_diffusion_models(args: argparse.Namespace) -> int:
+    rows = describe_presets(resolution=args.resolution, compression=args.f,
+                            patch_size=args.patch, in_channels=args.latent_channels)
+    print(f"{args.resolution}² images, f{args.f}c{args.latent_channels} latents, patch "
+          f"{args.patch}, 1000 classes")
+    print(f"{'name':<10} {'family':<6} {'params':>14} {'tokens':>7} {'GFLOPs':>9}")
+    for r in rows:
+        print(f"{r['name']:<10} {r['family']:<6} {r['params']:>14,} {r['tokens']:>7} "
+              f"{r['gflops']:>9.2f}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
+    if args.diffusion:
+        return cmd_diffusion_models(args)
     names = list_models(args.pattern)
     if not names:
         raise InputError(f"no preset matches {args.pattern!r}; `latentae models` lists them "

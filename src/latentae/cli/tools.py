@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="store (z - shift_factor) · scaling_factor (diffusion-ready)")
     p.add_argument("--sample", action="store_true",
                    help="store a posterior sample (seeded by --seed) instead of the mode")
+    p.add_argument("--labels", action="store_true",
+                   help="class labels from the subfolders (IMAGES/CLASS/...) into the shards "
+                        "(for `latentae diffusion train --cached`)")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="decode latent shards to PNG images (cropped to "
@@ -88,7 +91,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     done, skipped = folders.encode_folder(
         runner, args.images, args.out, args.model, shard_size=args.shard_size,
         batch_size=args.batch_size, apply_scaling=args.apply_scaling, sample=args.sample,
-        seed=args.seed, overwrite=args.overwrite)
+        seed=args.seed, overwrite=args.overwrite, labels=args.labels)
     print(f"encoded {done} images into {args.out} ({skipped} already there, skipped)")
     return 0
 

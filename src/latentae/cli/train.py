@@ -84,9 +84,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="maximum shard size, e.g. 1GB, 500MB (default 1GB)")
     p.set_defaults(func=cmd_shards)
 
-    p = sub.add_parser("demo", help="train litevae-tiny for ~3 min on CPU, write a report")
+    p = sub.add_parser("demo", help="train litevae-tiny for ~3 min on CPU, write a report "
+                                    "(--diffusion: then a tiny DiT on its latents)")
     p.add_argument("--out", default="demo")
-    p.add_argument("--minutes", type=positive_float, default=3.0)
+    p.add_argument("--minutes", type=positive_float, default=None,
+                   help="training minutes (default 3; with --diffusion 1.5 for the DiT)")
+    p.add_argument("--diffusion", action="store_true",
+                   help="train a tiny DiT on the demo autoencoder's latents, sample it, "
+                        "report KID/FID (OUT/diffusion/report.md; ~5 min on 2 CPU cores)")
+    p.add_argument("--autoencoder", default=None,
+                   help="with --diffusion: this autoencoder folder instead of OUT/model")
     p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch threads (0: half the cores)")
     p.add_argument("--perceptual", action="store_true",
@@ -111,7 +118,6 @@ def parse_sets(items: list[str]) -> dict[str, object]:
 def cmd_train(args: argparse.Namespace) -> int:
     """Exit 0 when finished or stopped with a checkpoint (SIGTERM, --max-*); 130 after
     Ctrl-C (checkpoint written on the first, none on a second)."""
-    from latentae.train import dist
     from latentae.train.autoencoder import train
     from latentae.train.config import load_yaml, make_config
     file = load_yaml(args.config) if args.config else {}
@@ -122,10 +128,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                overwrite=args.overwrite, restart=args.restart,
                init_discriminator=args.init_discriminator,
                recipe_overrides=parse_sets(args.set))
+    return run_training(lambda: train(make_config(file, cli)),
+                        lambda out: f"model: {out}  (load with latentae.load('{out}'))")
+
+
+def run_training(start, done) -> int:
+    """Run ``start()`` (a training run returning its export or ``None`` when stopped
+    early), print ``done(export)`` on rank 0; exit 0, or 130 after Ctrl-C (checkpoint
+    written on the first, none on a second). Leaves the process group in any case."""
+    from latentae.train import dist
     try:
-        out = train(make_config(file, cli))
+        out = start()
         if out is not None:
-            dist.print0(f"model: {out}  (load with latentae.load('{out}'))")
+            dist.print0(done(out))
     except KeyboardInterrupt:
         dist.print0("interrupted: `--resume auto` continues from the newest checkpoint")
         return 130
@@ -148,8 +163,14 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.diffusion:
+        from latentae.diffusion.demo import run_diffusion_demo
+        report = run_diffusion_demo(args.out, args.minutes or 1.5, args.autoencoder,
+                                    threads=args.threads)
+        print(f"report: {report}")
+        return 0
     from latentae.train.demo import run_demo
-    report = run_demo(args.out, args.minutes, perceptual=args.perceptual,
+    report = run_demo(args.out, args.minutes or 3.0, perceptual=args.perceptual,
                       threads=args.threads)
     print(f"report: {report}\nrecon grid: {report.parent / 'recon_grid.png'}\n"
           f"loss curve: {report.parent / 'loss_curve.png'}")

@@ -172,4 +172,6 @@ PRESETS: dict[str, dict] = {
     "dit-b": {"depth": 12, "hidden_size": 768, "num_heads": 12},
     "dit-l": {"depth": 24, "hidden_size": 1024, "num_heads": 16},
     "dit-xl": {"depth": 28, "hidden_size": 1152, "num_heads": 16},
+    # Ours, not the paper's: a CPU-sized DiT for `latentae demo --diffusion` and smoke runs.
+    "dit-tiny": {"depth": 4, "hidden_size": 128, "num_heads": 4},
 }

@@ -11,7 +11,6 @@ images. ``load(dir)`` rebuilds a model written by ``model.save_pretrained(dir)``
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 import os
 from pathlib import Path
@@ -23,7 +22,7 @@ from safetensors.torch import load_file
 
 from latentae.diffusion import dit, uvit
 from latentae.diffusion.base import DiffusionModel, count_params
-from latentae.errors import InputError
+from latentae.errors import InputError, unknown_choice
 from latentae.serialization import (
     WEIGHTS_NAME,
     config_from_dict,
@@ -61,10 +60,7 @@ def list_diffusion(pattern: str = "*") -> list[str]:
 def get_preset(name: str) -> tuple[str, dict]:
     """``(family, architecture fields)``; an unknown name raises with close matches."""
     if name not in _PRESETS:
-        close = difflib.get_close_matches(name, _PRESETS, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise InputError(f"unknown diffusion model {name!r}.{hint} "
-                         f"Valid: {', '.join(list_diffusion())}")
+        raise unknown_choice("diffusion model", name, _PRESETS)
     return _PRESETS[name]
 
 

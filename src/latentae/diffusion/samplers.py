@@ -237,10 +237,14 @@ def _check_interval(interval: Sequence[float] | None) -> tuple[float, float] | N
     return float(interval[0]), float(interval[1])
 
 
+def _first(generator: torch.Generator | Sequence[torch.Generator]) -> torch.Generator:
+    return generator[0] if isinstance(generator, (list, tuple)) else generator
+
+
 @torch.no_grad()
 def sample(model_fn: ModelFn, shape: Sequence[int], *, objective: str, sampler: str,
            steps: int, guidance: float = 1.0, labels: torch.Tensor | None = None,
-           generator: torch.Generator | None = None,
+           generator: torch.Generator | Sequence[torch.Generator] | None = None,
            guidance_interval: tuple[float, float] | None = None, learn_sigma: bool = False,
            progress: bool = False, null_label: int | None = None,
            device: torch.device | str | None = None) -> torch.Tensor:
@@ -251,8 +255,9 @@ def sample(model_fn: ModelFn, shape: Sequence[int], *, objective: str, sampler: 
     ``sampler``: ddpm → ddpm | ddim | dpm++2m; flow → euler | heun. ``steps``: respaced
     steps (ddpm, ddim), solver steps (dpm++2m, euler, heun; heun calls the model 2·steps
     times). Guidance ≠ 1 needs ``labels`` (B,) int64 and ``null_label`` (= num_classes).
-    ``generator`` draws x_T and every ancestral noise, in that order (reproducible); the
-    tensors live on ``device``, else on labels' device, else on the generator's, else CPU.
+    ``generator`` draws x_T and every ancestral noise, in that order (reproducible); a list
+    of B generators draws sample i's noise from generator i (the same sample in any batch).
+    The tensors live on ``device``, else on labels' device, else on the generator's, else CPU.
     """
     _check_method(objective, sampler, steps, learn_sigma)
     shape = tuple(int(s) for s in shape)
@@ -261,7 +266,7 @@ def sample(model_fn: ModelFn, shape: Sequence[int], *, objective: str, sampler: 
     _check_labels(labels, shape[0], guidance, null_label)
     if device is None:
         device = labels.device if labels is not None else (
-            generator.device if generator is not None else torch.device("cpu"))
+            _first(generator).device if generator is not None else torch.device("cpu"))
     denoise = guided_model(model_fn, None if labels is None else labels.to(device),
                            guidance=float(guidance), null_label=null_label, channels=shape[1],
                            interval=_check_interval(guidance_interval))

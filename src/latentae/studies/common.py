@@ -29,8 +29,8 @@ from latentae.eval.lpips import load_lpips
 from latentae.eval.reconstruction import EvalConfig, evaluate_reconstruction
 from latentae.files import atomic_path, atomic_write_text
 from latentae.pretrained import load
+from latentae.train.autoencoder import train
 from latentae.train.config import dump_yaml, make_config
-from latentae.train.loop import train
 from latentae.train.monitor import read_metrics
 from latentae.train.recipes import Recipe
 

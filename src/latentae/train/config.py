@@ -100,12 +100,19 @@ LIMITS: dict[str, tuple[float, float]] = {
     "disc_start": (0, BIG), "disc_warmup": (0, BIG), "highpass_sigma": (1e-3, 100.0),
     "shuffle_buffer": (0, 10**8), "reference_images": (1, 100_000),
     "regression_tolerance": (0.0, 100.0),
+    # the diffusion run (latentae.diffusion.config.DiffusionConfig)
+    "patch": (1, 64), "warmup_steps": (0, BIG), "norm_images": (1, 10**7),
+    "class_dropout": (0.0, 1.0), "grid_images": (1, 256), "grid_steps": (1, 1000),
+    "grid_guidance": (0.0, 100.0),
 }
 OPEN_ABOVE = {"ema_decay", "betas"}  # must stay below the upper bound (EMA, Adam)
 LOSS_LIMIT = (0.0, 1e6)  # every LossWeights weight
 CHOICES: dict[str, tuple[str, ...]] = {
     "resume": ("none", "auto"), "small_images": ("upscale", "skip"),
     "optimizer": ("adam", "adamw"), "gan_loss": ("hinge", "non-saturating"),
+    "objective": ("ddpm", "flow"), "latent_norm": ("model", "channel"),
+    "crop": ("random", "center"), "posterior": ("sample", "mode"),
+    "t_sampling": ("uniform", "logit_normal"),
 }
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -268,12 +275,12 @@ def resolve_recipe(cfg: TrainConfig) -> Recipe:
     return recipe
 
 
-def make_config(*sources: dict[str, Any]) -> TrainConfig:
-    """Merge dicts (later wins; ``None`` values ignored) into a checked config.
+def merge_sources(config_cls: type, sources: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """Merge dicts of ``config_cls`` fields (later wins; ``None`` values ignored), each
+    value coerced to its field's type; an unknown key is an ``InputError``.
     ``recipe_overrides`` dicts are merged key by key."""
-    hints = typing.get_type_hints(TrainConfig)
+    hints = typing.get_type_hints(config_cls)
     values: dict[str, Any] = {}
-    overrides: dict[str, Any] = {}
     for src in sources:
         for k, v in src.items():
             if v is None:
@@ -281,9 +288,16 @@ def make_config(*sources: dict[str, Any]) -> TrainConfig:
             if k not in hints:
                 raise InputError(f"unknown config key {k!r}; valid: {sorted(hints)}")
             if k == "recipe_overrides":
-                overrides.update(dict(v.items() if isinstance(v, dict) else v))
+                values.setdefault(k, {}).update(dict(v.items() if isinstance(v, dict) else v))
             else:
                 values[k] = coerce(v, hints[k], k)
+    return values
+
+
+def make_config(*sources: dict[str, Any]) -> TrainConfig:
+    """Merge dicts (:func:`merge_sources`) into a checked config."""
+    values = merge_sources(TrainConfig, sources)
+    overrides = values.pop("recipe_overrides", {})
     cfg = TrainConfig(**values, recipe_overrides=tuple(overrides.items()))
     check_config(cfg)
     return cfg
@@ -322,4 +336,5 @@ def _plain(x: Any) -> Any:
 
 __all__ = ["LIMITS", "LoopConfig", "LossWeights", "Phase", "Recipe", "TrainConfig",
            "apply_overrides", "check", "check_config", "check_recipe", "coerce",
-           "config_document", "dump_yaml", "load_yaml", "make_config", "resolve_recipe"]
+           "config_document", "dump_yaml", "load_yaml", "make_config", "merge_sources",
+           "resolve_recipe"]

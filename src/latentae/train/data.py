@@ -78,14 +78,22 @@ def read_source(src: Source) -> Image.Image:
     return load_image(io.BytesIO(data))
 
 
-def crop_flip(img: Image.Image, r: int, crop_scale: float, rng: random.Random) -> Image.Image:
-    """Resize the shortest side to ``r·U(1, crop_scale)``, random ``r×r`` crop, flip
-    (the training augmentation of folders, shards and streams alike)."""
+def epoch_permutation(n: int, seed: int, phase: int, epoch: int) -> torch.Tensor:
+    """``(n,)`` int64: the order of ``n`` sources in epoch ``epoch`` of a phase's stream."""
+    g = torch.Generator().manual_seed(seed_from(seed, phase, epoch))
+    return torch.randperm(n, generator=g)
+
+
+def crop_flip(img: Image.Image, r: int, crop_scale: float, rng: random.Random,
+              flip: bool = True) -> Image.Image:
+    """Resize the shortest side to ``r·U(1, crop_scale)``, random ``r×r`` crop, random
+    horizontal flip unless ``flip=False`` (the augmentation of folders, shards and
+    streams alike)."""
     img = resize_shortest(img, round(r * rng.uniform(1.0, crop_scale)))
     w, h = img.size
     left, top = rng.randint(0, w - r), rng.randint(0, h - r)
     img = img.crop((left, top, left + r, top + r))
-    return img.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else img
+    return img.transpose(Image.FLIP_LEFT_RIGHT) if flip and rng.random() < 0.5 else img
 
 
 class TrainImages(torch.utils.data.Dataset):
@@ -93,11 +101,13 @@ class TrainImages(torch.utils.data.Dataset):
     the counts say how many sources were skipped to produce it."""
 
     def __init__(self, sources: list[Source], resolution: int, seed: int = 0,
-                 phase: int = 0, small: str = "upscale", crop_scale: float = 1.0) -> None:
+                 phase: int = 0, small: str = "upscale", crop_scale: float = 1.0,
+                 flip: bool = True) -> None:
         if not sources:
             raise ValueError("no training images")
         self.sources, self.resolution = sources, resolution
         self.seed, self.phase, self.small, self.crop_scale = seed, phase, small, crop_scale
+        self.flip = flip
         self._perm: tuple[int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
@@ -106,30 +116,36 @@ class TrainImages(torch.utils.data.Dataset):
     def _file(self, i: int) -> int:
         epoch, j = divmod(i, len(self.sources))
         if self._perm is None or self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(seed_from(self.seed, self.phase, epoch))
-            self._perm = (epoch, torch.randperm(len(self.sources), generator=g))
+            self._perm = (epoch, epoch_permutation(len(self.sources), self.seed, self.phase,
+                                                   epoch))
         return int(self._perm[1][j])
 
     def crop(self, img: Image.Image, rng: random.Random) -> Image.Image:
-        return crop_flip(img, self.resolution, self.crop_scale, rng)
+        return crop_flip(img, self.resolution, self.crop_scale, rng, self.flip)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
-        rng = random.Random(seed_from(self.seed, self.phase, i, 1))
+    def load(self, i: int) -> tuple[int, Image.Image, int, int]:
+        """Stream position ``i`` -> ``(index into sources, decoded image, corrupt, small)``:
+        the permutation's file, or the next usable one after skipped files."""
         corrupt = small = 0
         for k in range(len(self.sources)):
-            src = self.sources[(self._file(i) + k) % len(self.sources)]
+            j = (self._file(i) + k) % len(self.sources)
             try:
-                img = read_source(src)
+                img = read_source(self.sources[j])
             except CorruptImageError:
                 corrupt += 1
                 continue
             if self.small == "skip" and min(img.size) < self.resolution:
                 small += 1
                 continue
-            return to_tensor(self.crop(img, rng)), corrupt, small
+            return j, img, corrupt, small
         raise ValueError(f"no usable training image among {len(self.sources)} sources "
                          f"({corrupt} corrupt, {small} smaller than {self.resolution}px "
                          "with small_images='skip')")
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        _, img, corrupt, small = self.load(i)
+        rng = random.Random(seed_from(self.seed, self.phase, i, 1))
+        return to_tensor(self.crop(img, rng)), corrupt, small
 
 
 class StreamBatches(torch.utils.data.Sampler):

@@ -1,0 +1,109 @@
+"""The configuration of a diffusion training run, and the one place it is resolved.
+
+:class:`DiffusionConfig` extends the generic loop's :class:`~latentae.train.config.LoopConfig`
+with what the diffusion task reads. :func:`make_diffusion_config` merges, later winning,
+the recipe of the model's family (``recipes.py``: lr, batch, warm-up, EMA, length,
+clipping), a YAML file and the command line, then checks every value (the shared
+``LIMITS``/``CHOICES`` of ``latentae.train.config`` and the combinations below). The
+resolved values are what ``OUT/config.yaml`` records.
+
+Units: ``batch_size`` is the **global** batch (all processes, as the releases state it;
+each of W processes takes ``batch_size / W``); ``steps``, ``warmup_steps`` and the loop's
+intervals count optimizer steps; ``val_every`` is ``--sample-every`` (a sample grid).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from latentae.diffusion.data import cached_resolution
+from latentae.diffusion.recipes import GRID_SAMPLER, GRID_STEPS, get_recipe
+from latentae.diffusion.registry import get_preset
+from latentae.diffusion.samplers import SAMPLERS
+from latentae.errors import InputError
+from latentae.train.config import LoopConfig, check_config, merge_sources
+
+RECIPE_FIELDS = ("lr", "batch_size", "weight_decay", "betas", "warmup_steps", "ema_decay",
+                 "grad_clip", "steps")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig(LoopConfig):
+    """Everything a diffusion run needs (defaults: DiT-S/2 on 256² images, DDPM)."""
+
+    autoencoder: str = ""           # saved latentae / diffusers folder (or a preset, see below)
+    autoencoder_random_init: bool = False  # allow a preset name: random weights (smoke tests)
+    model: str = "dit-s"            # diffusion preset (latentae models --diffusion)
+    patch: int = 2
+    data: str = ""                  # image folder (DIR/CLASS/img or flat), or latent shards
+    cached: bool = False            # data holds `latentae encode [--labels]` shards
+    objective: str = "ddpm"
+    learn_sigma: bool | None = None  # None: DiT's choice for ddpm (True), False for flow
+    t_sampling: str = "uniform"     # flow: uniform or logit_normal t
+    class_dropout: float = 0.1      # label -> null class for guidance (both releases)
+    recipe: str = ""                # "" = the model's family: dit | uvit
+    lr: float = 1e-4
+    batch_size: int = 256
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    steps: int = 400_000
+    resolution: int = 256           # image side (cached: by default the latents' side × f)
+    crop: str = "random"            # on the fly: random crop (+ flip) or center crop
+    flip: bool = True               # on the fly: random horizontal flip
+    crop_scale: float = 1.0         # random crop: shortest side resized to R·U(1, S) first
+    posterior: str = "sample"       # on the fly: a posterior draw (DiT) or its mode
+    latent_norm: str = "model"      # the autoencoder's scaling/shift, or per-channel stats
+    norm_images: int = 1024         # latents the per-channel statistics are computed on
+    workers: int = 0                # image loader processes (on the fly)
+    gradient_checkpointing: bool = False
+    grid_images: int = 16           # the sample grid drawn every val_every steps
+    grid_sampler: str = ""          # "" = dpm++2m (ddpm) or heun (flow)
+    grid_steps: int = GRID_STEPS
+    grid_guidance: float = 1.5      # 1.0 for unconditional data
+    val_every: int = 5000           # --sample-every (ours)
+    ckpt_every: int = 5000          # ours
+    log_every: int = 100            # as the DiT release
+
+
+def family_recipe(model: str, recipe: str) -> str:
+    """The recipe a run uses: the one named, else the model family's."""
+    return recipe or get_preset(model)[0]
+
+
+def make_diffusion_config(*sources: dict[str, Any]) -> DiffusionConfig:
+    """Merge dicts (later wins, ``None`` ignored) over the recipe's values; check."""
+    values = merge_sources(DiffusionConfig, sources)
+    if values.get("cached") and values.get("data") and "resolution" not in values:
+        values["resolution"] = cached_resolution(values["data"])  # the latents' images
+    recipe = get_recipe(family_recipe(values.get("model", "dit-s"), values.get("recipe", "")))
+    base = {k: getattr(recipe, k) for k in RECIPE_FIELDS}
+    cfg = DiffusionConfig(**{**base, **values, "recipe": recipe.name})
+    objective = cfg.objective if cfg.objective in SAMPLERS else "ddpm"  # checked below
+    cfg = dataclasses.replace(
+        cfg, grid_sampler=cfg.grid_sampler or GRID_SAMPLER[objective],
+        learn_sigma=cfg.learn_sigma if cfg.learn_sigma is not None else objective == "ddpm")
+    check_diffusion_config(cfg)
+    return cfg
+
+
+def check_diffusion_config(cfg: DiffusionConfig) -> None:
+    """Every value (shared limits) and the combinations a diffusion run needs."""
+    check_config(cfg)
+    get_preset(cfg.model)
+    if not cfg.autoencoder:
+        raise InputError("no autoencoder: pass --autoencoder MODEL (a saved latentae or "
+                         "diffusers folder) whose latents the diffusion model learns")
+    if not cfg.data:
+        raise InputError("no training data: pass --data DIR (images, DIR/CLASS/image for "
+                         "classes) or --data SHARDS --cached (from `latentae encode --labels`)")
+    if cfg.grid_sampler not in SAMPLERS[cfg.objective]:
+        raise InputError(f"grid_sampler {cfg.grid_sampler!r} does not go with objective "
+                         f"{cfg.objective!r}: choose one of {', '.join(SAMPLERS[cfg.objective])}")
+    if cfg.learn_sigma and cfg.objective != "ddpm":
+        raise InputError("learn_sigma applies to the ddpm objective only (flow predicts the "
+                         "velocity alone): drop --learn-sigma or use --objective ddpm")
+    if cfg.lr <= 0:
+        raise InputError(f"lr must be > 0, got {cfg.lr}")
