@@ -1,9 +1,10 @@
-"""The reproduction studies (``latentae.studies``, ``latentae study``) end to end in ``--quick``
-mode: tiny steps at 32², two kodak24 images; checks the files a study writes and that a
-seed fixes the result."""
+"""The reproduction studies (``latentae.studies``): the statistics against closed forms
+and synthetic data, the held-out rule, each study's ``--quick`` mode end to end, and the
+GPU evidence script's ``--dry-run``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -11,47 +12,120 @@ import subprocess
 import sys
 from pathlib import Path
 
-import latentae
+import numpy as np
+import pytest
+import torch
+from scipy import stats as sps
+
 from latentae.cli import main
+from latentae.errors import InputError
+from latentae.studies import common, dcae_shortcuts, design, stats
 
-# The folder holding the latentae this test imports (a checkout's src/ or site-packages).
-ROOT = Path(latentae.__file__).resolve().parent.parent
-
-
-def run_study(name: str, out: Path, data: Path, *extra: str) -> dict:
-    """Run ``python -m latentae.studies.NAME --quick`` in a fresh interpreter; return its
-    results.json."""
-    env = {**os.environ, "LATENTAE_STUDY_DATA": str(data), "PYTHONHASHSEED": "0",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", f"latentae.studies.{name}", "--quick",
-                           "--out", str(out), *extra], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((out / "results.json").read_text())
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_study_writes_table_json_and_plot(shared_data, fetched, tmp_path):
-    res = run_study("litevae_vs_sdvae", tmp_path, shared_data)
-    assert [r["model"] for r in res["rows"]] == ["sd-enc-small", "lite-tiny"]
-    for row in res["rows"]:
-        assert row["images"] == 2 and math.isfinite(row["psnr"]) and 0 < row["lpips"] < 1
-        assert Path(row["model_dir"], "config.json").is_file()
-        assert 0.09e6 < row["encoder_M"] * 1e6 < 0.12e6  # both encoders ~0.1M parameters
-    table = (tmp_path / "table.md").read_text()
-    assert "| lite-tiny |" in table and "--quick" in table
-    assert (tmp_path / "psnr_vs_steps.png").stat().st_size > 1000
+def test_bootstrap_ci_covers_a_known_paired_difference():
+    rng, delta, covered, reps = np.random.default_rng(0), 0.3, 0, 300
+    for r in range(reps):
+        seed_effect = rng.normal(0, 1, 20)  # shared by both arms: the pairing
+        a = seed_effect + delta + rng.normal(0, 0.2, 20)
+        b = seed_effect + rng.normal(0, 0.2, 20)
+        lo, hi = stats.bootstrap_ci(a - b, n_boot=1000, seed=r)
+        covered += lo <= delta <= hi
+    assert covered / reps >= 0.9
 
 
-def test_same_seed_same_numbers(shared_data, fetched, tmp_path):
-    runs = [run_study("recipe_ablations", tmp_path / f"r{i}", shared_data, "--only", "base",
-                      "--seed", "3") for i in range(2)]
-    assert runs[0]["seed"] == 3
-    assert runs[0]["rows"][0]["psnr"] == runs[1]["rows"][0]["psnr"]
-    assert runs[0]["rows"][0]["lpips"] == runs[1]["rows"][0]["lpips"]
+def test_mde_matches_the_t_quantile_formula():
+    sd, n = 0.7, 5
+    direct = (sps.t.ppf(0.975, n - 1) + sps.t.ppf(0.8, n - 1)) * sd / math.sqrt(n)
+    assert stats.mde(sd, n) == pytest.approx(direct, rel=1e-12)
+    assert stats.mde(1.0, 3) == pytest.approx(3.10, abs=0.01)  # the docstring's number
 
 
-def test_cli_lists_and_rejects_unknown(capsys):
+def test_verdict_can_come_out_every_way():
+    assert stats.verdict((0.1, 0.5), 0.3, 0.2) == "reproduced"
+    assert stats.verdict((-0.5, -0.1), 0.3, 0.2).startswith("not reproduced (CI excludes "
+                                                             "the paper's direction")
+    assert stats.verdict((-0.5, 0.6), 0.3, 1.0).startswith("untestable at this scale (MDE 1")
+    assert stats.verdict((-0.1, 0.1), 0.3, 0.2).startswith("not reproduced (CI excludes "
+                                                            "the paper's effect")
+    assert stats.verdict((-0.1, 0.4), 0.3, 0.2) == "inconclusive"
+
+
+def test_compare_pairs_seeds_and_signs_lower_is_better():
+    res = stats.compare([0.10, 0.12, 0.11], [0.20, 0.21, 0.22], 0.05, sign=-1.0)
+    assert res["mean"] == pytest.approx(0.1) and res["verdict"] == "reproduced"
+    assert res["ci95"][0] <= res["ci95_boot"][0] and res["ci95"][0] <= res["ci95_t"][0]
+
+
+def test_held_out_rule_is_fifty_lowest_name_hashes(shared_data):
+    files = sorted((shared_data / "bsds400-train").glob("*.jpg"))
+    train, held = design.split_bsds(files)
+    again = design.split_bsds(list(reversed(files)))
+    assert len(held) == 50 and len(train) == 350 and (train, held) == again
+    worst = max(hashlib.sha256(f.name.encode()).hexdigest() for f in held)
+    assert all(hashlib.sha256(f.name.encode()).hexdigest() > worst for f in train)
+
+
+def test_random_crops_are_seeded_and_native_scale(shared_data):
+    files = design.split_bsds(sorted((shared_data / "bsds400-train").glob("*.jpg")))[1]
+    a, b = (design.random_crops(files, 6, 48, seed=5) for _ in range(2))
+    assert a.shape == (6, 3, 48, 48) and torch.equal(a, b)
+    assert not torch.equal(a, design.random_crops(files, 6, 48, seed=6))
+
+
+def test_paired_seed_ignores_the_arm_and_plateau_rule_fires():
+    assert design.paired_seed(0, 1) == design.paired_seed(0, 1) != design.paired_seed(0, 2)
+    rule = design.Plateau(rel_tol=0.01, window=2)
+    assert not rule.reached([10, 12, 14, 16])
+    assert rule.reached([10, 14, 14.01, 14.02])
+
+
+STUDIES = ["dcae_shortcuts", "litevae_vs_sdvae", "progressive", "recipe_ablations",
+           "scale_dependency", "latent_mmd", "highres_adaptation"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STUDIES)
+def test_study_quick_mode_writes_contrasts_with_cis(name, shared_data, fetched, tmp_path,
+                                                   monkeypatch):
+    monkeypatch.setattr(common, "TRAIN_DATA", shared_data / "bsds400-train")
+    monkeypatch.setattr(common, "EVAL_DATA", shared_data / "kodak24")
+    mod = __import__(f"latentae.studies.{name}", fromlist=["run"])
+    record = common.run_study(mod, ["--quick", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["contrasts"] and all("verdict" in r and len(r["ci95"]) == 2
+                                      for r in saved["contrasts"])
+    assert len(record["runs"]) == 2 * len(mod.QUICK_ARMS)
+    assert (tmp_path / "table.md").read_text().count("|") > 10
+    # --resume reuses every finished run: the same numbers, no training
+    again = common.run_study(mod, ["--quick", "--out", str(tmp_path), "--resume"])
+    assert again["contrasts"] == record["contrasts"]
+
+
+def test_study_refuses_an_old_folder_without_resume(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "TRAIN_DATA", shared_data / "bsds400-train")
+    monkeypatch.setattr(common, "EVAL_DATA", shared_data / "kodak24")
+    (tmp_path / "dcae-f32").mkdir()
+    with pytest.raises(InputError, match="--resume"):
+        common.run_study(dcae_shortcuts, ["--quick", "--out", str(tmp_path)])
+
+
+def test_study_list_marks_the_diffusion_studies(capsys):
     assert main(["study", "list"]) == 0
-    assert "latent-mmd" in capsys.readouterr().out
-    assert main(["study", "no-such-study"]) == 2
-    assert "invalid choice" in capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "dcae-shortcuts" in out and "needs the diffusion trainer" in out
+
+
+@pytest.mark.slow
+def test_gpu_evidence_dry_run_builds_every_run(shared_data, fetched, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LATENTAE_STUDY_DATA":
+           str(shared_data)}
+    env["PYTHON"] = sys.executable
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_evidence.sh"), "--dry-run",
+                           str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for study in ("litevae_vs_sdvae", "dcae_shortcuts"):
+        record = json.loads((tmp_path / study / "results.json").read_text())
+        assert record["scale"]["name"] == "gpu" and record["contrasts"]

@@ -1,6 +1,7 @@
-"""``latentae study NAME [options]``: run one of the small-scale reproduction studies of
-``latentae.studies`` (results in ``docs/results.md``). The options go to the study:
-``--quick``, ``--out DIR``, ``--seed N``, ``--steps N``, ``--threads N``, ... ."""
+"""``latentae study NAME [options]``: run one of the reproduction studies of
+``latentae.studies`` (design and results in ``docs/results.md``). The options go to the
+study: ``--quick``, ``--scale cpu|gpu``, ``--seeds N``, ``--jobs N``, ``--resume``,
+``--out DIR``, ``--arms a,b``, ``--dry-run`` ... (``latentae study NAME --help``)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,22 @@ import importlib
 
 STUDIES = {  # command name -> module of latentae.studies
     "litevae-vs-sdvae": "litevae_vs_sdvae",
+    "progressive": "progressive",
+    "recipe-ablations": "recipe_ablations",
     "scale-dependency": "scale_dependency",
     "latent-mmd": "latent_mmd",
-    "recipe-ablations": "recipe_ablations",
     "dcae-shortcuts": "dcae_shortcuts",
     "highres-adaptation": "highres_adaptation",
+    "dcae-table1": "diffusion_studies",
+    "litevae-table7": "diffusion_studies",
 }
+NOT_RUNNABLE = {"dcae-table1", "litevae-table7"}  # need the diffusion trainer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("study", help="run a small-scale reproduction study (docs/results.md)",
+    p = sub.add_parser("study", help="run a reproduction study (docs/results.md)",
                        description=__doc__)
-    names = sorted(STUDIES) + sorted(STUDIES.values())
+    names = sorted(STUDIES) + sorted(set(STUDIES.values()))
     p.add_argument("name", choices=["list", *names], metavar="NAME",
                    help="a study (" + ", ".join(STUDIES) + ") or 'list'")
     p.add_argument("options", nargs=argparse.REMAINDER,
@@ -31,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_study(args: argparse.Namespace) -> int:
     if args.name == "list":
         for name, module in STUDIES.items():
-            print(f"{name:<20} python -m latentae.studies.{module}")
+            note = "  (not runnable: needs the diffusion trainer)" if name in NOT_RUNNABLE else ""
+            print(f"{name:<20} python -m latentae.studies.{module}{note}")
         return 0
     # Imported on demand: a study pulls in the training loop, and the module is picked by
     # name at run time.

@@ -1,38 +1,32 @@
-"""Shared harness of the small-scale reproduction studies (``docs/results.md``).
+"""Shared harness of the reproduction studies (``docs/results.md``, issue 17).
 
-Every study script builds models, trains them with the public training API
-(``latentae.train``: ``make_config``, ``Recipe``/``Phase``/``LossWeights``, ``train``),
-evaluates them with ``latentae.eval.reconstruction.evaluate_reconstruction`` on kodak24
-crops, and writes
-``OUT/results.json`` + ``OUT/table.md`` (+ a PNG plot). Runs are deterministic given
-``--seed``. The scripts pin ``PYTHONHASHSEED=0`` (re-executing themselves if needed):
-the trainer that produced most of docs/results.md seeded with Python's ``hash``.
+A study module declares its claim, arms, contrasts and ``build`` (``runner.py``); this
+module gives it the command line (``--quick``, ``--scale cpu|gpu``, ``--seeds``,
+``--jobs``, ``--resume``, ``--arms``, ``--dry-run``), runs it (``runner.run_all``) and
+writes ``OUT/results.json`` (every run, every contrast), ``OUT/table.md`` (the
+contrasts with CIs, MDE and verdict, and the runs) and ``OUT/curves.png`` (the held-out
+validation curves). Runs are cached per (arm, seed) and resumable (``design.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import numpy as np
 import torch
 
 from latentae.errors import InputError
-from latentae.eval.inception import load_inception
-from latentae.eval.lpips import load_lpips
-from latentae.eval.reconstruction import EvalConfig, evaluate_reconstruction
 from latentae.files import atomic_path, atomic_write_text
-from latentae.pretrained import load
-from latentae.train.autoencoder import train
-from latentae.train.config import dump_yaml, make_config
-from latentae.train.monitor import read_metrics
-from latentae.train.recipes import Recipe
+from latentae.studies import design, runner
 
 # Relative to the working directory, so an installed latentae (a wheel) behaves like the
 # source checkout run from its root: data in ../shared/data, results in runs/studies/.
@@ -42,159 +36,110 @@ EVAL_DATA = DATA / "kodak24"
 DEFAULT_OUT = Path("runs") / "studies"
 
 
-def pin_hash_seed() -> None:
-    """Re-execute the current command with ``PYTHONHASHSEED=0`` unless already pinned.
-
-    Why: ``latentae.train`` before commit 60bf628 seeded crops and latent noise with
-    ``hash((seed, ...))``, which Python salts per process for tuples holding strings;
-    pinning keeps those results reproducible and costs nothing with later trainers."""
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        os.environ["PYTHONHASHSEED"] = "0"
-        # sys.orig_argv keeps ``-m latentae.studies.NAME`` and the console script alike
-        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
-
-
 def parser(name: str, doc: str) -> argparse.ArgumentParser:
     """The options every study takes."""
     p = argparse.ArgumentParser(prog=f"latentae study {name.replace('_', '-')}",
-                                description=doc)
+                                description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="tiny settings (a few steps, 32² images): a smoke run, not a result")
+                   help="tiny settings (--scale quick: 32², a few steps): a smoke run")
+    p.add_argument("--scale", default="cpu", choices=sorted(design.SCALES),
+                   help="cpu: 64², this 2-core machine; gpu: 128², bf16, one large GPU")
     p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT}/{name})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="override the training steps")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 is fastest on a shared 2-core machine)")
-    p.add_argument("--retrain", action="store_true",
-                   help="train again even where OUT holds a finished run of the same config")
-    p.add_argument("--eval-limit", type=int, default=None,
-                   help="evaluate on the first N kodak24 images only")
+    p.add_argument("--seed", type=int, default=0, help="study seed (paired seeds derive from it)")
+    p.add_argument("--seeds", type=int, default=None, help="paired seeds per arm (≥ 3)")
+    p.add_argument("--budgets", default=None,
+                   help="comma-separated step budgets (the last is the step cap)")
+    p.add_argument("--eval-every", type=int, default=None, help="steps between validations")
+    p.add_argument("--test-crops", type=int, default=None)
+    p.add_argument("--kid-crops", type=int, default=None, help="0 turns KID off")
+    p.add_argument("--lr-mult", type=float, default=None,
+                   help="multiply the paper's learning rate (the small lr sweep)")
+    p.add_argument("--arms", default=None, help="comma-separated subset of the arms")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time, one torch thread each (2 on this 2-core machine)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the study in OUT (finished runs are reused)")
+    p.add_argument("--fresh", action="store_true", help="delete OUT's runs and start over")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: the scale's)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="build every run of the scale and train one step on the CPU, two "
+                        "seeds, two crops per set: checks the study runs, measures nothing")
     return p
 
 
+def scale_from(args: argparse.Namespace) -> design.Scale:
+    """The scale of ``--quick``/``--scale`` with the command line's overrides."""
+    budgets = tuple(int(b) for b in args.budgets.split(",")) if args.budgets else None
+    if args.dry_run:
+        base = design.get_scale("quick" if args.quick else args.scale)
+        return design.get_scale(base.name, budgets=(1,), eval_every=1, val_crops=2,
+                                test_crops=2, kodak_crops=2, seeds=2, device="cpu",
+                                kid_crops=2 if base.kid_crops else 0,
+                                batch_size=min(base.batch_size, 2), workers=0)
+    return design.get_scale("quick" if args.quick else args.scale, seeds=args.seeds,
+                            budgets=budgets, eval_every=args.eval_every,
+                            test_crops=args.test_crops, kid_crops=args.kid_crops,
+                            device=args.device, lr_mult=args.lr_mult)
+
+
 def setup(args: argparse.Namespace, name: str) -> Path:
-    """Threads, seed, data check; returns the output folder."""
-    torch.set_num_threads(args.threads)
-    REUSE["on"] = not args.retrain
-    torch.manual_seed(args.seed)
+    """Data check and the output folder (refuses to mix with an earlier study unless
+    ``--resume`` or ``--fresh``)."""
     for d in (TRAIN_DATA, EVAL_DATA):
         if not d.is_dir():
             raise InputError(f"{d} is missing: the studies read ../shared/data (relative to "
                              "the working directory) or $LATENTAE_STUDY_DATA")
     out = Path(args.out) if args.out else DEFAULT_OUT / name
+    if args.fresh and out.is_dir():
+        shutil.rmtree(out)
+    holds = out.is_dir() and any(p.is_dir() and p.name != "data" for p in out.iterdir())
+    if holds and not args.resume:
+        raise InputError(f"{out} holds runs of an earlier study: --resume continues it, "
+                         "--fresh deletes it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
-def machine() -> str:
+def chosen_arms(mod: ModuleType, args: argparse.Namespace) -> tuple[str, ...]:
+    arms = tuple(args.arms.split(",")) if args.arms else (
+        mod.QUICK_ARMS if args.quick else tuple(mod.ARMS))
+    unknown = sorted(set(arms) - set(mod.ARMS))
+    if unknown:
+        raise InputError(f"unknown arm(s) {unknown}; valid: {', '.join(mod.ARMS)}")
+    return arms
+
+
+def run_study(mod: ModuleType, argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv``, run every (arm, seed), write results.json/table.md/curves.png."""
+    args = parser(mod.NAME, mod.__doc__).parse_args(argv)
+    started, scale = time.perf_counter(), scale_from(args)
+    out, arms = setup(args, mod.NAME), chosen_arms(mod, args)
+    results = runner.run_all(mod, arms, scale, out, args.seed, TRAIN_DATA, EVAL_DATA,
+                             1 if args.dry_run else args.jobs)
+    rows = runner.contrasts(mod, results, scale, arms)
+    record = runner.study_record(mod, scale, results, rows, started)
+    record |= {"command": command_line(mod.NAME), "machine": machine(scale.device),
+               "arms": {a: mod.ARMS[a] for a in arms}}
+    atomic_write_text(out / "results.json", json.dumps(record, indent=1, default=str))
+    atomic_write_text(out / "table.md", render(record))
+    plot_curves(out / "curves.png", results, f"{mod.NAME}: held-out val PSNR ({scale.name})")
+    print(render(record))
+    return record
+
+
+def command_line(study: str) -> str:
+    via_cli = Path(sys.argv[0]).name == "latentae"  # `latentae study NAME ...`
+    return (("latentae " if via_cli else f"python -m latentae.studies.{study} ")
+            + " ".join(sys.argv[1:])).strip()
+
+
+def machine(device: str = "cpu") -> str:
     """A one-line description of where the numbers were measured."""
-    return (f"{platform.machine()} CPU, {os.cpu_count()} cores visible, "
-            f"{torch.get_num_threads()} torch thread(s), torch {torch.__version__}")
-
-
-def save_init(model: torch.nn.Module, path: Path) -> Path:
-    """Save a freshly built model so ``train`` starts from exactly these weights."""
-    model.save_pretrained(str(path))
-    return path
-
-
-def train_model(start: Path | str, run_dir: Path, phases: tuple, seed: int,
-                val_every: int = 0, val_images: int = 24, discriminator: str = "patchgan",
-                discriminator_channels: int = 32, ema_decay: float = 0.999) -> dict[str, Any]:
-    """Train ``start`` (a saved model dir) through ``phases`` with ``latentae.train``.
-
-    Returns ``{"model": exported EMA dir, "seconds": wall time, "img_s": images/s,
-    "curve": [validation records]}``. Validation (``val_every`` > 0) runs the EMA model on
-    the first ``val_images`` kodak24 center crops at the last phase's resolution."""
-
-    cfg = make_config({
-        "model": str(start), "data": str(TRAIN_DATA), "out": str(run_dir), "seed": seed,
-        "val_data": str(EVAL_DATA) if val_every else None, "val_images": val_images,
-        "val_every": val_every, "ckpt_every": 10**9, "keep_checkpoints": 1,
-        "log_every": 25, "progress": False, "ema_decay": ema_decay,
-        "overwrite": True})  # a fresh run: an unfinished or different one in run_dir goes
-    recipe = Recipe(run_dir.name, tuple(phases), discriminator=discriminator,
-                    discriminator_channels=discriminator_channels)
-    done = finished_run(run_dir, cfg, recipe)
-    if done is not None:
-        print(f"reusing the finished run {run_dir} (same config; --retrain to redo it)")
-        return done
-    t0 = time.perf_counter()
-    exported = train(cfg, recipe)
-    seconds = time.perf_counter() - t0
-    if exported is None:
-        raise RuntimeError(f"training of {run_dir} stopped early")
-    atomic_write_text(run_dir / "train_seconds.txt", f"{seconds:.1f}\n")
-    return summarize_run(run_dir)
-
-
-REUSE = {"on": True}  # cleared by --retrain
-
-
-def summarize_run(run_dir: Path) -> dict[str, Any]:
-    """Exported model, wall time, mean images/s and validation curve of a finished run."""
-
-    records = read_metrics(run_dir)
-    rates = [r["img_s"] for r in records if "img_s" in r]
-    curve = [{"step": r["step"], **{k[4:]: v for k, v in r.items() if k.startswith("val_")}}
-             for r in records if "val_psnr" in r]
-    secs = run_dir / "train_seconds.txt"
-    return {"model": str(run_dir / "model"),
-            "seconds": float(secs.read_text()) if secs.is_file() else None,
-            "img_s": round(sum(rates) / len(rates), 2) if rates else None, "curve": curve}
-
-
-def finished_run(run_dir: Path, cfg, recipe) -> dict[str, Any] | None:
-    """The summary of an earlier run in ``run_dir`` that finished with exactly this
-    configuration (same ``config.yaml``, exported model, last step reached), else None."""
-
-    if not REUSE["on"] or not (run_dir / "model" / "config.json").is_file():
-        return None
-    path = run_dir / "config.yaml"
-    if not path.is_file() or path.read_text() != dump_yaml(cfg, recipe):
-        return None
-    steps = [json.loads(line).get("step", 0) for line in
-             (run_dir / "metrics.jsonl").read_text().splitlines()[-3:] if line.strip()]
-    return summarize_run(run_dir) if steps and max(steps) >= sum(
-        p.steps for p in recipe.phases) else None
-
-
-_NETS: dict[str, Any] = {}
-
-
-def evaluate_dir(model_dir: str | Path, resolution: int, limit: int | None = None,
-                 crop: str = "center") -> dict[str, Any]:
-    """PSNR/SSIM/LPIPS(Alex)/rFID/latent MMD² of a saved model on kodak24 crops at
-    ``resolution`` (shortest side resized, then cropped), as ``latentae eval`` measures."""
-
-    if not _NETS:
-        _NETS["lpips"], _NETS["inception"] = load_lpips("alex"), load_inception()
-    model = load(model_dir)
-    torch.manual_seed(0)  # random crops, when asked for, are the same for every model
-    cfg = EvalConfig(resolution=resolution, crop=crop, limit=limit, batch_size=8,
-                     progress=False)
-    res = evaluate_reconstruction(model, EVAL_DATA, cfg, torch.device("cpu"), _NETS["lpips"],
-                                  _NETS["inception"])
-    s = res.summary
-    return {"images": len(res.rows), "psnr": s["psnr"], "ssim": s["ssim"],
-            "lpips": s["lpips"], "rfid": s["rfid"], "mmd2_std": s["mmd2_standardized"],
-            "latent_std": res.latents.get("std"), "notes": res.notes}
-
-
-@torch.no_grad()
-def encode_rate(model: torch.nn.Module, resolution: int, batch: int = 8,
-                repeats: int = 3) -> float:
-    """Encoder throughput in images/s (median of ``repeats`` timed batches after one
-    warm-up), posterior mode, float32 on CPU. Noisy on a shared machine."""
-    model.eval()
-    x = torch.zeros(batch, 3, resolution, resolution)
-    model.encode(x)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        model.encode(x).mode()
-        times.append(time.perf_counter() - t)
-    return batch / sorted(times)[len(times) // 2]
+    where = (torch.cuda.get_device_name() if device.startswith("cuda")
+             and torch.cuda.is_available() else f"{platform.machine()} CPU")
+    return (f"{where}, {os.cpu_count()} cores visible, torch {torch.__version__}, "
+            "one torch thread per run")
 
 
 def fmt(v: Any) -> str:
@@ -212,22 +157,34 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(out: Path, study: str, args: argparse.Namespace, rows: list[dict],
-                  columns: list[str], extra: dict | None = None, started: float = 0.0) -> None:
-    """``OUT/results.json`` (everything) and ``OUT/table.md`` (the table + the command)."""
-    via_cli = Path(sys.argv[0]).name == "latentae"  # `latentae study NAME ...`
-    command = (("latentae " if via_cli else f"python -m latentae.studies.{study} ")
-               + " ".join(sys.argv[1:]))
-    meta = {"study": study, "command": command.strip(), "seed": args.seed,
-            "quick": args.quick, "machine": machine(),
-            "wall_seconds": round(time.perf_counter() - started, 1) if started else None,
-            "train_data": str(TRAIN_DATA.name), "eval_data": str(EVAL_DATA.name)}
-    atomic_write_text(out / "results.json", json.dumps({**meta, **(extra or {}), "rows": rows},
-                                                       indent=1, default=str))
-    table = markdown_table(rows, columns)
-    atomic_write_text(out / "table.md", f"`{meta['command']}` ({meta['machine']}, "
-                                        f"{meta['wall_seconds']} s)\n\n{table}")
-    print(table)
+def render(record: dict[str, Any]) -> str:
+    """The Markdown of a study: claim, command, contrasts (CIs, MDE, verdict), runs."""
+    cols = ["contrast", "metric", "budget", "set", "arm_mean", "ref_mean", "mean", "sd",
+            "ci95", "mde", "paper_effect", "verdict"]
+    rows = [{**r, "ci95": "[{:.3f}, {:.3f}]".format(*r["ci95"]) if "ci95" in r else None}
+            for r in record["contrasts"]]
+    runs = [{"arm": r["arm"], "seed": r["seed_index"], "plateau": r["plateau"],
+             "steps": r["curve"][-1]["step"] if r["curve"] else 0,
+             "val_psnr": r["curve"][-1]["val"] if r["curve"] else None,
+             "train_s": r["train_s"], "params_M": r["params"] / 1e6} for r in record["runs"]]
+    return (f"**Claim.** {record['claim']}\n\n`{record['command']}` — {record['machine']}, "
+            f"{record['wall_seconds']} s wall\n\n"
+            "Differences are arm − reference, signed so + is the paper's direction; CI: "
+            "the union of the paired bootstrap and t 95% intervals over seeds; MDE at 80% "
+            "power.\n\n" + markdown_table(rows, cols) + "\n" +
+            markdown_table(runs, ["arm", "seed", "steps", "plateau", "val_psnr", "train_s",
+                                  "params_M"]))
+
+
+def plot_curves(path: Path, results: list[dict], title: str) -> None:
+    """Mean held-out validation PSNR against steps, one line per arm."""
+    series: dict[str, dict[int, list[float]]] = {}
+    for r in results:
+        for c in r["curve"]:
+            series.setdefault(r["arm"], {}).setdefault(c["step"], []).append(c["val"])
+    plot(path, {a: (sorted(v), [float(np.mean(v[s])) for s in sorted(v)])
+                for a, v in series.items()}, "training step", "val PSNR (held-out crops)",
+         title)
 
 
 def plot(path: Path, series: dict[str, tuple[list, list]], xlabel: str, ylabel: str,
@@ -254,20 +211,6 @@ def plot(path: Path, series: dict[str, tuple[list, list]], xlabel: str, ylabel: 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
-
-
-def trained_models(args, source: str | None, study: str = "litevae_vs_sdvae") -> dict[str, str]:
-    """``{name: model_dir}`` of the models trained by ``study`` (its ``results.json`` in
-    ``source`` or its default folder); runs that study first (same flags) when absent."""
-    folder = Path(source) if source else (
-        Path(args.out) / study if args.out else DEFAULT_OUT / study)
-    path = folder / "results.json"
-    if not path.is_file():
-        print(f"{path} not found: running the {study} study first", flush=True)
-        sub = argparse.Namespace(**{**vars(args), "out": str(folder)})
-        importlib.import_module(f"latentae.studies.{study}").run(sub)
-    rows = json.loads(path.read_text())["rows"]
-    return {r["model"]: r["model_dir"] for r in rows}
 
 
 def bars(path: Path, labels: list[str], values: list[float | None], ylabel: str,

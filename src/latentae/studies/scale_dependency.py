@@ -1,63 +1,48 @@
-"""Study 2 — scale dependency (LiteVAE Fig. 5, App. D.7).
+"""Scale dependency (LiteVAE fig. 5, App. D.7): evaluated away from its training
+resolution, LiteVAE degrades less than a standard VAE encoder.
 
-Claim tested: evaluated away from its training resolution, LiteVAE degrades less than
-a standard VAE encoder in every metric.
-
-Setup: the models trained by study 1 (``litevae_vs_sdvae``, trained at 64²; run first
-if absent), each evaluated on the 24 kodak24 images resized (shortest side) and
-center-cropped to every resolution in ``RESOLUTIONS``: PSNR, SSIM, LPIPS-Alex, rFID.
-rFID on 24 images is heavily biased upwards (far below 2048 images) and only its
-*trend* across resolutions means anything. The plot shows PSNR and rFID against
-resolution; the table also gives each model's PSNR drop from 64² to the largest size.
+Design: the ``lite-tiny`` and ``sd-enc`` arms of ``litevae_vs_sdvae`` (same decoder,
+same init per seed), trained at the scale's resolution R, then tested on held-out BSDS
+crops taken at native scale (no resize, so the image statistics per pixel are the same
+at every size) of R, 2R and 4R. The per-arm metric ``psnr_drop_4R`` is PSNR at 4R minus
+PSNR at R (a change at one resolution, so comparable across arms); the contrast is
+LiteVAE's drop minus SD's (fig. 5 gives curves, no number: direction only).
 """
 
 from __future__ import annotations
 
 import sys
-import time
+from pathlib import Path
 
-from latentae.studies import common
+from latentae.eval.psnr_ssim import psnr_per_image
+from latentae.studies import common, design, litevae_vs_sdvae
+from latentae.studies.runner import Contrast, reconstruct
 
 NAME = "scale_dependency"
-RESOLUTIONS = (64, 96, 128, 192, 256)
+CLAIM = ("LiteVAE fig. 5: LiteVAE degrades less than an SD-VAE encoder when evaluated "
+         "at resolutions above its training one (direction only: fig. 5 has no numbers)")
+ARMS = {a: litevae_vs_sdvae.ARMS[a] for a in ("lite-tiny", "sd-enc")}
+QUICK_ARMS = ("lite-tiny", "sd-enc")
+CONTRASTS = (Contrast("lite-tiny", "sd-enc", "psnr_drop_2R", 0.0, "fig. 5, direction"),
+             Contrast("lite-tiny", "sd-enc", "psnr_drop_4R", 0.0, "fig. 5, direction"))
+build = litevae_vs_sdvae.build
+CROPS_PER_SIZE = {"quick": 2, "cpu": 128, "gpu": 512}
 
 
-def run(args) -> list[dict]:
-    started, out = time.perf_counter(), common.setup(args, NAME)
-    resolutions = (32, 64) if args.quick else RESOLUTIONS
-    limit = args.eval_limit or (2 if args.quick else None)
-    models = common.trained_models(args, args.source)
-    rows = []
-    for name, model_dir in models.items():
-        for res in resolutions:
-            rows.append({"model": name, "resolution": res,
-                         **common.evaluate_dir(model_dir, res, limit)})
-            print(rows[-1], flush=True)
-    summary = []
-    for name in models:
-        mine = [r for r in rows if r["model"] == name]
-        summary.append({"model": name, **{f"psnr@{r['resolution']}": r["psnr"] for r in mine},
-                        "psnr_drop": mine[0]["psnr"] - mine[-1]["psnr"],
-                        **{f"rfid@{r['resolution']}": r["rfid"] for r in mine}})
-    cols = ["model", *[f"psnr@{r}" for r in resolutions], "psnr_drop",
-            *[f"rfid@{r}" for r in resolutions]]
-    common.write_results(out, NAME, args, summary, cols, extra={"per_resolution": rows},
-                         started=started)
-    for metric in ("psnr", "rfid", "lpips"):
-        series = {n: ([r["resolution"] for r in rows if r["model"] == n],
-                      [r[metric] for r in rows if r["model"] == n]) for n in models}
-        common.plot(out / f"{metric}_vs_resolution.png", series, "evaluation resolution",
-                    f"{metric} (kodak24 center crops)", "trained at 64², evaluated at N²",
-                    logx=True)
-    return summary
+def extra_metrics(model, scale: design.Scale, data: Path, cache: Path) -> dict[str, float]:
+    """PSNR at R, 2R, 4R on native-scale held-out crops, and the drops from R."""
+    n, out = CROPS_PER_SIZE.get(scale.name, 128), {}
+    for k in (k for k in (1, 2, 4) if k * scale.resolution <= 320):  # BSDS: 481×321
+        crops = design.crop_set("test", data, n, k * scale.resolution, cache)
+        out[f"psnr_{k}R"] = float(psnr_per_image(
+            crops, reconstruct(model, crops, scale.device, batch=8)).mean())
+    for k in (k for k in (2, 4) if f"psnr_{k}R" in out):
+        out[f"psnr_drop_{k}R"] = out[f"psnr_{k}R"] - out["psnr_1R"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    common.pin_hash_seed()
-    p = common.parser(NAME, __doc__)
-    p.add_argument("--source", default=None,
-                   help="folder of a finished litevae_vs_sdvae run (default: its OUT)")
-    run(p.parse_args(argv))
+    common.run_study(sys.modules[__name__], argv)
     return 0
 
 

@@ -1,0 +1,233 @@
+"""The experimental design every study shares (issue 17): the held-out split, the
+evaluation crops, the scales, paired seeds, the plateau stop rule and a cached,
+resumable training run per (arm, seed).
+
+- **Held-out rule** (:func:`split_bsds`): of the 400 BSDS images, the 50 whose
+  ``sha256(file name)`` is lowest are held out; training reads the other 350 (a folder
+  of links, :func:`train_folder`). Evaluation uses random crops of the held-out images
+  at native scale (no resize; positions from a seeded generator, :func:`random_crops`)
+  and kodak24 crops as a second, out-of-distribution set.
+- **Paired seeds** (:func:`paired_seed`): run seed = ``seed_from(study seed, seed
+  index)``, never the arm, so every arm of one seed index starts from the same initial
+  weights (where modules are shared) and reads the same data order.
+- **Plateau** (:class:`Plateau`): training runs in chunks of ``eval_every`` steps
+  (``latentae.train`` with ``resume='auto'`` and ``max_steps``); after each chunk the EMA
+  weights of the checkpoint are validated on held-out crops; the run stops when the
+  relative improvement over the last ``window`` evaluations falls below ``rel_tol``, or
+  at the step cap. Models are kept at each budget step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from latentae.errors import InputError
+from latentae.files import atomic_write_text
+from latentae.io import list_images, load_image, to_tensor
+from latentae.pretrained import load
+from latentae.train.autoencoder import train
+from latentae.train.config import make_config
+from latentae.train.recipes import LossWeights, Phase, Recipe
+from latentae.train.state import load_latest, seed_from
+
+HELD_OUT = 50
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a study runs. ``budgets`` are step counts at which the model is kept and
+    tested (the last is the cap); ``eval_every`` steps between validations."""
+
+    name: str
+    resolution: int
+    batch_size: int
+    budgets: tuple[int, ...]
+    eval_every: int
+    val_crops: int  # held-out crops for the validation curve
+    test_crops: int  # held-out crops for the final table (1-2k for a result)
+    kodak_crops: int
+    kid_crops: int  # 0: no KID (Inception on CPU is slow); FID only from >= 2048
+    seeds: int
+    device: str = "cpu"
+    dtype: str = "float32"  # bf16 on CUDA: training autocasts (latentae.runtime.autocast)
+    perceptual: bool = False  # LPIPS-VGG in the loss (rule 5: when LPIPS/KID decide)
+    lr_mult: float = 1.0  # times the paper's learning rate (the lr sweep)
+    workers: int = 0  # data-loader processes per run (JPEG decoding feeds a GPU)
+
+
+SCALES = {
+    "quick": Scale("quick", 32, 2, (1,), 1, 2, 4, 2, 0, 2),
+    "cpu": Scale("cpu", 64, 8, (150, 300), 50, 64, 1024, 256, 0, 3),
+    "gpu": Scale("gpu", 128, 32, (1000, 2000), 250, 256, 2048, 512, 2048, 3,
+                 device="cuda", dtype="bfloat16", perceptual=True, workers=3),
+}
+
+
+def get_scale(name: str, **overrides: Any) -> Scale:
+    """A scale by name, with fields replaced (``seeds=5``); unknown name -> InputError."""
+    if name not in SCALES:
+        raise InputError(f"unknown scale {name!r}; valid: {', '.join(SCALES)}")
+    return replace(SCALES[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def paired_seed(study_seed: int, seed_index: int) -> int:
+    """The run seed of seed index ``i``: the same for every arm (paired design)."""
+    return seed_from(study_seed, seed_index) % 2**31
+
+
+def name_rank(path: Path) -> str:
+    return hashlib.sha256(path.name.encode()).hexdigest()
+
+
+def split_bsds(files: list[Path], held_out: int = HELD_OUT) -> tuple[list[Path], list[Path]]:
+    """``(train, held_out)``: the ``held_out`` files with the lowest sha256 of the file
+    name are held out; both lists sorted by name."""
+    if len(files) <= held_out:
+        raise InputError(f"need more than {held_out} images to hold {held_out} out, got "
+                         f"{len(files)}")
+    ranked = sorted(files, key=name_rank)
+    return sorted(ranked[held_out:]), sorted(ranked[:held_out])
+
+
+def train_folder(data: Path, cache: Path) -> Path:
+    """A folder of links to the training part of ``data`` (``cache/bsds-train``)."""
+    train_files, _ = split_bsds(list_images(data))
+    folder = cache / "bsds-train"
+    if folder.is_dir() and len(list(folder.iterdir())) == len(train_files):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in train_files:
+        link = folder / f.name
+        if not link.exists():
+            os.symlink(f.resolve(), link)
+    return folder
+
+
+def random_crops(files: list[Path], n: int, size: int, seed: int) -> torch.Tensor:
+    """``(n, 3, size, size)`` in [-1, 1]: crop k from image ``k mod len(files)`` (a
+    seeded permutation) at a seeded position, native scale (no resize)."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(files), generator=g)
+    images: dict[int, torch.Tensor] = {}
+    out = torch.empty(n, 3, size, size)
+    for k in range(n):
+        i = int(order[k % len(files)])
+        if i not in images:
+            images[i] = to_tensor(load_image(files[i]))          # (3, H, W) in [-1, 1]
+        img = images[i]
+        h, w = img.shape[-2:]
+        if min(h, w) < size:
+            raise InputError(f"{files[i]} ({w}×{h}) is smaller than the {size}² crop")
+        top = int(torch.randint(0, h - size + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - size + 1, (1,), generator=g))
+        out[k] = img[:, top:top + size, left:left + size]
+    return out
+
+
+def crop_set(kind: str, data: Path, n: int, size: int, cache: Path) -> torch.Tensor:
+    """Cached evaluation crops: ``val`` / ``test`` (held-out BSDS, different seeds) or
+    ``kodak`` (every kodak24 image)."""
+    path = cache / f"crops-{kind}-{n}-{size}.pt"
+    if path.is_file():
+        return torch.load(path)
+    files = list_images(data)
+    if kind in ("val", "test"):
+        files = split_bsds(files)[1]
+    seed = {"val": 1, "test": 2, "kodak": 3}[kind]
+    crops = random_crops(files, n, size, seed)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(crops, tmp)
+    os.replace(tmp, path)
+    return crops
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """Stop when ``(best of the last window) / (best before it) − 1 < rel_tol`` for a
+    higher-is-better validation value (PSNR), after at least ``window + 1`` values."""
+
+    rel_tol: float = 0.002
+    window: int = 3
+
+    def reached(self, values: list[float]) -> bool:
+        if len(values) <= self.window:
+            return False
+        before, recent = max(values[:-self.window]), max(values[-self.window:])
+        return recent / before - 1 < self.rel_tol if before > 0 else recent <= before
+
+
+def ema_from_checkpoint(init: Path, run_dir: Path) -> torch.nn.Module:
+    """The model of ``init`` with the EMA weights of the newest checkpoint of a run."""
+    saved = load_latest(run_dir / "checkpoints")
+    if saved is None:
+        raise InputError(f"{run_dir} holds no checkpoint")
+    model = load(init)
+    model.load_state_dict(saved["ema"]["model"])
+    return model.eval()
+
+
+def run_config(init: Path, data: Path, run_dir: Path, seed: int, scale: Scale, chunk: int,
+               overrides: dict | None = None):
+    """The ``TrainConfig`` of one chunk: resume the run, train ``chunk`` more steps."""
+    return make_config({
+        "model": str(init), "data": str(data), "out": str(run_dir), "seed": seed,
+        "resume": "auto", "restart": True, "max_steps": chunk, "val_every": 0,
+        "ckpt_every": 0, "keep_checkpoints": 1, "log_every": 25, "progress": False,
+        "grad_clip": 0.0,  # neither paper clips (issue 17, rule 6)
+        "device": scale.device, "workers": scale.workers, **(overrides or {})})
+
+
+def train_arm(run_dir: Path, init: Path, recipe: Recipe, data: Path, seed: int,
+              scale: Scale, validate, plateau: Plateau = Plateau(),
+              overrides: dict | None = None) -> dict[str, Any]:
+    """Train (or continue) one (arm, seed) run to the plateau or the cap, keeping the
+    EMA model at every budget step. ``validate(model) -> float`` (higher is better).
+    The record (curve, budgets, wall time) is cached in ``run_dir/arm.json``; a finished
+    run returns it without training. Wall time counts training and validation."""
+    path = run_dir / "arm.json"
+    rec = json.loads(path.read_text()) if path.is_file() else {
+        "curve": [], "budgets": {}, "seconds": 0.0, "done": False, "seed": seed}
+    total = sum(p.steps for p in recipe.phases)
+    while not rec["done"]:
+        t0, step = time.perf_counter(), rec["curve"][-1]["step"] if rec["curve"] else 0
+        chunk = min(scale.eval_every, total - step)
+        train(run_config(init, data, run_dir, seed, scale, chunk, overrides), recipe)
+        step += chunk
+        model = ema_from_checkpoint(init, run_dir)
+        rec["curve"].append({"step": step, "val": validate(model)})
+        if step in scale.budgets or step >= total:
+            model.save_pretrained(str(run_dir / f"model-{step}"))
+            rec["budgets"][str(step)] = str(run_dir / f"model-{step}")
+        values = [c["val"] for c in rec["curve"]]
+        rec["plateau"] = plateau.reached(values)
+        if rec["plateau"] and str(step) not in rec["budgets"]:
+            model.save_pretrained(str(run_dir / f"model-{step}"))
+            rec["budgets"][str(step)] = str(run_dir / f"model-{step}")
+        rec["done"] = rec["plateau"] or step >= total
+        rec["seconds"] += time.perf_counter() - t0
+        atomic_write_text(path, json.dumps(rec, indent=1))
+    return rec
+
+
+NEVER = Plateau(rel_tol=-1e9)  # fixed budgets (multi-phase recipes: no early stop)
+
+
+def litevae_phase(name: str, steps: int, resolution: int, scale: Scale, **losses: Any
+                  ) -> Phase:
+    """A phase with LiteVAE's optimiser (Adam, lr 1e-4 × ``scale.lr_mult``, betas
+    (0.5, 0.9), as issue 17 rule 6 states the paper's) and L1 + KL 1e-6 (+ LPIPS-VGG
+    where the scale says so), plus ``losses`` (``wavelet=0.1``, ``adversarial=…``,
+    ``discriminator_on=True``...)."""
+    on = losses.pop("discriminator_on", False)
+    weights = dict(perceptual=1.0 if scale.perceptual else 0.0, kl=1e-6) | losses
+    return Phase(name, steps, resolution, scale.batch_size, 1e-4 * scale.lr_mult,
+                 betas=(0.5, 0.9), losses=LossWeights(**weights), discriminator_on=on)

@@ -1,0 +1,207 @@
+"""Run a study: every (arm, paired seed) trained to its plateau or cap (cached and
+resumable), tested at each budget on the held-out and kodak crops, then the paired
+contrasts with bootstrap CIs, the MDE and the verdict (``stats.py``).
+
+A study module declares ``NAME``, ``CLAIM`` (text), ``ARMS`` (name -> description),
+``QUICK_ARMS``, ``CONTRASTS`` (:class:`Contrast` records), optionally ``PARENTS``
+(arm -> the arm whose final model it starts from, e.g. GAN arms warm-started from the
+converged L1+LPIPS run) and ``build(arm, scale, init_from) -> (model | None, Recipe)``
+(a fresh model, built after ``torch.manual_seed(run seed)``; ``None`` with ``init_from``
+continues the parent's model).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentae.eval.fid import resize_for_inception
+from latentae.eval.generation_metrics import kid
+from latentae.eval.inception import load_inception
+from latentae.eval.lpips import load_lpips
+from latentae.eval.psnr_ssim import psnr_per_image, ssim_per_image
+from latentae.files import atomic_write_text
+from latentae.pretrained import load
+from latentae.studies import design, stats
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """``arm − reference`` on ``metric`` (``sign`` −1 where lower is better); the paper's
+    effect in the same signed units, and where it is from."""
+
+    arm: str
+    reference: str
+    metric: str
+    paper_effect: float
+    source: str
+    sign: float = 1.0
+
+
+_NETS: dict[str, Any] = {}
+
+
+def nets(device: str, need_kid: bool) -> dict[str, Any]:
+    if "lpips" not in _NETS:
+        _NETS["lpips"] = load_lpips("alex", device)
+    if need_kid and "inception" not in _NETS:
+        _NETS["inception"] = load_inception(device)
+    return _NETS
+
+
+@torch.no_grad()
+def reconstruct(model: torch.nn.Module, x: torch.Tensor, device: str, batch: int = 32
+                ) -> torch.Tensor:
+    """Posterior-mode reconstructions, float32 on the CPU, clamped to [-1, 1]."""
+    model = model.to(device).eval()
+    out = [model.decode(model.encode(b.to(device)).mode()).float().clamp(-1, 1).cpu()
+           for b in x.split(batch)]
+    return torch.cat(out)
+
+
+def val_psnr(crops: torch.Tensor, device: str):
+    """The validation value of the plateau rule: mean PSNR on the val crops."""
+    return lambda model: float(psnr_per_image(crops, reconstruct(model, crops, device)).mean())
+
+
+@torch.no_grad()
+def inception_features(x: torch.Tensor, device: str, batch: int = 32) -> torch.Tensor:
+    net = nets(device, True)["inception"]
+    return torch.cat([net(resize_for_inception(b.to(device))).double().cpu()
+                      for b in x.split(batch)])
+
+
+@torch.no_grad()
+def measure(model: torch.nn.Module, crops: torch.Tensor, device: str, kid_crops: int,
+            real_features: torch.Tensor | None = None) -> dict[str, Any]:
+    """Per-crop PSNR/SSIM/LPIPS(Alex) lists, their means, and KID (×1e3) on the first
+    ``kid_crops`` crops when > 0 (FID only when ≥ 2048 crops)."""
+    r = reconstruct(model, crops, device)
+    lp = nets(device, False)["lpips"]
+    lpips = torch.cat([lp(a.to(device), b.to(device)).flatten().cpu()
+                       for a, b in zip(crops.split(32), r.split(32))])
+    rows = {"psnr": psnr_per_image(crops, r), "ssim": ssim_per_image(crops, r), "lpips": lpips}
+    out: dict[str, Any] = {k: float(v.mean()) for k, v in rows.items()}
+    out["per_crop"] = {k: v.double().numpy().round(5).tolist() for k, v in rows.items()}
+    if kid_crops:
+        real = real_features if real_features is not None else inception_features(
+            crops[:kid_crops], device)
+        fake = inception_features(r[:kid_crops], device)
+        out["kid_x1e3"] = 1e3 * kid(real, fake)[0]
+    return out
+
+
+def run_one(module_name: str, arm: str, seed_index: int, scale: design.Scale, out: str,
+            study_seed: int, data: str, kodak: str, threads: int) -> dict[str, Any]:
+    """Train one (arm, seed) run (its parents first) and test it at every budget;
+    cached in ``OUT/ARM/sI/result.json``. Runs in a worker process."""
+    torch.set_num_threads(threads)
+    mod = importlib.import_module(f"latentae.studies.{module_name}")
+    folder = Path(out) / arm / f"s{seed_index}"
+    cached = folder / "result.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    parent = getattr(mod, "PARENTS", {}).get(arm)
+    init_from = None
+    if parent:
+        pres = run_one(module_name, parent, seed_index, scale, out, study_seed, data, kodak,
+                       threads)
+        init_from = Path(pres["final_model"])
+    res = train_and_test(mod, arm, seed_index, scale, Path(out), study_seed, Path(data),
+                         Path(kodak), init_from)
+    atomic_write_text(cached, json.dumps(res))
+    return res
+
+
+def train_and_test(mod: ModuleType, arm: str, seed_index: int, scale: design.Scale,
+                   out: Path, study_seed: int, data: Path, kodak: Path,
+                   init_from: Path | None) -> dict[str, Any]:
+    seed = design.paired_seed(study_seed, seed_index)
+    folder, cache = out / arm / f"s{seed_index}", out / "data"
+    torch.manual_seed(seed)  # the same initial weights for every arm of this seed index
+    model, recipe = mod.build(arm, scale, init_from)
+    init = folder / "init"
+    if model is not None:
+        model.save_pretrained(str(init))
+    else:
+        init = init_from
+    res = scale.resolution
+    val = design.crop_set("val", data, scale.val_crops, res, cache)
+    rec = design.train_arm(folder / "run", init, recipe, design.train_folder(data, cache),
+                           seed, scale, val_psnr(val, scale.device),
+                           getattr(mod, "PLATEAU", design.Plateau()))
+    test = design.crop_set("test", data, scale.test_crops, res, cache)
+    kod = design.crop_set("kodak", kodak, scale.kodak_crops, res, cache)
+    saved = sorted((int(k), v) for k, v in rec["budgets"].items())
+    tested = {}
+    for b in scale.budgets:
+        step, path = max(((s, p) for s, p in saved if s <= b), default=saved[0])
+        m = load(path)
+        tested[str(b)] = {"step": step, "test": measure(m, test, scale.device, scale.kid_crops),
+                          "kodak": measure(m, kod, scale.device, 0)}
+        if hasattr(mod, "extra_metrics"):  # e.g. other crop sizes, latent MMD
+            tested[str(b)]["test"].update(mod.extra_metrics(m, scale, data, cache))
+    return {"arm": arm, "seed_index": seed_index, "seed": seed, "curve": rec["curve"],
+            "plateau": rec.get("plateau", False), "train_s": rec["seconds"],
+            "final_model": saved[-1][1], "budgets": tested,
+            "params": sum(p.numel() for p in load(saved[-1][1]).parameters())}
+
+
+def run_all(mod: ModuleType, arms: tuple[str, ...], scale: design.Scale, out: Path,
+            study_seed: int, data: Path, kodak: Path, jobs: int) -> list[dict]:
+    """Every (arm, seed index), ``jobs`` at a time in single-thread worker processes."""
+    tasks = [(mod.NAME, a, i, scale, str(out), study_seed, str(data),
+              str(kodak), 1) for i in range(scale.seeds) for a in arms]
+    if jobs <= 1:
+        return [run_one(*t) for t in tasks]
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(run_one, *zip(*tasks)))
+
+
+def contrasts(mod: ModuleType, results: list[dict], scale: design.Scale,
+              arms: tuple[str, ...]) -> list[dict]:
+    """Each declared contrast (both arms run) at each budget, on both test sets."""
+    by = {(r["arm"], r["seed_index"]): r for r in results}
+    rows = []
+    for c in mod.CONTRASTS:
+        if c.arm not in arms or c.reference not in arms:
+            continue
+        for b in scale.budgets:
+            for where in ("test", "kodak"):
+                pick = [(by[(c.arm, i)]["budgets"][str(b)][where],
+                         by[(c.reference, i)]["budgets"][str(b)][where])
+                        for i in range(scale.seeds)]
+                if c.metric not in pick[0][0]:
+                    continue
+                a, r = ([p[k][c.metric] for p in pick] for k in (0, 1))
+                items = None
+                if c.metric in pick[0][0]["per_crop"]:
+                    items = c.sign * (np.array([p[0]["per_crop"][c.metric] for p in pick])
+                                      - np.array([p[1]["per_crop"][c.metric] for p in pick]))
+                rows.append({"contrast": f"{c.arm} − {c.reference}", "metric": c.metric,
+                             "budget": b, "set": where, "source": c.source,
+                             "arm_mean": float(np.mean(a)), "arm_sd": float(np.std(a, ddof=1))
+                             if len(a) > 1 else None, "ref_mean": float(np.mean(r)),
+                             **stats.compare(a, r, c.paper_effect, c.sign, items)})
+    return rows
+
+
+def study_record(mod: ModuleType, scale: design.Scale, results: list[dict],
+                 rows: list[dict], started: float) -> dict[str, Any]:
+    slim = [{k: v for k, v in r.items() if k != "budgets"} | {"budgets": {
+        b: {"step": t["step"], **{w: {k: v for k, v in t[w].items() if k != "per_crop"}
+                                   for w in ("test", "kodak")}}
+        for b, t in r["budgets"].items()}} for r in results]
+    return {"study": mod.NAME, "claim": mod.CLAIM, "scale": asdict(scale),
+            "contrasts": rows, "runs": slim,
+            "wall_seconds": round(time.perf_counter() - started, 1)}
