@@ -15,11 +15,12 @@ the next file of the permutation and counted.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import random
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,20 @@ def crop_flip(img: Image.Image, r: int, crop_scale: float, rng: random.Random,
     return img.transpose(Image.FLIP_LEFT_RIGHT) if flip and rng.random() < 0.5 else img
 
 
+def decode_usable(read: Callable[[], Image.Image], resolution: int, small: str
+                  ) -> tuple[Image.Image | None, int, int]:
+    """``(read(), 0, 0)``, or ``(None, 1, 0)`` when it cannot be decoded, or
+    ``(None, 0, 1)`` when smaller than ``resolution`` and ``small == "skip"``: the one
+    rule for skipping a training image (folders, shards, streams)."""
+    try:
+        img = read()
+    except CorruptImageError:
+        return None, 1, 0
+    if small == "skip" and min(img.size) < resolution:
+        return None, 0, 1
+    return img, 0, 0
+
+
 class TrainImages(torch.utils.data.Dataset):
     """Stream position ``i`` -> ``(image (3, R, R) in [-1, 1], corrupt, small)`` where
     the counts say how many sources were skipped to produce it."""
@@ -129,15 +144,11 @@ class TrainImages(torch.utils.data.Dataset):
         corrupt = small = 0
         for k in range(len(self.sources)):
             j = (self._file(i) + k) % len(self.sources)
-            try:
-                img = read_source(self.sources[j])
-            except CorruptImageError:
-                corrupt += 1
-                continue
-            if self.small == "skip" and min(img.size) < self.resolution:
-                small += 1
-                continue
-            return j, img, corrupt, small
+            img, c, s = decode_usable(functools.partial(read_source, self.sources[j]),
+                                      self.resolution, self.small)
+            corrupt, small = corrupt + c, small + s
+            if img is not None:
+                return j, img, corrupt, small
         raise ValueError(f"no usable training image among {len(self.sources)} sources "
                          f"({corrupt} corrupt, {small} smaller than {self.resolution}px "
                          "with small_images='skip')")

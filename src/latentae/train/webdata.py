@@ -26,6 +26,7 @@ use ``data.py``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import random
 from collections.abc import Iterator
@@ -38,9 +39,9 @@ import webdataset as wds
 
 from latentae.errors import InputError, StateError
 from latentae.files import atomic_write
-from latentae.io import IMAGE_SUFFIXES, CorruptImageError, list_images, load_image, to_tensor
+from latentae.io import IMAGE_SUFFIXES, list_images, load_image, to_tensor
 from latentae.train import dist
-from latentae.train.data import crop_flip
+from latentae.train.data import crop_flip, decode_usable
 from latentae.train.state import seed_from
 
 __all__ = ["ShardStream", "StreamPosition", "StreamedData", "is_streamed", "shard_urls",
@@ -117,13 +118,10 @@ class ShardStream(torch.utils.data.IterableDataset):
             samples = wds.shuffle(self.buffer, min(100, self.buffer), seed=seed)(samples)
         corrupt = small = 0
         for cursor, k, data in samples:
-            try:
-                img = load_image(io.BytesIO(data))
-            except CorruptImageError:
-                corrupt += 1
-                continue
-            if self.small == "skip" and min(img.size) < self.resolution:
-                small += 1
+            img, c, s = decode_usable(functools.partial(load_image, io.BytesIO(data)),
+                                      self.resolution, self.small)
+            corrupt, small = corrupt + c, small + s
+            if img is None:
                 continue
             rng = random.Random(seed_from(self.seed, self.phase, cursor, k, 1))
             yield to_tensor(crop_flip(img, self.resolution, self.crop_scale, rng)), \
