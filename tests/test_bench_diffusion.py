@@ -169,3 +169,17 @@ def test_a_mode_subset_times_only_those_modes():
     (row,) = measure_diffusion(settings, progress=lambda m: None)["rows"]
     assert list(row["times_s"]) == ["infer"] and row["infer_img_s"] > 0
     assert "train_img_s" not in row and "infer_cfg_img_s" not in row
+
+
+def test_latentae_bench_diffusion_runs_through_the_cli(tmp_path, capsys):
+    # The flag lives on `latentae bench`: the shared flags (--batch-size, --dtype) reach
+    # the diffusion bench, and MODEL arguments beside --diffusion are refused.
+    from latentae.cli import main
+    out = tmp_path / "rows.json"
+    assert main(["bench", "--diffusion", "dit-s", "--autoencoders", "sdvae-tiny:p2",
+                 "--resolution", "32", "--batch-size", "1", "--repeats", "1",
+                 "--warmup", "0", "--device", "cpu", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())[0]["tokens"] == 4
+    assert main(["bench", "sdvae-tiny", "--diffusion", "dit-s",
+                 "--autoencoders", "sdvae-tiny:p2"]) == 2
+    assert "drop the MODEL arguments" in capsys.readouterr().err

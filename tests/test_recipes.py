@@ -12,7 +12,8 @@ from latentae.cli.train import parse_sets
 from latentae.train.config import make_config, resolve_recipe
 from latentae.train.recipes import RECIPES, get_recipe
 
-FAMILY_OF_RECIPE = {"litevae": "litevae-*", "dcae": "dcae-*", "sdvae": "sdvae-*"}
+FAMILY_OF_RECIPE = {"litevae": "litevae-*", "dcae": "dcae-*", "sdvae": "sdvae-*",
+                    "finetune-decoder": "sdvae-*", "finetune-full": "sdvae-*"}
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
@@ -50,5 +51,21 @@ def test_sdvae_recipe_is_the_ldm_config():
 def test_no_recipe_turns_on_what_its_paper_does_not_use(recipe):
     for phase in get_recipe(recipe).phases:
         assert phase.losses.cutmix == 0 and phase.losses.r1 == 0
-        # LiteVAE §6 drops the adaptive weight; DC-AE (App. E) states none.
-        assert phase.losses.adaptive == (recipe == "sdvae")
+        # LiteVAE §6 drops the adaptive weight; DC-AE (App. E) states none; the
+        # fine-tunes keep the LDM loss of the SD-VAE they start from.
+        assert phase.losses.adaptive == (recipe in ("sdvae", "finetune-decoder",
+                                                    "finetune-full"))
+
+
+def test_finetune_decoder_trains_the_decoder_side_only():
+    # SDVAE.param_groups: post_quant_conv is on the decoder side, quant_conv on the
+    # encoder side; the KL term would only reach the frozen encoder, so it is off.
+    (phase,) = get_recipe("finetune-decoder").phases
+    assert phase.train_groups == ("decoder",) and phase.losses.kl == 0
+    model = latentae.create_model("sdvae-tiny")
+    groups = {k: {id(p) for p in v} for k, v in model.param_groups().items()}
+    assert id(model.post_quant_conv.weight) in groups["decoder"]
+    assert id(model.quant_conv.weight) in groups["encoder"]
+    assert not groups["decoder"] & groups["encoder"]
+    (full,) = get_recipe("finetune-full").phases
+    assert full.train_groups == ("all",) and full.lr < phase.lr

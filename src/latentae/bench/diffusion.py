@@ -34,22 +34,18 @@ from latentae.bench.diffusion_columns import (
     static_row,
 )
 from latentae.bench.measure import (
-    autocast,
     machine_info,
     matmul_gflops,
     peak_memory_bytes,
+    synchronize,
     time_calls,
 )
+from latentae.runtime import autocast
 
 GUIDANCE_SCALE = 1.5  # the guided combination's value does not change the speed
 
 
 # --- the timed calls ---------------------------------------------------------------
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @dataclass
 class Inputs:
     """Fixed random inputs of one column (speed does not depend on content)."""
@@ -120,10 +116,10 @@ def train_call(col: Column, inp: Inputs, optimizer: torch.optim.Optimizer,
         with autocast(device, dtype):
             eps = model(xt, t, inp.labels)[:, :c]
         F.mse_loss(eps.float(), noise).backward()
-        _synchronize(device)
+        synchronize(device)
         t0 = time.perf_counter()
         optimizer.step()
-        _synchronize(device)
+        synchronize(device)
         optimizer_s.append(time.perf_counter() - t0)
     return call
 

@@ -21,15 +21,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from latentae.convert import load_any
 from latentae.diffusion import count_params, create_diffusion, flops
 from latentae.diffusion.base import DiffusionModel
 from latentae.errors import InputError
 from latentae.models.autoencoder import Autoencoder
+from latentae.pretrained import load
 from latentae.registry import create_model, list_models
+from latentae.runtime import DTYPES
 
 MODES = ("infer", "infer_cfg", "train", "e2e")
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
+DTYPE_NAMES = tuple(DTYPES)  # the one dtype map (runtime.py)
 TRAIN_STEPS = 1000  # DDPM: linear betas 1e-4…0.02 over 1000 steps (DiT, ADM)
 _SPEC = re.compile(r"^(?P<name>.+):p(?P<patch>[0-9]+)$")
 SPEC_FORMS = ("NAME:pP with NAME an autoencoder preset or a latentae model directory and "
@@ -131,7 +132,7 @@ def load_autoencoder(name: str, real: bool, device: torch.device) -> Autoencoder
     """A preset (on the meta device unless ``real``) or a latentae/diffusers directory;
     anything else raises :class:`InputError` naming the valid forms and presets."""
     if Path(name).is_dir():
-        return load_any(name, device=device)
+        return load(name, device=device)
     if name not in list_models():
         raise InputError(f"unknown autoencoder {name!r} in --autoencoders: expected "
                          f"{SPEC_FORMS}; presets: {', '.join(list_models())}")

@@ -13,6 +13,7 @@ import torch
 from latentae.bench import MODES, BenchSettings, build_subjects, run_bench, write_report
 from latentae.bench.precision import load_images, psnr_change
 from latentae.cli import args as shared
+from latentae.cli.bench_diffusion import add_diffusion_args, run_diffusion_bench
 from latentae.devices import resolve_device
 from latentae.errors import InputError
 from latentae.pretrained import load
@@ -24,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "bench", help="measure params, GFLOPs, images/s and peak memory side by side",
         description="Benchmark models in one run. MODELS are preset names (random weights) "
                     "or model directories (latentae or diffusers).")
-    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help="autoencoders to compare (none with --diffusion)")
     p.add_argument("--resolution", type=shared.positive_int, default=256)
     shared.add_batch_size(p, 4)
     shared.add_dtype(p, several=True)
@@ -58,7 +60,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     shared.add_json(p, "the full report")
     p.add_argument("--markdown", metavar="PATH", default=None,
                    help="write the Markdown table to PATH")
+    add_diffusion_args(p, common=False)
     p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench_diffusion(args: argparse.Namespace) -> int:
+    """``latentae bench --diffusion``: the shared flags mapped to the diffusion bench's
+    (one dtype; the batch default there is 1 image per call)."""
+    if args.models:
+        raise InputError("--diffusion measures the diffusion model on the --autoencoders' "
+                         f"latents; drop the MODEL arguments ({' '.join(args.models)})")
+    if len(args.dtype) != 1:
+        raise InputError(f"the diffusion bench takes one --dtype, got {','.join(args.dtype)}")
+    args.dtype, args.batch = args.dtype[0], args.batch_size
+    return run_diffusion_bench(args)
 
 
 def _check_out(path: str | None) -> None:
@@ -70,6 +85,11 @@ def _check_out(path: str | None) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.diffusion or args.autoencoders:
+        return cmd_bench_diffusion(args)
+    if not args.models:
+        raise InputError("name at least one MODEL, or pass --diffusion MODEL "
+                         "--autoencoders NAME:pP,...")
     args.device = str(resolve_device(args.device))  # a clear error for a missing GPU
     set_threads(args.threads)
     for path in (args.json, args.markdown):

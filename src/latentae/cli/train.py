@@ -10,10 +10,21 @@ from latentae.cli.args import byte_size, non_negative_int, positive_float
 from latentae.errors import InputError
 
 # Command-line flags that map one-to-one onto TrainConfig fields (None = not given).
-FLAGS = (("--model", str, "preset name or saved model directory (default litevae-tiny)"),
-         ("--recipe", str, "litevae | dcae | sdvae (default litevae)"),
-         ("--data", str, "training images (recursive folder) or a folder of .tar shards"),
+FLAGS = (("--model", str, "preset name, or a saved latentae or diffusers model directory "
+          "to start from (default litevae-tiny)"),
+         ("--recipe", str, "litevae | dcae | sdvae | finetune-decoder | finetune-full "
+          "(default litevae)"),
+         ("--data", str, "training images (recursive folder), a folder of .tar shards, or a "
+          "webdataset stream: shards/train-{000000..000099}.tar, https:// URLs, 'pipe:CMD' "
+          "(streams resume at a shard boundary)"),
+         ("--shuffle-buffer", int, "samples in the shuffle buffer of a stream (default 1000)"),
          ("--val-data", str, "held-out images for validation"),
+         ("--val-images", int, "validate on the first N of them (default 8)"),
+         ("--reference-data", str, "general images for the regression report of a "
+          "fine-tune (--model DIR): RUN/regression.md"),
+         ("--reference-images", int, "use the first N reference images (default 64)"),
+         ("--regression-tolerance", float, "flag the report when the reference PSNR falls "
+          "by more than this many dB (default 0.1)"),
          ("--out", str, "run folder, e.g. runs/NAME"),
          ("--steps-scale", float, "multiply every phase's steps, e.g. 0.01"),
          ("--resume", str, "'auto': continue from the newest valid checkpoint in OUT "
@@ -43,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     for flag, typ, help_ in FLAGS:
         p.add_argument(flag, type=typ, default=None, help=help_)
     p.add_argument("--config", help="YAML file with config keys (and recipe_overrides)")
+    p.add_argument("--discriminator", dest="init_discriminator", default=None, metavar="DIR",
+                   help="start the discriminator from an earlier run's "
+                   "OUT/model/discriminator (continue GAN fine-tuning)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field: lr=2e-4, p256.batch_size=8, losses.kl=0")
     p.add_argument("--channels-last", action="store_true", default=None)
@@ -114,6 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cli.update(channels_last=args.channels_last, compile=args.compile,
                gradient_checkpointing=args.gradient_checkpointing, progress=args.progress,
                overwrite=args.overwrite, restart=args.restart,
+               init_discriminator=args.init_discriminator,
                recipe_overrides=parse_sets(args.set))
     return run_training(lambda: train(make_config(file, cli)),
                         lambda out: f"model: {out}  (load with latentae.load('{out}'))")

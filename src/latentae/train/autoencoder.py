@@ -6,7 +6,10 @@ builds new optimizers; each step is a generator step (reconstruction + KL + adve
 terms over ``accumulation`` rounds) and, once the discriminator is on, a discriminator
 step. Generator and discriminator are separate modules with separate optimizers, each
 DDP-wrapped on its own. Validation reconstructs held-out images with the EMA model
-(PSNR/SSIM/LPIPS + a grid); export is ``save_pretrained`` of the EMA model.
+(PSNR/SSIM/LPIPS + a grid); export is ``save_pretrained`` of the EMA model, the
+discriminator beside it (``train/discriminator.py``) and, for a run that started from a
+model directory, the regression report (``train/regression.py``). Data is a local folder
+(``data.py``) or a webdataset stream (``webdata.py``).
 """
 
 from __future__ import annotations
@@ -39,10 +42,13 @@ from latentae.runtime import autocast
 from latentae.train import dist
 from latentae.train.config import TrainConfig, check_recipe, config_document, resolve_recipe
 from latentae.train.data import TrainImages, list_sources, make_loader
+from latentae.train.discriminator import load_discriminator, save_discriminator
 from latentae.train.loop import images, optimizer_step, training_loop
 from latentae.train.recipes import Phase, Recipe
+from latentae.train.regression import RegressionCheck
 from latentae.train.state import Stateful, TrainState, seed_from
 from latentae.train.validation import evaluate, load_validation, optional_lpips, save_grid
+from latentae.train.webdata import StreamedData, is_streamed
 
 __all__ = ["AutoencoderForward", "AutoencoderTask", "set_trainable", "train"]
 
@@ -114,10 +120,19 @@ class AutoencoderTask:
             enable_gradient_checkpointing(self.model)
         self.disc = build_discriminator(recipe.discriminator, channels=recipe.discriminator_channels
                                         ).to(device) if recipe.uses_discriminator else None
+        if cfg.init_discriminator:
+            if self.disc is None:
+                raise InputError(f"--discriminator: recipe {recipe.name} trains none")
+            load_discriminator(self.disc, recipe, cfg.init_discriminator)
         needs_vgg = any(p.losses.perceptual > 0 for p in recipe.phases)
         self.perceptual = optional_lpips("vgg", device, needs_vgg)
-        self.sources = list_sources(cfg.data)
+        self.stream = StreamedData(cfg.data, cfg.seed, cfg.shuffle_buffer, cfg.small_images,
+                                   cfg.crop_scale, cfg.workers, device) \
+            if is_streamed(cfg.data) else None
+        self.sources = list_sources(cfg.data) if self.stream is None else None
         self.val_images = load_validation(cfg, recipe.phases[-1].resolution)
+        self.regression = RegressionCheck(cfg, recipe.phases[-1].resolution) \
+            if dist.is_main() and RegressionCheck.wanted(cfg) else None
         self.lpips_metric = optional_lpips("alex", device, dist.is_main()
                                            and self.val_images is not None)
         self.phase: Phase = recipe.phases[0]
@@ -142,6 +157,8 @@ class AutoencoderTask:
 
     def batches(self, index: int, start: int) -> Iterator[tuple[torch.Tensor, int, int]]:
         cfg, phase = self.cfg, self.phases[index]
+        if self.stream is not None:
+            return self.stream.batches(index, start, phase.resolution, phase.batch_size)
         data = TrainImages(self.sources, phase.resolution, cfg.seed, index, cfg.small_images,
                            cfg.crop_scale)
         return iter(make_loader(data, phase.batch_size, dist.rank(), dist.world_size(),
@@ -163,7 +180,9 @@ class AutoencoderTask:
         x = x.to(self.device, memory_format=memory_format(self.cfg))
         phase = self.phase
         gan_on = phase.discriminator_on and state.phase_nimg >= images(phase.disc_start, phase)
-        logs, recon = generator_step(self, x, self.noise(state), gan_on, state)
+        adv_on = gan_on and state.phase_nimg >= images(phase.disc_start + phase.disc_warmup,
+                                                       phase)
+        logs, recon = generator_step(self, x, self.noise(state), adv_on, state)
         if gan_on:
             logs.update(discriminator_step(self, x, recon, state))
         return logs
@@ -175,6 +194,8 @@ class AutoencoderTask:
         items["g_opt"] = self.g_opt
         if self.d_opt is not None:
             items["d_opt"] = self.d_opt
+        if self.stream is not None:
+            items["stream"] = self.stream.position
         return items
 
     def validate(self, ema: nn.Module, state: TrainState, folder: Path) -> dict[str, float]:
@@ -188,6 +209,10 @@ class AutoencoderTask:
     def export(self, ema: nn.Module, folder: Path) -> Path:
         if dist.is_main():
             ema.save_pretrained(str(folder / "model"))
+            if self.disc is not None:
+                save_discriminator(self.disc, self.recipe, folder / "model" / "discriminator")
+            if self.regression is not None:
+                self.regression.write(ema, folder)
         return folder / "model"
 
 

@@ -61,9 +61,18 @@ class TrainConfig(LoopConfig):
 
     model: str = "litevae-tiny"  # preset name, or a saved model directory to start from
     recipe: str = "litevae"
+    # A folder of images or of .tar shards (exact resume), or a webdataset stream: a
+    # brace pattern, http(s):// URLs, pipe: commands (resume at a shard boundary).
     data: str = ""
+    shuffle_buffer: int = 1000  # samples, streamed data only (webdataset's default); 0: off
     val_data: str | None = None
     val_images: int = 8
+    # The regression report (train/regression.py): before/after metrics on a general
+    # reference set, flagged when its PSNR falls by more than regression_tolerance dB.
+    reference_data: str | None = None
+    reference_images: int = 64
+    regression_tolerance: float = 0.1
+    init_discriminator: str | None = None  # OUT/model/discriminator of an earlier run
     steps_scale: float = 1.0
     accumulation: int = 1  # gradient accumulation rounds per step
     workers: int = 0
@@ -88,7 +97,9 @@ LIMITS: dict[str, tuple[float, float]] = {
     "crop_scale": (1.0, 64.0), "discriminator_channels": (1, 8192),
     "steps": (1, BIG), "resolution": (8, 16_384), "batch_size": (1, 65_536),
     "lr": (0.0, 10.0), "betas": (0.0, 1.0), "weight_decay": (0.0, 100.0),
-    "disc_start": (0, BIG), "highpass_sigma": (1e-3, 100.0),
+    "disc_start": (0, BIG), "disc_warmup": (0, BIG), "highpass_sigma": (1e-3, 100.0),
+    "shuffle_buffer": (0, 10**8), "reference_images": (1, 100_000),
+    "regression_tolerance": (0.0, 100.0),
     # the diffusion run (latentae.diffusion.config.DiffusionConfig)
     "patch": (1, 64), "warmup_steps": (0, BIG), "norm_images": (1, 10**7),
     "class_dropout": (0.0, 1.0), "grid_images": (1, 256), "grid_steps": (1, 1000),
@@ -186,9 +197,24 @@ def check_config(cfg: LoopConfig) -> None:
     if cfg.restart and cfg.resume != "auto":
         raise InputError("--restart only applies with --resume auto (start over when no "
                          "checkpoint is readable); for a new run use --overwrite")
-    if isinstance(cfg, TrainConfig) and not cfg.data:
+    if isinstance(cfg, TrainConfig):
+        check_train_sources(cfg)
+
+
+def check_train_sources(cfg: TrainConfig) -> None:
+    """The data, reference and discriminator settings of an autoencoder run."""
+    if not cfg.data:
         raise InputError("no training data: pass --data DIR (a folder of images or of "
-                         ".tar shards)")
+                         ".tar shards), a shard pattern shards/train-{000000..000099}.tar, "
+                         "https:// URLs or a pipe: command")
+    if cfg.reference_data and not Path(cfg.model).is_dir():
+        raise InputError(f"--reference-data compares the trained model with the one it "
+                         f"started from, but --model {cfg.model} is not a model directory: "
+                         "pass a saved or diffusers model folder, or drop --reference-data")
+    for key in ("reference_data", "init_discriminator"):
+        value = getattr(cfg, key)
+        if value and not Path(value).is_dir():
+            raise InputError(f"{key}: {value} is not a folder")
 
 
 def check_recipe(recipe: Recipe) -> None:

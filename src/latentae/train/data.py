@@ -1,6 +1,7 @@
 """Training data: a recursive image folder or webdataset-style ``.tar`` shards, read by
 index; shortest-side resize (optionally to a random larger scale), random square crop
-and horizontal flip at the phase's resolution.
+and horizontal flip at the phase's resolution. Streamed data (brace patterns, URLs,
+``pipe:`` commands) is read by ``webdata.py`` instead (``webdata.is_streamed``).
 
 Determinism (STYLE §4): sample ``i`` of a phase's infinite stream is file
 ``perm_e[i mod N]`` with ``perm_e`` a permutation seeded by (seed, phase, epoch
@@ -14,11 +15,12 @@ the next file of the permutation and counted.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import random
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +102,32 @@ def epoch_permutation(n: int, seed: int, phase: int, epoch: int) -> torch.Tensor
     return torch.randperm(n, generator=g)
 
 
+def crop_flip(img: Image.Image, r: int, crop_scale: float, rng: random.Random,
+              flip: bool = True) -> Image.Image:
+    """Resize the shortest side to ``r·U(1, crop_scale)``, random ``r×r`` crop, random
+    horizontal flip unless ``flip=False`` (the augmentation of folders, shards and
+    streams alike)."""
+    img = resize_shortest(img, round(r * rng.uniform(1.0, crop_scale)))
+    w, h = img.size
+    left, top = rng.randint(0, w - r), rng.randint(0, h - r)
+    img = img.crop((left, top, left + r, top + r))
+    return img.transpose(Image.FLIP_LEFT_RIGHT) if flip and rng.random() < 0.5 else img
+
+
+def decode_usable(read: Callable[[], Image.Image], resolution: int, small: str
+                  ) -> tuple[Image.Image | None, int, int]:
+    """``(read(), 0, 0)``, or ``(None, 1, 0)`` when it cannot be decoded, or
+    ``(None, 0, 1)`` when smaller than ``resolution`` and ``small == "skip"``: the one
+    rule for skipping a training image (folders, shards, streams)."""
+    try:
+        img = read()
+    except CorruptImageError:
+        return None, 1, 0
+    if small == "skip" and min(img.size) < resolution:
+        return None, 0, 1
+    return img, 0, 0
+
+
 class TrainImages(torch.utils.data.Dataset):
     """Stream position ``i`` -> ``(image (3, R, R) in [-1, 1], corrupt, small)`` where
     the counts say how many sources were skipped to produce it."""
@@ -125,14 +153,7 @@ class TrainImages(torch.utils.data.Dataset):
         return int(self._perm[1][j])
 
     def crop(self, img: Image.Image, rng: random.Random) -> Image.Image:
-        """Resize the shortest side to ``R·U(1, crop_scale)``, random ``R×R`` crop, random
-        horizontal flip (unless ``flip=False``)."""
-        r = self.resolution
-        img = resize_shortest(img, round(r * rng.uniform(1.0, self.crop_scale)))
-        w, h = img.size
-        left, top = rng.randint(0, w - r), rng.randint(0, h - r)
-        img = img.crop((left, top, left + r, top + r))
-        return img.transpose(Image.FLIP_LEFT_RIGHT) if self.flip and rng.random() < 0.5 else img
+        return crop_flip(img, self.resolution, self.crop_scale, rng, self.flip)
 
     def load(self, i: int) -> tuple[int, Image.Image, int, int]:
         """Stream position ``i`` -> ``(index into sources, decoded image, corrupt, small)``:
@@ -140,15 +161,11 @@ class TrainImages(torch.utils.data.Dataset):
         corrupt = small = 0
         for k in range(len(self.sources)):
             j = (self._file(i) + k) % len(self.sources)
-            try:
-                img = read_source(self.sources[j])
-            except CorruptImageError:
-                corrupt += 1
-                continue
-            if self.small == "skip" and min(img.size) < self.resolution:
-                small += 1
-                continue
-            return j, img, corrupt, small
+            img, c, s = decode_usable(functools.partial(read_source, self.sources[j]),
+                                      self.resolution, self.small)
+            corrupt, small = corrupt + c, small + s
+            if img is not None:
+                return j, img, corrupt, small
         raise ValueError(f"no usable training image among {len(self.sources)} sources "
                          f"({corrupt} corrupt, {small} smaller than {self.resolution}px "
                          "with small_images='skip')")

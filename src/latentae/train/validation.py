@@ -28,7 +28,13 @@ def load_validation(cfg: TrainConfig, resolution: int) -> torch.Tensor | None:
     """Up to ``val_images`` held-out images, center-cropped: ``(N, 3, R, R)``."""
     if not cfg.val_data:
         return None
-    files = list_images(cfg.val_data)[: cfg.val_images]
+    return load_center_crops(cfg.val_data, resolution, cfg.val_images)
+
+
+def load_center_crops(folder: str, resolution: int, limit: int) -> torch.Tensor:
+    """The first ``limit`` images of ``folder`` (sorted paths), shortest side resized to
+    ``resolution`` and center-cropped: ``(N, 3, R, R)`` in [-1, 1]."""
+    files = list_images(folder)[:limit]
     return torch.stack([to_tensor(resize_center_crop(load_image(f), resolution))
                         for f in files])
 
@@ -59,19 +65,27 @@ def reconstruct(model, images: torch.Tensor, batch_size: int = 8) -> torch.Tenso
 
 
 @torch.no_grad()
-def evaluate(model, images: torch.Tensor, lpips=None) -> tuple[dict[str, float], torch.Tensor]:
+def per_image_metrics(model, images: torch.Tensor, lpips=None
+                      ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """PSNR / SSIM (uint8 protocol of DESIGN.md) and LPIPS of ``model`` on ``images``
-    ``(N, 3, H, W)`` in [-1, 1]; returns the metrics and the reconstructions."""
+    ``(N, 3, H, W)`` in [-1, 1], per image: ``{name: (N,) float64}``, and the
+    reconstructions."""
     recon = reconstruct(model, images)
     a, b = to_uint8(images), to_uint8(recon)
-    metrics = {"psnr": mean_finite(psnr_per_image(a, b)),
-               "ssim": mean_finite(ssim_per_image(a, b))}
-    if lpips is not None:
+    metrics = {"psnr": psnr_per_image(a, b), "ssim": ssim_per_image(a, b)}
+    if lpips is not None:  # the LPIPS network's per-image distances, (B,)
         dev = next(lpips.parameters()).device
-        total = sum(float(lpips(x.to(dev), y.to(dev))) * len(x) for x, y in
-                    zip(images.split(8), (b.float() / 127.5 - 1).split(8)))
-        metrics["lpips"] = total / len(images)
+        metrics["lpips"] = torch.cat([
+            lpips.net(x.to(dev).float(), y.to(dev)).double().cpu() for x, y in
+            zip(images.split(8), (b.float() / 127.5 - 1).split(8))])
     return metrics, recon
+
+
+def evaluate(model, images: torch.Tensor, lpips=None) -> tuple[dict[str, float], torch.Tensor]:
+    """:func:`per_image_metrics` averaged over the images (PSNR ``inf`` if some image is
+    reconstructed exactly); returns the metrics and the reconstructions."""
+    per_image, recon = per_image_metrics(model, images, lpips)
+    return {k: mean_finite(v) for k, v in per_image.items()}, recon
 
 
 def save_grid(images: torch.Tensor, recon: torch.Tensor, path: Path, n: int = 8) -> None:

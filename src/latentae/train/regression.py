@@ -1,0 +1,181 @@
+"""The regression report of a fine-tune: did the new weights get worse anywhere?
+
+A run that starts from a saved model (``--model DIR``: a latentae or diffusers
+directory) ends, after the export, by measuring the model it started from ("before",
+reloaded from ``DIR``) and the exported EMA model ("after") on the same images: the
+user's validation set (``--val-data``) and a general reference set
+(``--reference-data``), whichever are given. For each metric it reports both means, the
+mean per-image difference ``after − before`` and its 95% confidence interval from a
+paired bootstrap (the images are resampled with replacement, each keeping its own
+before/after pair; fixed seed, so the report repeats), and a flag when the reference
+PSNR fell by more than ``regression_tolerance`` dB. It also reports how far the
+latents moved (``finetune-decoder`` freezes the encoder: exactly 0).
+
+Files (through ``latentae.files``): ``RUN/regression.json`` and ``RUN/regression.md``.
+The metrics are those of validation (``train/validation.py``: PSNR and SSIM on uint8
+images, ``eval/psnr_ssim.py``; LPIPS-Alex when its weights are cached).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from latentae.eval.psnr_ssim import PSNR_VERSION, SSIM_VERSION, mean_finite
+from latentae.eval.report import _json_safe  # the eval report's rule: inf/nan as strings
+from latentae.files import atomic_write_text
+from latentae.pretrained import load
+from latentae.train.config import TrainConfig
+from latentae.train.validation import load_center_crops, optional_lpips, per_image_metrics
+
+__all__ = ["RegressionCheck", "paired_bootstrap", "report_markdown", "verdict"]
+
+RESAMPLES = 2000  # bootstrap resamples of the images
+SEED = 0
+LEVEL = 0.95
+# metric -> (label, True if higher is better)
+METRICS = {"psnr": ("PSNR (dB)", True), "ssim": ("SSIM", True), "lpips": ("LPIPS", False)}
+
+
+def paired_bootstrap(before: torch.Tensor, after: torch.Tensor, resamples: int = RESAMPLES,
+                     seed: int = SEED, level: float = LEVEL) -> dict[str, float]:
+    """Mean paired difference ``after − before`` of two per-image metrics ``(N,)`` and
+    its percentile bootstrap CI: ``resamples`` draws of N images with replacement (each
+    image keeps its pair), the mean difference of each draw, the ``(1 ± level)/2``
+    quantiles of those means. Pairs with a non-finite value (PSNR of an exact
+    reconstruction) are left out; ``n`` says how many were used."""
+    d = after.double() - before.double()
+    d = d[torch.isfinite(d)]
+    if len(d) == 0:
+        return {"delta": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
+    g = torch.Generator().manual_seed(seed)
+    chunk = max(1, 4_000_000 // len(d))  # bound the (draws, N) index matrix
+    means = torch.cat([d[torch.randint(len(d), (min(chunk, resamples - i), len(d)),
+                                       generator=g)].mean(dim=1)
+                       for i in range(0, resamples, chunk)])
+    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2],
+                                                dtype=means.dtype))
+    return {"delta": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi),
+            "n": len(d)}
+
+
+@torch.no_grad()
+def latent_shift(before: nn.Module, after: nn.Module, images: torch.Tensor) -> float:
+    """Largest ``|z_after − z_before|`` of the posterior modes over ``images``."""
+    dev, worst = next(before.parameters()).device, 0.0
+    for x in images.split(8):
+        x = x.to(dev)
+        diff = after.encode(x).mode().float() - before.encode(x).mode().float()
+        worst = max(worst, float(diff.abs().max()))
+    return worst
+
+
+def compare(before: nn.Module, after: nn.Module, images: torch.Tensor,
+            lpips: nn.Module | None) -> dict[str, Any]:
+    """Both models on ``images`` ``(N, 3, R, R)``: per metric the two means, the paired
+    delta and its CI; and the latent shift."""
+    a, _ = per_image_metrics(before, images, lpips)
+    b, _ = per_image_metrics(after, images, lpips)
+    metrics = {k: {"before": mean_finite(a[k]), "after": mean_finite(b[k]),
+                   **paired_bootstrap(a[k], b[k])} for k in a}
+    return {"images": len(images), "metrics": metrics,
+            "latent_max_abs_diff": latent_shift(before, after, images)}
+
+
+class RegressionCheck:
+    """The images of the report, loaded when the run starts (a bad folder fails then,
+    not after training), and :meth:`write` at the export."""
+
+    def __init__(self, cfg: TrainConfig, resolution: int) -> None:
+        self.cfg, self.resolution = cfg, resolution
+        folders = {"validation": (cfg.val_data, cfg.val_images),
+                   "reference": (cfg.reference_data, cfg.reference_images)}
+        self.sets = {name: (folder, load_center_crops(folder, resolution, limit))
+                     for name, (folder, limit) in folders.items() if folder}
+
+    @staticmethod
+    def wanted(cfg: TrainConfig) -> bool:
+        """A report is written when the run starts from a model directory and has a
+        validation or reference set."""
+        return Path(cfg.model).is_dir() and bool(cfg.val_data or cfg.reference_data)
+
+    def write(self, after: nn.Module, folder: Path) -> dict[str, Any]:
+        """Measure the starting model (reloaded from ``cfg.model``) and ``after``; write
+        ``folder/regression.json`` and ``folder/regression.md``; return the document."""
+        device = next(after.parameters()).device
+        before = load(self.cfg.model, device).eval()
+        lpips = optional_lpips("alex", device, True)
+        doc = {"before": str(self.cfg.model), "after": str(folder / "model"),
+               "recipe": self.cfg.recipe, "protocol": self.protocol(lpips is not None),
+               "sets": {name: {"data": str(path), **compare(before, after, images, lpips)}
+                        for name, (path, images) in self.sets.items()}}
+        doc.update(verdict(doc["sets"], self.cfg.regression_tolerance))
+        atomic_write_text(folder / "regression.json", json.dumps(_json_safe(doc), indent=2))
+        atomic_write_text(folder / "regression.md", report_markdown(doc))
+        print(("REGRESSION: " if doc["regressed"] else "regression check: ") + doc["summary"])
+        return doc
+
+    def protocol(self, with_lpips: bool) -> dict[str, Any]:
+        return {"psnr": PSNR_VERSION, "ssim": SSIM_VERSION,
+                "lpips": "LPIPS v0.1 AlexNet on uint8 images" if with_lpips else
+                "off: weights not cached (`latentae weights fetch`)",
+                "images": f"first N files (sorted), shortest side resized to "
+                          f"{self.resolution}, center crop {self.resolution}x{self.resolution}",
+                "model": "posterior mode; after = the exported EMA weights",
+                "delta": "after - before, mean over images",
+                "ci": f"{LEVEL:.0%} paired bootstrap, {RESAMPLES} resamples of the images, "
+                      f"seed {SEED}, percentile"}
+
+
+
+def verdict(sets: dict[str, Any], tolerance: float) -> dict[str, Any]:
+    """``regressed`` when the reference set's mean PSNR delta is below ``-tolerance``
+    dB (the point estimate; the CI is reported beside it)."""
+    if "reference" not in sets:
+        return {"tolerance_psnr_db": tolerance, "regressed": False,
+                "summary": "no reference set (--reference-data): nothing to flag"}
+    psnr = sets["reference"]["metrics"]["psnr"]
+    regressed = psnr["delta"] < -tolerance  # nan (no finite pair) is not a regression
+    summary = (f"reference PSNR {psnr['delta']:+.3f} dB (95% CI [{psnr['ci_low']:+.3f}, "
+               f"{psnr['ci_high']:+.3f}]), tolerance -{tolerance:g} dB: "
+               + ("worse than the tolerance" if regressed else "within the tolerance"))
+    return {"tolerance_psnr_db": tolerance, "regressed": bool(regressed), "summary": summary}
+
+
+def _fmt(v: float, digits: int) -> str:
+    return f"{v:.{digits}f}" if math.isfinite(v) else str(v)
+
+
+def _set_table(result: dict[str, Any]) -> list[str]:
+    lines = ["| metric | before | after | Δ after − before | 95% CI | images |",
+             "|---|---|---|---|---|---|"]
+    for k, m in result["metrics"].items():
+        label, up = METRICS[k]
+        digits = 2 if k == "psnr" else 4
+        ci = f"[{_fmt(m['ci_low'], digits)}, {_fmt(m['ci_high'], digits)}]"
+        lines.append(f"| {label} {'↑' if up else '↓'} | {_fmt(m['before'], digits)} | "
+                     f"{_fmt(m['after'], digits)} | {_fmt(m['delta'], digits)} | {ci} | "
+                     f"{m['n']} |")
+    return lines
+
+
+def report_markdown(doc: dict[str, Any]) -> str:
+    """``regression.md``: one table per image set, the latent shift, the verdict and the
+    protocol."""
+    out = ["# Regression report", "",
+           f"before: `{doc['before']}` (the model the run started from) · after: "
+           f"`{doc['after']}` (recipe `{doc['recipe']}`)", "",
+           f"**{'REGRESSION' if doc['regressed'] else 'OK'}**: {doc['summary']}", ""]
+    for name, result in doc["sets"].items():
+        out += [f"## {name}: `{result['data']}` ({result['images']} images)", "",
+                *_set_table(result), "",
+                f"latents: max |z_after − z_before| = {result['latent_max_abs_diff']:.3g}"
+                + (" (the encoder is unchanged)" if result["latent_max_abs_diff"] == 0
+                   else ""), ""]
+    out += ["## Protocol", "", *[f"- {k}: {v}" for k, v in doc["protocol"].items()], ""]
+    return "\n".join(out)
