@@ -119,7 +119,8 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def render_report(m: dict[str, dict], info: dict) -> str:
-    """The Markdown report: what ran, the numbers beside their floor, and the caveats."""
+    """The Markdown report: what ran, the numbers beside their floor, and the caveats
+    (one list of lines, read top to bottom as the report; longer than 40 lines for that)."""
     rows = ["| set vs real reference crops | n | gFID | KID | precision | recall |",
             "|---|---|---|---|---|---|"]
     for name, key in (("DiT samples", "samples"), ("other real crops (floor)", "real")):
