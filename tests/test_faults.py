@@ -95,7 +95,7 @@ FOLDER_COMMANDS = {
     "encode": "encode $LT $FX/good OUT", "decode": "decode $LT $LAT/good.safetensors OUT",
     "reconstruct": "reconstruct $LT $FX/good OUT", "shards": "shards $FX/good OUT",
     "eval": "eval $LT --data $FX/good --resolution 64 --device cpu --out OUT",
-    "diffusion convert": "diffusion convert $W/none.pt OUT --model DiT-S --patch-size 2 "
+    "diffusion convert": "diffusion convert $W/none.pt OUT --model dit-tiny --patch-size 2 "
                          "--input-size 8 --in-channels 4 --num-classes 0",
 }
 

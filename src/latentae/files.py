@@ -62,12 +62,8 @@ def disk_error(e: OSError, path: Path, needed: int | None = None) -> Exception:
             return e
         return type(e)(e.errno, e.strerror or str(e), str(path))
     where = os.path.dirname(os.path.abspath(path)) or "."
-    size = f" ({_megabytes(needed)} needed)" if needed else ""
+    size = f" ({needed / 1e6:.1f} MB needed)" if needed else ""
     return DiskFullError(f"no space left on the device of {where} writing {path}{size}")
-
-
-def _megabytes(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{max(n / 1e3, 0.1):.1f} KB"
 
 
 @contextlib.contextmanager
