@@ -12,8 +12,9 @@ from latentae.cli import args as shared
 from latentae.devices import resolve_device
 from latentae.eval.fid import PROTOCOLS
 from latentae.eval.reconstruction import EvalConfig, evaluate_reconstruction
-from latentae.eval.report import FILES, protocol, summary_table, write_report
+from latentae.eval.report import FILES, card_entry, protocol, summary_table, write_report
 from latentae.files import atomic_dir, prepare_output_dir
+from latentae.pretrained import add_evaluation, card_for_update
 from latentae.runtime import set_threads
 
 
@@ -41,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid-images", type=shared.non_negative_int, default=4,
                    help="rows in recon_grid.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--update-card", action="store_true",
+                   help="also merge the metrics and their protocol into MODEL/README.md, "
+                        "the model card (MODEL must be a model directory)")
     p.set_defaults(func=cmd_eval)
 
 
@@ -53,6 +57,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     device = resolve_device(args.device)
     name = Path(args.model).name or str(args.model)
+    if args.update_card:
+        card_for_update(args.model)  # refuse a preset or a foreign README.md before work
     out = prepare_output_dir(args.out or f"eval-{name}", args.overwrite)  # fail before work
     model = shared.load_model(args)
     torch.manual_seed(args.seed)  # reproducible --crop random
@@ -63,4 +69,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         write_report(tmp, result, proto)
     print(summary_table(result, proto))
     print(f"wrote {out}/" + ", ".join(FILES))
+    if args.update_card:
+        card = add_evaluation(args.model, model, card_entry(args.data, result, proto))
+        print(f"wrote the metrics and their protocol into {card}")
     return 0

@@ -11,10 +11,17 @@ import argparse
 from pathlib import Path
 
 from latentae import folders
+from latentae.cards import flatten
 from latentae.cli import args as shared
 from latentae.errors import InputError
 from latentae.files import atomic_dir, prepare_output_dir
-from latentae.pretrained import FORMATS, model_info, save_pretrained, write_scaling_factors
+from latentae.pretrained import (
+    FORMATS,
+    model_info,
+    save_pretrained,
+    source_card,
+    write_scaling_factors,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +93,7 @@ def _register_model_tools(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="family, preset, parameters, compression, scaling "
-                                    "factor and provenance of a model")
+                                    "factor, provenance and model card of a model")
     shared.add_model(p)
     shared.add_json(p, "the information")
     p.set_defaults(func=cmd_info)
@@ -160,7 +167,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     prepare_output_dir(args.out, args.overwrite)  # refuse before loading the model
     model = shared.load_model(args)
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
-        save_pretrained(model, tmp, format=args.format)
+        save_pretrained(model, tmp, format=args.format, card=source_card(args.model))
     print(f"wrote {args.format} model to {args.out}")
     return 0
 
@@ -174,7 +181,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     for k, v in info.items():
         if isinstance(v, dict):
             print(f"{k:>26}:")
-            for kk, vv in v.items():
+            for kk, vv in flatten(v).items():
                 print(f"{kk:>34}: {vv}")
         else:
             print(f"{k:>26}: {v}")

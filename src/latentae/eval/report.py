@@ -10,10 +10,11 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
+from latentae.cards import command_line, files_fingerprint
 from latentae.eval import fid, inception, lpips, mmd, psnr_ssim
 from latentae.eval.reconstruction import EvalConfig, EvalResult
 from latentae.files import atomic_write_bytes
-from latentae.io import save_image
+from latentae.io import list_images, save_image
 from latentae.version import __version__
 from latentae.weights import weight_sha256s
 
@@ -54,6 +55,32 @@ def protocol(cfg: EvalConfig, model_name: str, model, device: str, n_images: int
         "error_gain": cfg.error_gain, "eval_config": asdict(cfg),
         "latentae_version": __version__,
     }
+
+
+def protocol_summary(proto: dict) -> str:
+    """The protocol of :func:`protocol` on one line (model cards quote it beside the
+    metrics; ``metrics.json`` keeps the whole of it)."""
+    cfg = proto["eval_config"]
+    tiles = f"tiles {cfg['tile']}px overlap {cfg['overlap']}" if cfg.get("tile") else "no tiles"
+    return (f"latentae eval: {proto['images']} images ({proto['corrupt']} corrupt), "
+            f"{proto['crop']}; {proto['latent']}, {proto['model_dtype']} model, padding "
+            f"{proto['padding']}, {tiles}; uint8 before every metric; rFID "
+            f"{proto['rfid']['protocol']} ({proto['rfid']['network']}), {proto['lpips']}, "
+            f"PSNR/SSIM as scikit-image; latentae {proto['latentae_version']}")
+
+
+def card_entry(data: str | Path, result: EvalResult, proto: dict) -> dict:
+    """What ``latentae eval --update-card`` merges into the model card
+    (``pretrained.add_evaluation``): the fingerprint of the images evaluated (the first
+    ``limit`` of ``data``'s sorted files, as ``evaluate_reconstruction`` reads them), the
+    one-line protocol, the metrics, the notes and the command."""
+    files = list_images(data)
+    files = files[: proto["limit"]] if proto["limit"] else files
+    entry = {"data": files_fingerprint(data, files), "protocol": protocol_summary(proto),
+             "metrics": dict(result.summary)}
+    if result.notes:
+        entry["notes"] = list(result.notes)
+    return entry | {"command": command_line(), "latentae_version": __version__}
 
 
 def _fmt(v, spec: str) -> str:

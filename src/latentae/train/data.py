@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from latentae.cards import data_fingerprint, files_fingerprint
 from latentae.errors import InputError
 from latentae.io import (
     IMAGE_SUFFIXES,
@@ -73,6 +74,17 @@ def list_sources(path: str | os.PathLike) -> list[Source]:
     if not members:
         raise ValueError(f"the shards in {path} hold no images")
     return members
+
+
+def sources_fingerprint(spec: str | os.PathLike, sources: list[Source]) -> dict:
+    """The data fingerprint (``latentae.cards``) of the sources :func:`list_sources`
+    found under ``spec``: image files by their paths under ``spec``, images in tar shards
+    as ``SHARD/MEMBER`` (the shard's path under ``spec``)."""
+    root = Path(spec)
+    if sources and isinstance(sources[0], ShardMember):
+        names = [f"{Path(s.shard).relative_to(root).as_posix()}/{s.name}" for s in sources]
+        return data_fingerprint(root, names, "images in tar shards (names SHARD/MEMBER)")
+    return files_fingerprint(root, sources)
 
 
 def read_source(src: Source) -> Image.Image:
