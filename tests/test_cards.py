@@ -27,7 +27,8 @@ from latentae.pretrained import write_scaling_factors
 from latentae.registry import parameter_counts
 from latentae.train.card import STREAM_KIND, training_data_fingerprint
 from latentae.train.config import make_config
-from latentae.train.data import list_sources, write_shards
+from latentae.train.data import list_sources
+from latentae.train.webdata import write_shards
 
 TINY = ["--set", "resolution=32", "--set", "batch_size=2", "--set", "losses.perceptual=0",
         "--set", "discriminator_on=false", "--set", "steps=3", "--no-progress"]
