@@ -169,7 +169,7 @@ def _measure(npz: Path, kept: KeptData, resolution: int, s: ProxySettings,
                             progress=s.progress)
 
 
-def _record(cfg, s: ProxySettings, metrics: dict, log: list[dict],
+def _record(cfg: DiffusionConfig, s: ProxySettings, metrics: dict, log: list[dict],
             shape: tuple[int, ...], seconds: dict[str, float]) -> dict:
     c, h, _ = shape
     with torch.device("meta"):  # the parameter count only
@@ -177,6 +177,8 @@ def _record(cfg, s: ProxySettings, metrics: dict, log: list[dict],
                                                in_channels=c, input_size=h, num_classes=0))
     curve = [{"step": r["step"], "loss": r["loss"]} for r in log if "loss" in r]
     return {"model": cfg.model, "patch": cfg.patch, "tokens": (h // cfg.patch) ** 2,
+            "patch_rule": (f"the patch nearest {TARGET_TOKENS} tokens" if s.patch is None
+                           else "set by --proxy-patch"),
             "latent_shape": list(shape), "params": params, "steps": cfg.steps,
             "batch_size": cfg.batch_size, "lr": cfg.lr, "objective": cfg.objective,
             "learn_sigma": cfg.learn_sigma, "latent_norm": cfg.latent_norm,
@@ -226,8 +228,8 @@ def proxy_markdown(r: dict) -> list[str]:
     return [
         "## Diffusion proxy", "",
         f"{r['model']} with patch {r['patch']} ({r['tokens']} tokens on the "
-        f"{'×'.join(map(str, r['latent_shape']))} latents; the patch nearest "
-        f"{TARGET_TOKENS} tokens), {r['params']:,} parameters, unconditional, "
+        f"{'×'.join(map(str, r['latent_shape']))} latents; {r['patch_rule']}), "
+        f"{r['params']:,} parameters, unconditional, "
         f"{r['objective']} objective (learned sigma {r['learn_sigma']}), trained "
         f"{r['steps']} steps at batch {r['batch_size']}, AdamW lr {r['lr']:g}, EMA "
         f"{r['ema_decay']} (ramped), on the {r['train_latents']} evaluation latents "

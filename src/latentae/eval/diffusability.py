@@ -49,6 +49,7 @@ WHOLE_CODE_VERSION = ("MMD^2 unbiased (Gretton et al. 2012), whole flattened lat
 PER_POSITION_VECTORS = 2048  # as latentae eval's LatentStats keeps
 MAX_CODES = 2048  # whole codes kept for the table-6 MMD (cost ~ n² · d)
 FEW_CODES = 200   # below this the report says the whole-code MMD is a wide estimate
+SPECTRUM_MIN_SIDE = 8  # latents smaller than this: the report says the spectrum is coarse
 
 
 def posterior_latent(posterior) -> torch.Tensor:
@@ -216,13 +217,15 @@ class DiffusabilityStats:
         measured = not self.equivariance_note and self.psnr
         eq = {f"x{s}": mean_finite(torch.cat(self.psnr[s])) if s in self.psnr else None
               for s in (1, 2, 4)} if measured else {"x1": None, "x2": None, "x4": None}
-        spectrum = spectra_summary(self.latent_spectrum, self.image_spectrum, self.groups)
+        h, w = codes.shape[-2:]
+        spectrum = (spectra_summary(self.latent_spectrum, self.image_spectrum, self.groups)
+                    if min(h, w) >= 2 else None)  # a 1×1 map has no spatial frequency
         whole = (mmd_whole_code(codes, sigmas, repeats, self.seed, device)
                  if len(codes) >= 2 else None)
         out = {"n_images": self.images, "latent_shape": list(codes.shape[1:]),
                "spectrum": spectrum, "equivariance_psnr": eq, "mmd_whole_code": whole,
                "summary": self._summary(spectrum, eq, whole, sigmas),
-               "protocol": self._protocol(repeats), "notes": self._notes(whole)}
+               "protocol": self._protocol(repeats), "notes": self._notes(whole, min(h, w))}
         if per_position:
             out["mmd_per_position"] = mmd_per_position(codes, seed=self.seed)
             out["summary"]["mmd2_per_position"] = out["mmd_per_position"]["mmd2"]
@@ -232,11 +235,12 @@ class DiffusabilityStats:
         return out
 
     @staticmethod
-    def _summary(spectrum: dict, eq: dict, whole: dict | None,
+    def _summary(spectrum: dict | None, eq: dict, whole: dict | None,
                  sigmas: tuple[float, ...]) -> dict:
         mmd = whole["mmd2"] if whole else [None] * len(sigmas)
-        return {"latent_high_freq_fraction": spectrum["latent_high_freq_fraction"],
-                "image_high_freq_fraction": spectrum["image_high_freq_fraction"],
+        sp = spectrum or {}
+        return {"latent_high_freq_fraction": sp.get("latent_high_freq_fraction"),
+                "image_high_freq_fraction": sp.get("image_high_freq_fraction"),
                 **{f"equivariance_psnr_{k}": v for k, v in eq.items()},
                 **{f"mmd2_whole_code_sigma{s:g}": v for s, v in zip(sigmas, mmd)}}
 
@@ -248,8 +252,13 @@ class DiffusabilityStats:
                                                             max_codes=self.codes.k),
                 "scaling_factor": self.scale, "shift_factor": self.shift}
 
-    def _notes(self, whole: dict | None) -> list[str]:
+    def _notes(self, whole: dict | None, side: int) -> list[str]:
         notes = [self.equivariance_note] if self.equivariance_note else []
+        if side < SPECTRUM_MIN_SIDE:
+            notes.append(f"latent spectrum of {side}-pixel maps: " + (
+                "none (no spatial frequency)" if side < 2 else
+                f"only {side // 2 + 1} radial bins, the high-frequency fraction means little"
+                f" below {SPECTRUM_MIN_SIDE}x{SPECTRUM_MIN_SIDE} latents (raise --resolution)"))
         if whole is None:
             return notes + ["whole-code MMD² needs at least 2 images; not computed"]
         n, floor = whole["n_codes"], whole["null_mmd2_rms"]

@@ -84,7 +84,8 @@ def summary_table(result: EvalResult, proto: dict) -> str:
     n = max(len(result.rows), 1)
     lines.append("seconds/image: " + ", ".join(f"{k} {v / n:.3f}"
                                                for k, v in result.seconds.items()))
-    lines += [f"note: {s}" for s in result.notes]
+    div_notes = result.diffusability["notes"] if result.diffusability else []
+    lines += [f"note: {s}" for s in result.notes + div_notes]
     return "\n".join(lines)
 
 
@@ -113,18 +114,23 @@ def diffusability_markdown(div: dict) -> list[str]:
           f"On {div['n_images']} images; latents {c}×{h}×{w} as the diffusion model sees "
           f"them, (z − shift_factor)·scaling_factor with the model's own factors "
           f"({proto['scaling_factor']:g}, {proto['shift_factor']:g}).", "",
-          "### Latent spectrum (Skorokhodov et al. 2025)", "",
-          f"![latent spectrum]({SPECTRUM_FILE})", "",
-          "| maps | energy above half Nyquist (r > 0.25 cycles/sample) |", "|---|---|",
-          f"| latents, all channels | {_fmt(sp['latent_high_freq_fraction'], '.2%')} |"]
-    md += [f"| latents, {g} | {_fmt(v, '.2%')} |"
-           for g, v in sp["latent_high_freq_fraction_per_group"].items()]
-    md += [f"| images average-pooled to {h}×{w} | {_fmt(sp['image_high_freq_fraction'], '.2%')} |",
-           "", "### Scale equivariance (EQ-VAE)", "",
+          "### Latent spectrum (Skorokhodov et al. 2025)", ""]
+    md += _spectrum_markdown(sp, h, w) if sp else ["Not computed: 1×1 latents.", ""]
+    md += ["### Scale equivariance (EQ-VAE)", "",
            "| s | PSNR of decode(avgpool_s(z)) vs avgpool_s(x), dB |", "|---|---|",
            f"| 1 (plain reconstruction) | {_fmt(eq['x1'], '.3f')} |",
            f"| 2 | {_fmt(eq['x2'], '.3f')} |", f"| 4 | {_fmt(eq['x4'], '.3f')} |", ""]
     return md + _whole_code_markdown(div["mmd_whole_code"])
+
+
+def _spectrum_markdown(sp: dict, h: int, w: int) -> list[str]:
+    md = [f"![latent spectrum]({SPECTRUM_FILE})", "",
+          "| maps | energy above half Nyquist (r > 0.25 cycles/sample) |", "|---|---|",
+          f"| latents, all channels | {_fmt(sp['latent_high_freq_fraction'], '.2%')} |"]
+    md += [f"| latents, {g} | {_fmt(v, '.2%')} |"
+           for g, v in sp["latent_high_freq_fraction_per_group"].items()]
+    return md + [f"| images average-pooled to {h}×{w} | "
+                 f"{_fmt(sp['image_high_freq_fraction'], '.2%')} |", ""]
 
 
 def _whole_code_markdown(whole: dict | None) -> list[str]:
@@ -217,7 +223,7 @@ def write_report(out: str | Path, result: EvalResult, proto: dict,
         save_image(result.grid, out / "recon_grid.png")
     else:
         paths.pop("recon_grid.png")
-    if div is not None:
+    if div is not None and div["spectrum"] is not None:
         plot_spectra(div["spectrum"], out / SPECTRUM_FILE,
                      title=f"latent spectrum: {proto['model']}")
         paths[SPECTRUM_FILE] = out / SPECTRUM_FILE
