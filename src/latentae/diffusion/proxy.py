@@ -37,7 +37,7 @@ from latentae.diffusion.generate import sample_folder
 from latentae.diffusion.registry import create_diffusion, get_preset
 from latentae.diffusion.samplers import SAMPLERS
 from latentae.diffusion.train import train
-from latentae.errors import InputError
+from latentae.errors import InputError, TrainingStopped
 from latentae.eval.generation import GenerationConfig, evaluate_samples
 from latentae.eval.generation_data import ReferenceStats
 from latentae.eval.inception import VERSION as INCEPTION_VERSION
@@ -140,7 +140,9 @@ def run_proxy(autoencoder: nn.Module, spec: str, random_init: bool, kept: KeptDa
     data = write_latent_shards(latents, autoencoder, spec, work / "latents")
     cfg = _config(settings, spec, random_init, data, work / "run", tuple(latents.shape[1:]),
                   f, n, device)
-    train(cfg, autoencoder)
+    if train(cfg, autoencoder) is None:  # SIGTERM or a limit: nothing to measure
+        raise TrainingStopped(f"the diffusion proxy stopped before step {cfg.steps}; "
+                              "the evaluation wrote nothing (run it again)")
     t1 = time.time()
     n_samples = settings.samples or n
     npz = sample_folder(work / "run", work / "samples", n=n_samples, guidance=1.0,
