@@ -10,9 +10,15 @@ next to the image's, the scale-equivariance error, and MMD² to N(0, I) in two v
   d = C·h·w, after the model's own ``(z − shift_factor)·scaling_factor``, against as many
   N(0, I_d) draws; RBF ``exp(−|x−y|²/(2σ²))`` at each of the paper's σ = 25, 50, 100, 250,
   500 separately (absolute, not scaled with d; for the paper's 4×32×32 codes |x−y| ≈
-  √(2d) ≈ 90 under N(0, I)); unbiased estimator; mean ± std over ``repeats`` draws.
-- ``mmd_per_position``: what ``latentae eval`` reports (``latentae.eval.mmd``): the
-  C-dimensional vector at each latent position, RBF averaged over σ = (0.5, 1, 2)·√C.
+  √(2d) ≈ 90 under N(0, I)); unbiased estimator; mean ± std over ``repeats`` draws, and
+  the null floor (the same estimate between two N(0, I) sets of n codes).
+- ``mmd_per_position``: the C-dimensional vector at each latent position, RBF averaged
+  over σ = (0.5, 1, 2)·√C (``latentae.eval.mmd``; ``latentae eval`` reports its own,
+  from ``LatentStats``).
+
+:class:`DiffusabilityStats` streams all of it from batches of (images, latents), so
+``latentae eval`` computes it in its one pass; :func:`diffusability_report` runs a model
+over images for use outside the CLI.
 """
 
 from __future__ import annotations
