@@ -168,12 +168,16 @@ def model_folder(run: str | os.PathLike) -> Path:
     raise InputError(f"{run} is not a finished diffusion run: no model/{RUN_FILE}{hint}")
 
 
-def load_run(run: str | os.PathLike, device: torch.device | str = "cpu") -> LatentDiffusion:
-    """The exported model of a ``latentae diffusion train`` run and its autoencoder."""
+def load_run(run: str | os.PathLike, device: torch.device | str = "cpu",
+             autoencoder: nn.Module | None = None) -> LatentDiffusion:
+    """The exported model of a ``latentae diffusion train`` run and its autoencoder
+    (``autoencoder``, when the caller holds the run's one already, is used as it is)."""
     device = torch.device(device)
     folder = model_folder(run)
     info = RunInfo.read(folder / RUN_FILE)
     model = load(folder, device=device)
+    if autoencoder is not None:
+        return LatentDiffusion(model, autoencoder.to(device).eval(), info, device)
     spec = info.autoencoder_path or info.autoencoder
     if info.autoencoder_path and not Path(spec).exists():
         raise InputError(f"the run's autoencoder {spec} is gone: restore it there (the run "

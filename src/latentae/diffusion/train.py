@@ -68,12 +68,13 @@ RUN_TIME_FIELDS = ("workers", "gradient_checkpointing", "grid_images", "grid_sam
                    "grid_steps", "grid_guidance")
 
 
-def train(cfg: DiffusionConfig) -> Path | None:
+def train(cfg: DiffusionConfig, autoencoder: nn.Module | None = None) -> Path | None:
     """Train (or with ``resume='auto'`` continue) a diffusion model. Returns ``RUN/model``,
     or ``None`` when stopped early (``max_minutes``, ``max_steps``, SIGTERM) after a
-    checkpoint."""
+    checkpoint. ``autoencoder``: the one ``cfg.autoencoder`` names, when the caller holds
+    it already (``latentae eval --diffusion-proxy``), instead of loading it again."""
     check_diffusion_config(cfg)
-    return training_loop(cfg, lambda device: DiffusionTask(cfg, device))
+    return training_loop(cfg, lambda device: DiffusionTask(cfg, device, autoencoder))
 
 
 def export_latest(cfg: DiffusionConfig) -> Path:
@@ -122,14 +123,16 @@ class DiffusionTask:
 
     resume_keys = ("diffusion",)
 
-    def __init__(self, cfg: DiffusionConfig, device: torch.device) -> None:
+    def __init__(self, cfg: DiffusionConfig, device: torch.device,
+                 autoencoder: nn.Module | None = None) -> None:
         self.cfg, self.device, world = cfg, device, dist.world_size()
         if cfg.batch_size % world:
             raise InputError(f"the global batch {cfg.batch_size} is not divisible by the "
                              f"{world} processes")
         self.phases = (DiffusionPhase("train", cfg.steps, cfg.batch_size // world),)
-        self.autoencoder = load_autoencoder(cfg.autoencoder, cfg.autoencoder_random_init,
-                                            device)
+        self.autoencoder = (load_autoencoder(cfg.autoencoder, cfg.autoencoder_random_init,
+                                             device) if autoencoder is None else
+                            autoencoder.to(device).eval().requires_grad_(False))
         self.data = open_training_data(cfg, self.autoencoder)
         c, h, _ = self.data.latent_shape
         self.model = create_diffusion(
