@@ -10,6 +10,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from latentae.cards import command_line, files_fingerprint
 from latentae.eval import fid, inception, lpips, mmd, psnr_ssim
@@ -190,13 +191,14 @@ def _whole_code_markdown(whole: dict | None) -> list[str]:
     return md
 
 
-def _json_safe(v):
+def json_safe(v: Any) -> Any:
+    """``v`` with non-finite floats as strings ("inf", "nan"): strict JSON has neither."""
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)  # "inf": strict JSON has no Infinity
     if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
+        return {k: json_safe(x) for k, x in v.items()}
     if isinstance(v, list):
-        return [_json_safe(x) for x in v]
+        return [json_safe(x) for x in v]
     return v
 
 
@@ -220,7 +222,7 @@ def _markdown(result: EvalResult, proto: dict, extra: list[str]) -> str:
         md += ["", *diffusability_markdown(result.diffusability)]
     if extra:
         md += ["", *extra]
-    md += ["", "## Protocol", "", "```json", json.dumps(_json_safe(proto), indent=2), "```"]
+    md += ["", "## Protocol", "", "```json", json.dumps(json_safe(proto), indent=2), "```"]
     notes = result.notes + (result.diffusability["notes"] if result.diffusability else [])
     if notes:
         md += ["", "## Notes", ""] + [f"- {s}" for s in notes]
@@ -247,7 +249,7 @@ def write_report(out: str | Path, result: EvalResult, proto: dict,
            "seconds_per_image": {k: v / n for k, v in result.seconds.items()},
            **(extra_json or {})}
     atomic_write_bytes(out / "metrics.json",
-                       (json.dumps(_json_safe(doc), indent=2) + "\n").encode())
+                       (json.dumps(json_safe(doc), indent=2) + "\n").encode())
     atomic_write_bytes(out / "report.md", _markdown(result, proto, list(extra_markdown))
                        .encode())
     buf = io.StringIO()

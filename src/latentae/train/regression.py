@@ -28,7 +28,7 @@ from torch import nn
 
 from latentae.eval.bootstrap import bootstrap_mean_ci
 from latentae.eval.psnr_ssim import PSNR_VERSION, SSIM_VERSION, mean_finite
-from latentae.eval.report import _json_safe  # the eval report's rule: inf/nan as strings
+from latentae.eval.report import json_safe
 from latentae.files import atomic_write_text
 from latentae.pretrained import load
 from latentae.train.config import TrainConfig
@@ -110,7 +110,7 @@ class RegressionCheck:
                "sets": {name: {"data": str(path), **compare(before, after, images, lpips)}
                         for name, (path, images) in self.sets.items()}}
         doc.update(verdict(doc["sets"], self.cfg.regression_tolerance))
-        atomic_write_text(folder / "regression.json", json.dumps(_json_safe(doc), indent=2))
+        atomic_write_text(folder / "regression.json", json.dumps(json_safe(doc), indent=2))
         atomic_write_text(folder / "regression.md", report_markdown(doc))
         print(("REGRESSION: " if doc["regressed"] else "regression check: ") + doc["summary"])
         return doc
