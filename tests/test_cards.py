@@ -23,7 +23,7 @@ from latentae.cards import (
 )
 from latentae.cli import main
 from latentae.eval.report import protocol_summary
-from latentae.pretrained import write_scaling_factors
+from latentae.pretrained import model_info, write_scaling_factors
 from latentae.registry import parameter_counts
 from latentae.train.card import STREAM_KIND, training_data_fingerprint
 from latentae.train.config import make_config
@@ -77,13 +77,33 @@ def test_a_training_run_writes_its_recipe_steps_and_data_into_the_card(trained):
     assert "## Training" in text and "| phase |" in text
 
 
-def test_info_prints_the_card_and_json_holds_it(trained, tmp_path, capsys):
+# The card's fields that repeat the loaded model's facts, which info prints once, above.
+FACTS = ("library_name", "tags", "family", "preset", "parameters",
+         "spatial_compression_ratio", "latent_channels", "scaling_factor", "shift_factor")
+
+
+def test_info_prints_the_card_and_each_fact_once(trained, tmp_path, capsys):
     run, _ = trained
     assert main(["info", str(run / "model"), "--json", str(tmp_path / "i.json")]) == 0
     printed = capsys.readouterr().out
     assert "data.sha256" in printed and "phases[0].steps" in printed
+    names = [line.split(":")[0].strip() for line in printed.splitlines()]
+    assert len(names) == len(set(names)), names  # no field printed twice
+    assert not [n for n in names if n.startswith(("train.", "weights.", "recipe."))]
     info = json.loads((tmp_path / "i.json").read_text())
-    assert info["card"] == read_card(run / "model")[0]
+    card = read_card(run / "model")[0]
+    assert info["card"] == {k: v for k, v in card.items() if k not in FACTS}
+    assert info["provenance"] == {"training_config": str(run / "config.yaml")}
+    assert info["total_params"] == card["parameters"]["total"]
+    assert str(card["parameters"]["total"]) in printed
+    assert printed.count(str(card["parameters"]["total"])) == 1
+    # a card that disagrees with the weights is shown, not hidden
+    latentae.save_pretrained(latentae.load(run / "model"), tmp_path / "m",
+                             card={**card, "recipe": "x"})
+    write_card(tmp_path / "m", {**read_card(tmp_path / "m")[0], "preset": "edited"})
+    again = json.loads(json.dumps(model_info(tmp_path / "m")))
+    assert again["preset"] == "sdvae-tiny" and again["card"]["preset"] == "edited"
+    assert again["card"]["recipe"] == "x" and "family" not in again["card"]
 
 
 def test_diffusers_export_and_conversion_back_keep_the_card(trained, tmp_path):

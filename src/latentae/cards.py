@@ -8,10 +8,15 @@ each latentae write renders the prose again from it (edit the fields, not the ta
 Fields (a field that is not known is left out)::
 
   library_name, tags, format      latentae | diffusers (| onnx ...): who loads the folder
+  kind                            autoencoder | diffusion (a card without it: autoencoder)
   family, preset, parameters {encoder, decoder, total}, spatial_compression_ratio,
-  latent_channels, scaling_factor, shift_factor           the saved model itself
+  latent_channels, scaling_factor, shift_factor           an autoencoder itself
+  family, preset, parameters {total}, latent_channels, latent_size, patch_size, tokens,
+  num_classes, learn_sigma                                a diffusion model itself
   base_model                      the model directory a training run started from
   recipe, phases, steps, nimg, data, validation           the training run (train/card.py)
+  objective, autoencoder, resolution, latent_norm, batch_size, sampling
+                                  a diffusion run besides (diffusion/card.py)
   evaluation                      [{data, protocol, metrics, command, latentae_version}]
   latentae_version, command       who wrote this folder
   history                         [{command, latentae_version}]: earlier writers (convert)
@@ -19,8 +24,9 @@ Fields (a field that is not known is left out)::
 
 ``data`` is a fingerprint (:func:`data_fingerprint`): the count and the sha256 of the
 sorted names of what was read. This module is in the bottom layer, beside
-``serialization``: it knows a model only by its attributes (``family``, ``preset``,
-``parameter_counts()``, ...), so ``Autoencoder.save_pretrained`` writes a card too.
+``serialization``: it knows a model only by its attributes (``kind``, ``family``,
+``preset``, ``parameter_counts()``, ...), so ``Autoencoder.save_pretrained`` and
+``DiffusionModel.save_pretrained`` write a card too.
 """
 
 from __future__ import annotations
@@ -41,19 +47,22 @@ from latentae.files import atomic_write_text
 from latentae.version import __version__
 
 __all__ = ["CARD_NAME", "FINGERPRINT_RULE", "card_fields", "command_line", "data_fingerprint",
-           "files_fingerprint", "flatten", "read_card", "recorded_command", "render_card",
-           "with_evaluation", "write_card"]
+           "files_fingerprint", "flatten", "model_facts", "read_card", "recorded_command",
+           "render_card", "unrepeated", "with_evaluation", "write_card"]
 
 CARD_NAME = "README.md"
 FINGERPRINT_RULE = "sha256 of the sorted names, each followed by a newline (UTF-8)"
 # Fields a writer sets afresh (never carried from the card of the folder it came from).
-_WRITER_FIELDS = ("library_name", "format", "family", "preset", "parameters",
-                  "spatial_compression_ratio", "latent_channels", "scaling_factor",
+_WRITER_FIELDS = ("library_name", "format", "kind", "family", "preset", "parameters",
+                  "spatial_compression_ratio", "latent_channels", "latent_size",
+                  "patch_size", "tokens", "num_classes", "learn_sigma", "scaling_factor",
                   "shift_factor", "latentae_version", "command")
-_ORDER = ("library_name", "tags", "format", "family", "preset", "parameters",
-          "spatial_compression_ratio", "latent_channels", "scaling_factor", "shift_factor",
-          "base_model", "recipe", "recipe_overrides", "phases", "steps", "nimg", "data",
-          "validation", "evaluation", "latentae_version", "command", "history")
+_ORDER = ("library_name", "tags", "format", "kind", "family", "preset", "parameters",
+          "spatial_compression_ratio", "latent_channels", "latent_size", "patch_size",
+          "tokens", "num_classes", "learn_sigma", "scaling_factor", "shift_factor",
+          "base_model", "objective", "autoencoder", "resolution", "latent_norm", "recipe",
+          "recipe_overrides", "phases", "steps", "nimg", "batch_size", "data", "validation",
+          "sampling", "evaluation", "latentae_version", "command", "history")
 _DIFFUSERS_CLASS = {"sdvae": "AutoencoderKL", "dcae": "AutoencoderDC"}
 _command: list[list[str]] = []  # the latentae command line this process runs (a stack)
 
@@ -106,7 +115,8 @@ def card_fields(model: Any, fmt: str = "latentae", keep: dict[str, Any] | None =
     converted from, or a training run's fields). ``keep``'s own writer moves to
     ``history``; ``keep``'s tags are kept beside the new ones."""
     keep = dict(keep or {})
-    tags = ["latentae", "autoencoder", model.family]
+    kind = getattr(model, "kind", "autoencoder")
+    tags = ["latentae", kind, model.family]
     if fmt != "latentae":
         tags.append(fmt)
     tags += [t for t in keep.pop("tags", None) or [] if isinstance(t, str) and t not in tags]
@@ -114,17 +124,43 @@ def card_fields(model: Any, fmt: str = "latentae", keep: dict[str, Any] | None =
     if keep.get("command"):
         history.append({k: keep[k] for k in ("command", "latentae_version")
                         if keep.get(k) is not None})
-    fields = {"library_name": fmt, "tags": tags, "format": fmt, "family": model.family,
-              "preset": model.preset, "parameters": model.parameter_counts(),
-              "spatial_compression_ratio": int(model.spatial_compression_ratio),
-              "latent_channels": int(model.latent_channels),
-              "scaling_factor": float(model.scaling_factor),
-              "shift_factor": float(model.shift_factor or 0.0),
+    fields = {"library_name": fmt, "tags": tags, "format": fmt, "kind": kind,
+              "family": model.family, "preset": model.preset,
+              "parameters": model.parameter_counts(), **model_facts(model),
               "latentae_version": __version__, "command": command_line()}
     fields.update({k: v for k, v in keep.items() if k not in _WRITER_FIELDS})
     if history:
         fields["history"] = history
     return _ordered(fields)
+
+
+def model_facts(model: Any) -> dict[str, Any]:
+    """The card fields of ``model``'s shape besides family, preset and parameters: an
+    autoencoder's compression and latent factors, a diffusion model's latent grid,
+    patches, tokens and classes (``kind == "diffusion"``)."""
+    if getattr(model, "kind", "autoencoder") == "diffusion":
+        c = model.config
+        return {"latent_channels": int(c.in_channels), "latent_size": int(c.input_size),
+                "patch_size": int(c.patch_size), "tokens": int(model.tokens),
+                "num_classes": int(c.num_classes), "learn_sigma": bool(c.learn_sigma)}
+    return {"spatial_compression_ratio": int(model.spatial_compression_ratio),
+            "latent_channels": int(model.latent_channels),
+            "scaling_factor": float(model.scaling_factor),
+            "shift_factor": float(model.shift_factor or 0.0)}
+
+
+def unrepeated(card: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
+    """``card`` without what ``known`` (the loaded model's facts, by card field name)
+    already states with the same value, and without the hub's copies of other fields
+    (``library_name`` = ``format``; the tags a writer derives): what ``latentae info``
+    prints. A field that disagrees with ``known`` is kept, so the disagreement shows."""
+    out = {k: v for k, v in card.items() if k not in known or known[k] != v}
+    if out.get("library_name") == out.get("format"):
+        out.pop("library_name", None)
+    derived = {"latentae", card.get("kind", "autoencoder"), card.get("family"), card.get("format")}
+    tags = out.pop("tags", None)
+    tags = [t for t in tags if t not in derived] if isinstance(tags, list) else tags
+    return _ordered({**out, "tags": tags or None})
 
 
 def with_evaluation(fields: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
@@ -208,6 +244,8 @@ def _table(rows: Iterable[tuple[Any, ...]], head: tuple[str, ...]) -> str:
 
 
 def _summary(f: dict[str, Any]) -> str:
+    if f.get("kind") == "diffusion":
+        return _diffusion_summary(f)
     name = f.get("preset") or f.get("family", "model")
     p = f.get("parameters") or {}
     rows = [("family", f.get("family")), ("preset", f.get("preset") or "none (custom config)"),
@@ -224,6 +262,35 @@ def _summary(f: dict[str, Any]) -> str:
             "\n\n" + _table(rows, ("", "")))
 
 
+def _diffusion_summary(f: dict[str, Any]) -> str:
+    c, n, k = f.get("latent_channels"), f.get("latent_size"), f.get("num_classes")
+    rows = [("family", f.get("family")), ("preset", f.get("preset") or "none (custom config)"),
+            ("format", f.get("format")),
+            ("parameters", f"{(f.get('parameters') or {}).get('total', 0):,}"),
+            ("latents", f"({c}, {n}, {n}), patch {f.get('patch_size')}, "
+                        f"{f.get('tokens')} tokens"),
+            ("classes", f"{k} (+ the null class)" if k else "unconditional"),
+            ("learned sigma", f.get("learn_sigma"))]
+    return (f"# {f.get('preset') or f.get('family', 'model')}\n\nA latent diffusion backbone "
+            f"written by latentae: noisy latents ({c}, {n}, {n}), a timestep and a class -> "
+            "the prediction of its objective.\n\n" + _table(rows, ("", "")))
+
+
+def _diffusion_run(f: dict[str, Any]) -> str:
+    """The sentences of a diffusion run: objective, autoencoder, images, sampling."""
+    if not f.get("objective"):
+        return ""
+    ae = f.get("autoencoder") if isinstance(f.get("autoencoder"), dict) else {}
+    norm = f.get("latent_norm") if isinstance(f.get("latent_norm"), dict) else {}
+    s = f.get("sampling") if isinstance(f.get("sampling"), dict) else {}
+    return (f" Objective `{f['objective']}` at global batch {f.get('batch_size')}, on "
+            f"{f.get('resolution')}² images through the autoencoder `{ae.get('model')}` "
+            f"({ae.get('preset') or ae.get('family')}, scaling_factor "
+            f"{ae.get('scaling_factor')}, shift_factor {ae.get('shift_factor')}); latent "
+            f"normalisation `{norm.get('kind')}`. Sampling default: `{s.get('sampler')}`, "
+            f"{s.get('steps')} steps, guidance {s.get('guidance')}.")
+
+
 def _data_line(d: Any) -> str:
     if not isinstance(d, dict):
         return str(d)
@@ -234,7 +301,7 @@ def _training(f: dict[str, Any]) -> str:
     if not f.get("recipe"):
         return ""
     out = [f"## Training\n\nRecipe `{f['recipe']}`: {f.get('steps')} optimizer steps, "
-           f"{f.get('nimg')} images."]
+           f"{f.get('nimg')} images.{_diffusion_run(f)}"]
     if f.get("base_model"):
         out.append(f"Started from `{f['base_model']}`.")
     if f.get("data"):
@@ -269,6 +336,15 @@ def _evaluation(f: dict[str, Any]) -> str:
 
 
 def _usage(f: dict[str, Any]) -> str:
+    if f.get("kind") == "diffusion":
+        text = ("## Use\n\n```python\nfrom latentae.diffusion import load\n\n"
+                "model = load(\"path/to/this/folder\")\n```\n")
+        if f.get("objective"):  # a run's export: diffusion_run.json is beside the weights
+            text += ("\nwith its autoencoder and sampler (`latentae diffusion sample "
+                     "path/to/this/folder --n 64 --out samples`):\n\n```python\n"
+                     "from latentae.diffusion.pipeline import load_run\n\n"
+                     "pipe = load_run(\"path/to/this/folder\")\n```\n")
+        return text
     text = ("## Use\n\n```python\nimport latentae\n\n"
             "model = latentae.load(\"path/to/this/folder\")\n```\n")
     cls = _DIFFUSERS_CLASS.get(f.get("family"))

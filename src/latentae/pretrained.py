@@ -22,7 +22,15 @@ import torch
 import yaml
 from safetensors import SafetensorError, safe_open
 
-from latentae.cards import CARD_NAME, card_fields, read_card, with_evaluation, write_card
+from latentae.cards import (
+    CARD_NAME,
+    card_fields,
+    model_facts,
+    read_card,
+    unrepeated,
+    with_evaluation,
+    write_card,
+)
 from latentae.convert.dc import dcae_from_diffusers, dcae_to_diffusers
 from latentae.convert.diffusers_dir import AUTOENCODER_CLASSES, diffusers_class
 from latentae.convert.kl import kl_from_diffusers, kl_to_diffusers
@@ -42,8 +50,9 @@ from latentae.serialization import (
     write_model_dir,
 )
 
-__all__ = ["FORMATS", "add_evaluation", "card_for_update", "convert_directory", "load",
-           "model_info", "save_pretrained", "source_card", "write_scaling_factors"]
+__all__ = ["FORMATS", "add_evaluation", "card_and_provenance", "card_for_update",
+           "convert_directory", "load", "model_dir_provenance", "model_info",
+           "save_pretrained", "source_card", "write_scaling_factors"]
 
 FORMATS = ("latentae", "diffusers")
 _FROM_DIFFUSERS = {"AutoencoderKL": kl_from_diffusers, "AutoencoderDC": dcae_from_diffusers}
@@ -225,35 +234,67 @@ def add_evaluation(model_dir: str | os.PathLike, model: Autoencoder,
 
 def model_info(spec: str | os.PathLike, random_init: bool = False) -> dict[str, Any]:
     """What ``latentae info`` prints: where the model comes from, family, preset,
-    parameter counts (``registry.parameter_counts``), compression, latent factors, the
-    provenance its files record and its model card's fields (``card``: a dict, or a
-    string saying why there is no card)."""
+    parameter counts (``registry.parameter_counts``), compression and latent factors of
+    the loaded model, then (:func:`card_and_provenance`) its model card's other fields
+    (``card``: a dict, or a string saying why there is no card) and what else its files
+    record (``provenance``), each fact once."""
     path = Path(spec)
     if path.is_dir():
         model = load(path)
         source = ("diffusers directory" if diffusers_class(path) in AUTOENCODER_CLASSES
                   else "latentae directory")
-        provenance = _provenance(path)
-        fields, why = read_card(path)
-        card: dict[str, Any] | str = fields if fields is not None else f"no card ({why})"
     elif str(spec) in list_models():
         with torch.device("meta"):  # the structure only: no memory, no weights
             model = create_model(str(spec))
-        source, provenance, card = "preset (no weights)", {}, "no card (a preset)"
+        source = "preset (no weights)"
     else:
-        model, source, provenance = load(spec, random_init=random_init), "?", {}
-        card = "no card"
+        model, source = load(spec, random_init=random_init), "?"
     counts = parameter_counts(model)
-    return {"source": source, "family": model.family, "preset": model.preset,
-            "encoder_params": counts["encoder"], "decoder_params": counts["decoder"],
-            "total_params": counts["total"],
-            "spatial_compression_ratio": model.spatial_compression_ratio,
-            "latent_channels": model.latent_channels,
-            "scaling_factor": model.scaling_factor, "shift_factor": model.shift_factor,
-            "provenance": provenance or "none recorded", "card": card}
+    facts = {"source": source, "family": model.family, "preset": model.preset,
+             "encoder_params": counts["encoder"], "decoder_params": counts["decoder"],
+             "total_params": counts["total"],
+             "spatial_compression_ratio": model.spatial_compression_ratio,
+             "latent_channels": model.latent_channels,
+             "scaling_factor": model.scaling_factor, "shift_factor": model.shift_factor}
+    if not path.is_dir():
+        why = "a preset" if source.startswith("preset") else "not a folder"
+        return facts | {"provenance": "none recorded", "card": f"no card ({why})"}
+    known = {"family": model.family, "preset": model.preset, "parameters": counts,
+             **model_facts(model)}
+    return facts | card_and_provenance(path, known, model_dir_provenance(path))
 
 
-def _provenance(path: Path) -> dict[str, Any]:
+def card_and_provenance(path: Path, known: dict[str, Any], provenance: dict[str, Any]
+                        ) -> dict[str, Any]:
+    """``{"provenance", "card"}`` of the model folder ``path`` for ``latentae info``,
+    each fact once: ``known`` holds the loaded model's facts under their card names
+    (``family``, ``parameters``, ...), which neither section repeats; the card's fields
+    come next (a field that disagrees with the model is kept, so it shows), and of
+    ``provenance`` (:func:`model_dir_provenance`) only what the card does not say."""
+    fields, why = read_card(path)
+    card: dict[str, Any] | str = (unrepeated(fields, known) if fields is not None
+                                  else f"no card ({why})")
+    rest = {k: v for k, v in provenance.items() if not _said(k, v, known, fields or {})}
+    return {"provenance": rest or ("in the card" if fields else "none recorded"),
+            "card": card}
+
+
+def _said(key: str, value: Any, known: dict[str, Any], card: dict[str, Any]) -> bool:
+    """Whether the provenance entry ``key`` repeats a model fact or the card: the
+    weights' ``family`` (and ``format`` "pt", which every save writes), the writer's
+    version, and the training settings of a run the card records (``steps``: its
+    recipe, data and command say them; ``training_config`` still points at them all)."""
+    name = key.split(".", 1)[-1]
+    if name in known and known[name] == value:
+        return True
+    if key == "weights.format":
+        return value == "pt" and bool(card)
+    if key == "latentae_version":
+        return card.get(key) == value
+    return key.startswith(("train.", "recipe.", "run.")) and card.get("steps") is not None
+
+
+def model_dir_provenance(path: Path) -> dict[str, Any]:
     """What the directory's files say about where the model comes from: the writer's
     version (``config.json``), the weights' safetensors metadata, and the training run
     (``latentae train`` exports to ``RUN/model`` beside ``RUN/config.yaml``)."""
@@ -266,7 +307,7 @@ def _provenance(path: Path) -> dict[str, Any]:
         with safe_open(str(path / WEIGHTS_NAME), framework="pt") as f:
             out.update({f"weights.{k}": v for k, v in (f.metadata() or {}).items()})
     except (SafetensorError, OSError):
-        pass  # load() above already proved the file readable
+        pass  # the caller's load() already proved the file readable
     return out | _training_provenance(path.parent / "config.yaml")
 
 

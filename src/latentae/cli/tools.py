@@ -1,5 +1,6 @@
 """``latentae encode | decode | reconstruct | latent-stats | export | info``: the tools a
-diffusion user needs, on ``latentae/folders.py`` and ``latentae/runtime.py``. Batched,
+diffusion user needs (``info`` of a DiT / U-ViT folder: ``diffusion/card.py``), on
+``latentae/folders.py`` and ``latentae/runtime.py``. Batched,
 resumable (a folder holding an earlier run of the same command, input, model and
 settings is continued, its files skipped; any other non-empty folder is refused unless
 ``--overwrite``), any image size with ``--pad`` (reflect padding, cropped back) or tiles
@@ -13,6 +14,7 @@ from pathlib import Path
 from latentae import folders
 from latentae.cards import flatten
 from latentae.cli import args as shared
+from latentae.diffusion.card import diffusion_folder, diffusion_info
 from latentae.errors import InputError
 from latentae.files import atomic_dir, prepare_output_dir
 from latentae.pretrained import (
@@ -93,7 +95,8 @@ def _register_model_tools(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="family, preset, parameters, compression, scaling "
-                                    "factor, provenance and model card of a model")
+                                    "factor, model card and provenance of a model (an "
+                                    "autoencoder, or a diffusion model folder or run)")
     shared.add_model(p)
     shared.add_json(p, "the information")
     p.set_defaults(func=cmd_info)
@@ -173,7 +176,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = model_info(args.model, args.random_init)
+    folder = diffusion_folder(args.model)  # a DiT / U-ViT folder or run, else an autoencoder
+    info = diffusion_info(folder) if folder else model_info(args.model, args.random_init)
     if args.json:
         shared.write_json(args.json, info)
         if args.json == "-":

@@ -147,9 +147,11 @@ class LatentDiffusion:
         return x.float().clamp(-1, 1)
 
 
-def write_run(folder: str | os.PathLike, model: DiffusionModel, info: RunInfo) -> None:
-    """``save_pretrained`` of ``model`` plus ``diffusion_run.json`` into ``folder``."""
-    model.save_pretrained(folder)
+def write_run(folder: str | os.PathLike, model: DiffusionModel, info: RunInfo,
+              card: dict | None = None) -> None:
+    """``save_pretrained`` of ``model`` (its model card with the fields of ``card``, e.g.
+    ``diffusion.card.run_card``) plus ``diffusion_run.json`` into ``folder``."""
+    model.save_pretrained(folder, card=card)
     atomic_write_text(Path(folder) / RUN_FILE, info.to_json())
 
 

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from latentae.devices import resolve_device
+from latentae.diffusion.card import run_card, training_data_fingerprint
 from latentae.diffusion.config import DiffusionConfig, check_diffusion_config
 from latentae.diffusion.data import LatentNorm, channel_norm, latent_batches, open_training_data
 from latentae.diffusion.ddpm import NUM_TIMESTEPS, ddpm_loss_terms
@@ -89,6 +90,7 @@ def export_latest(cfg: DiffusionConfig) -> Path:
     task.model.load_state_dict(saved["ema"]["model"])
     state = TrainState()
     state.load_state_dict(saved["state"])
+    task.trained_steps = state.phase_nimg // cfg.batch_size  # the card says what was done
     task.validate(task.model.eval(), state, folder.path)
     return task.export(task.model, folder.path)
 
@@ -159,6 +161,7 @@ class DiffusionTask:
             guidance=guidance)
         self.opt: torch.optim.Optimizer | None = None
         self.net: nn.Module = self.model
+        self.trained_steps = cfg.steps  # fewer when export_latest exports a stopped run
 
     def latent_norm(self) -> LatentNorm:
         """The model's factors, or per-channel statistics: read back from the run's
@@ -272,9 +275,13 @@ class DiffusionTask:
         return {}
 
     def export(self, ema: nn.Module, folder: Path) -> Path:
+        """``RUN/model``: the EMA model, its run record and its model card (rank 0)."""
         if dist.is_main():
+            card = run_card(self.info, self.autoencoder, recipe=self.cfg.recipe,
+                            steps=self.trained_steps, batch_size=self.cfg.batch_size,
+                            data=training_data_fingerprint(self.cfg.data, self.data))
             with atomic_dir(folder / "model", overwrite=True) as tmp:
-                write_run(tmp, ema, self.info)
+                write_run(tmp, ema, self.info, card)
         return folder / "model"
 
 

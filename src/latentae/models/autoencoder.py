@@ -24,6 +24,7 @@ class Autoencoder(nn.Module):
     """
 
     family: ClassVar[str] = ""
+    kind: ClassVar[str] = "autoencoder"  # what latentae.cards writes the card of
 
     def __init__(self, config: Any) -> None:
         super().__init__()
