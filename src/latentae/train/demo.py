@@ -222,8 +222,8 @@ def render_report(before: dict, after: dict, info: dict) -> str:
                      (f"trained {name} (EMA)", after)):
         table.append(f"| {label} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + " |")
     stopped = "" if info["steps"] >= info["planned"] else (
-        f" (of {info['planned']} planned: the machine slowed down and the time limit "
-        "stopped the run before its learning rate had decayed)")
+        f" (of {info['planned']} planned: stopped by the time limit, the machine having "
+        "slowed down, or by a signal, before the learning rate had decayed)")
     lines = [
         f"# latentae demo: {MODEL} (f8, {MODEL_OVERRIDES['latent_channels']} latent channels) "
         "trained on CPU",
