@@ -4,13 +4,16 @@ paper values they cite hold."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 import latentae
 from latentae.cli.train import parse_sets
+from latentae.errors import InputError
 from latentae.train.config import make_config, resolve_recipe
-from latentae.train.recipes import RECIPES, get_recipe
+from latentae.train.recipes import RECIPES, Phase, get_recipe, phase_lr
 
 FAMILY_OF_RECIPE = {"litevae": "litevae-*", "dcae": "dcae-*", "sdvae": "sdvae-*",
                     "finetune-decoder": "sdvae-*", "finetune-full": "sdvae-*"}
@@ -69,3 +72,21 @@ def test_finetune_decoder_trains_the_decoder_side_only():
     assert not groups["decoder"] & groups["encoder"]
     (full,) = get_recipe("finetune-full").phases
     assert full.train_groups == ("all",) and full.lr < phase.lr
+
+
+def test_phase_lr_warm_up_then_decay_to_zero():
+    def lrs(decay: str) -> list[float]:
+        phase = Phase("p", 100, 32, 1, 2.0, warmup_steps=10, lr_decay=decay)
+        return [phase_lr(phase, s) for s in (0, 9, 50, 100)]
+    assert lrs("constant") == pytest.approx([0.2, 2.0, 2.0, 2.0])
+    assert lrs("cosine") == pytest.approx([0.2, 2.0 * (1 + math.cos(math.pi * 0.09)) / 2,
+                                           1.0, 0.0])
+    assert lrs("linear") == pytest.approx([0.2, 2.0 * 0.91, 1.0, 0.0])
+
+
+def test_lr_decay_is_a_checked_recipe_field():
+    cfg = make_config(dict(data="x", recipe_overrides={"lr_decay": "cosine",
+                                                       "warmup_steps": 5}))
+    assert {(p.lr_decay, p.warmup_steps) for p in resolve_recipe(cfg).phases} == {("cosine", 5)}
+    with pytest.raises(InputError, match="lr_decay must be one of"):
+        resolve_recipe(make_config(dict(data="x", recipe_overrides={"lr_decay": "step"})))

@@ -16,7 +16,7 @@ from latentae.errors import StateError, TrainingStopped
 from latentae.registry import create_model
 from latentae.train.autoencoder import set_trainable, train
 from latentae.train.config import apply_overrides, make_config, resolve_recipe
-from latentae.train.recipes import get_recipe, scale_steps
+from latentae.train.recipes import get_recipe, phase_lr, scale_steps
 from latentae.train.state import TrainState, load_latest, state_path
 
 
@@ -74,6 +74,22 @@ def test_overfits_four_images(tmp_path):
     records = [json.loads(line) for line in open(tmp_path / "overfit" / "metrics.jsonl")]
     psnr = [r["val_psnr"] for r in records if "val_psnr" in r]
     assert psnr and psnr[-1] > 14.0, psnr
+
+
+def test_lr_schedule_reaches_both_optimizers(tmp_path):
+    # --set warmup_steps=2 --set lr_decay=cosine: every step's logged lr, and the lr in
+    # the generator's and discriminator's optimizers at the end, are phase_lr's.
+    cfg = tiny_config(tmp_path, "sched", overrides={"lr": 1e-3, "warmup_steps": 2,
+                                                    "lr_decay": "cosine"})
+    train(cfg)
+    records = [json.loads(line) for line in open(tmp_path / "sched" / "metrics.jsonl")]
+    phases = resolve_recipe(cfg).phases
+    expected = [phase_lr(p, s) for p in phases for s in range(p.steps)]
+    assert [r["lr"] for r in records if "lr" in r] == pytest.approx(expected)
+    assert expected[:3] == pytest.approx([5e-4, 7.5e-4, 2.5e-4])  # warm-up, then cosine
+    state = load_latest(tmp_path / "sched" / "checkpoints")
+    for opt in ("g_opt", "d_opt"):
+        assert state[opt]["param_groups"][0]["lr"] == pytest.approx(expected[-1]), opt
 
 
 def test_resume_is_bit_identical_and_skips_a_torn_checkpoint(tmp_path):

@@ -86,11 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replace what a non-empty OUT holds")
     p.set_defaults(func=cmd_shards)
 
-    p = sub.add_parser("demo", help="train litevae-tiny for ~3 min on CPU, write a report "
+    p = sub.add_parser("demo", help="train litevae-tiny for ~4 min on CPU, write a report "
                                     "(--diffusion: then a tiny DiT on its latents)")
     p.add_argument("--out", default="demo")
     p.add_argument("--minutes", type=positive_float, default=None,
-                   help="training minutes (default 3; with --diffusion 1.5 for the DiT)")
+                   help="training minutes (default 4; with --diffusion 1.5 for the DiT)")
     p.add_argument("--diffusion", action="store_true",
                    help="train a tiny DiT on the demo autoencoder's latents, sample it, "
                         "report KID/FID (OUT/diffusion/report.md; ~5 min on 2 CPU cores)")
@@ -99,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch threads (0: half the cores)")
     p.add_argument("--perceptual", action="store_true",
-                   help="add the LPIPS-VGG loss (slower; needs more than 3 minutes)")
+                   help="add the LPIPS-VGG loss (slower; needs more than 4 minutes)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -173,7 +173,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"report: {report}")
         return 0
     from latentae.train.demo import run_demo
-    report = run_demo(args.out, args.minutes or 3.0, perceptual=args.perceptual,
+    report = run_demo(args.out, args.minutes or 4.0, perceptual=args.perceptual,
                       threads=args.threads)
     print(f"report: {report}\nrecon grid: {report.parent / 'recon_grid.png'}\n"
           f"loss curve: {report.parent / 'loss_curve.png'}")

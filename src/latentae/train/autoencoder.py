@@ -46,7 +46,7 @@ from latentae.train.config import TrainConfig, check_recipe, config_document, re
 from latentae.train.data import TrainImages, list_sources, make_loader
 from latentae.train.discriminator import load_discriminator, save_discriminator
 from latentae.train.loop import images, optimizer_step, training_loop
-from latentae.train.recipes import Phase, Recipe
+from latentae.train.recipes import Phase, Recipe, phase_lr
 from latentae.train.regression import RegressionCheck
 from latentae.train.state import Stateful, TrainState, seed_from
 from latentae.train.validation import evaluate, load_validation, optional_lpips, save_grid
@@ -184,9 +184,14 @@ class AutoencoderTask:
         gan_on = phase.discriminator_on and state.phase_nimg >= images(phase.disc_start, phase)
         adv_on = gan_on and state.phase_nimg >= images(phase.disc_start + phase.disc_warmup,
                                                        phase)
+        lr = phase_lr(phase, state.phase_nimg // images(1, phase))
+        for opt in (self.g_opt, self.d_opt):
+            for group in opt.param_groups if opt is not None else ():
+                group["lr"] = lr
         logs, recon = generator_step(self, x, self.noise(state), adv_on, state)
         if gan_on:
             logs.update(discriminator_step(self, x, recon, state))
+        logs["lr"] = lr
         return logs
 
     def checkpoint_items(self) -> dict[str, Stateful]:

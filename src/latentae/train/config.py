@@ -112,7 +112,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("adam", "adamw"), "gan_loss": ("hinge", "non-saturating"),
     "objective": ("ddpm", "flow"), "latent_norm": ("model", "channel"),
     "crop": ("random", "center"), "posterior": ("sample", "mode"),
-    "t_sampling": ("uniform", "logit_normal"),
+    "t_sampling": ("uniform", "logit_normal"), "lr_decay": ("constant", "cosine", "linear"),
 }
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

@@ -15,6 +15,7 @@ of the generator weights (``ema_decay`` 0.999; neither paper states one).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from latentae.errors import InputError
@@ -46,7 +47,10 @@ class Phase:
     ``encoder.project_out``, ``decoder.project_in``, ``encoder.head.K``,
     ``decoder.input.K``, ``decoder.head.K`` for K = 1, 2, 3); every other parameter is
     frozen. When ``discriminator_on``, the discriminator trains from step ``disc_start``
-    of the phase and the adversarial term enters ``disc_warmup`` steps later."""
+    of the phase and the adversarial term enters ``disc_warmup`` steps later. The
+    learning rate warms up linearly over ``warmup_steps`` and then stays at ``lr``
+    (``lr_decay="constant"``, every paper recipe) or falls to 0 at the phase's last step
+    (``"cosine"``, ``"linear"``; :func:`phase_lr`)."""
 
     name: str
     steps: int
@@ -64,6 +68,19 @@ class Phase:
     # adversarial term is still off), so a fresh D does not push a trained decoder around.
     disc_warmup: int = 0
     gan_loss: str = "hinge"  # LDM's disc_loss; LiteVAE App. D.1: hinge ≈ logistic
+    warmup_steps: int = 0
+    lr_decay: str = "constant"  # "constant", "cosine" or "linear"
+
+
+def phase_lr(phase: Phase, step: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) of ``phase``: ``phase.lr``
+    times the warm-up ``min(1, (step + 1) / warmup_steps)`` and the decay at
+    ``t = step / steps``: 1, ``(1 + cos(πt)) / 2`` or ``1 - t``."""
+    warm = min(1.0, (step + 1) / phase.warmup_steps) if phase.warmup_steps else 1.0
+    t = min(1.0, step / phase.steps)
+    decay = {"constant": 1.0, "cosine": 0.5 * (1 + math.cos(math.pi * t)),
+             "linear": 1.0 - t}[phase.lr_decay]
+    return phase.lr * warm * decay
 
 
 @dataclass(frozen=True)
