@@ -72,6 +72,11 @@ class Phase:
     lr_decay: str = "constant"  # "constant", "cosine" or "linear"
 
 
+# Phase fields added after runs were first written, with the value those runs used: a
+# config.yaml without them resumes when this run has that value (``rundir.write_config``).
+ADDED_PHASE_FIELDS: dict[str, object] = {"warmup_steps": 0, "lr_decay": "constant"}
+
+
 def phase_lr(phase: Phase, step: int) -> float:
     """The learning rate of optimizer step ``step`` (0-based) of ``phase``: ``phase.lr``
     times the warm-up ``min(1, (step + 1) / warmup_steps)`` and the decay at

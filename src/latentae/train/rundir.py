@@ -29,6 +29,7 @@ from latentae.files import atomic_write_text
 from latentae.train import dist
 from latentae.train.config import LoopConfig
 from latentae.train.monitor import MetricsLog
+from latentae.train.recipes import ADDED_PHASE_FIELDS
 from latentae.train.state import list_states, load_latest, remove_temporaries
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "tb", "samples", "checkpoints", "model")
@@ -92,7 +93,7 @@ class RunFolder:
         path = self.path / "config.yaml"
         if resuming and path.is_file():
             old = yaml.safe_load(path.read_text()) or {}
-            differ = [k for k in keys if old.get(k) != doc.get(k)]
+            differ = [k for k in keys if not agrees(old.get(k), doc.get(k))]
             if differ:
                 raise StateError(f"the {', '.join(differ)} differs from the one in {path}: "
                                  "resume with the same options, or start a new run with "
@@ -109,3 +110,16 @@ class RunFolder:
     def newest_checkpoint(self) -> Path | None:
         states = list_states(self.checkpoints)
         return states[-1][1] if states else None
+
+
+def agrees(old: Any, new: Any, added: dict[str, Any] = ADDED_PHASE_FIELDS) -> bool:
+    """``old`` (a saved config document) equals ``new``, except that a key that ``old``
+    lacks and ``added`` names (a field introduced later) agrees when ``new`` holds the
+    value runs had before the field existed: old run folders keep resuming."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return all(agrees(old[k], v, added) if k in old
+                   else k in added and v == added[k] for k, v in new.items()) \
+            and old.keys() <= new.keys()
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(agrees(a, b, added) for a, b in zip(old, new))
+    return old == new
