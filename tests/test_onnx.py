@@ -229,3 +229,4 @@ def test_a_failed_export_leaves_no_folder(tmp_path, monkeypatch):
     out = tmp_path / "out"
     assert main(["export", "sdvae-tiny", "--random-init", "--format", "onnx", str(out)]) == 2
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
