@@ -31,14 +31,6 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "deployment.md"
 PRESETS = {"litevae": "litevae-tiny", "sdvae": "sdvae-tiny", "dcae": "dcae-tiny-f32"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(preset: str):
     torch.manual_seed(0)
     return latentae.create_model(preset).eval()

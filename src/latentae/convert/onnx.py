@@ -201,8 +201,9 @@ def export_onnx(model: Autoencoder, folder: str | os.PathLike, progress=None) ->
     callers write into a ``latentae.files.atomic_dir``), check them with onnxruntime
     (``check_parity``) and return that check's figures. ``model`` must be float32."""
     require_onnx()
-    if any(p.dtype != torch.float32 for p in model.parameters()):
-        raise InputError("ONNX export takes a float32 model; call model.float() first")
+    if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in model.parameters()):
+        raise InputError("ONNX export takes a float32 model on the CPU; call "
+                         "model.float().cpu() first")
     training = model.training
     model.eval()  # the graphs are inference graphs (DC-AE's BatchNorm: running statistics)
     try:
