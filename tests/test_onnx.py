@@ -7,6 +7,7 @@ One export per family (module fixtures; exporting is the slow part, ~10-30 s a g
 
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -149,34 +150,31 @@ def reuse_exports(exported, monkeypatch):
     return exported["litevae"][0]
 
 
-def test_bench_onnxruntime_column(reuse_exports):
+def test_bench_onnxruntime_column(reuse_exports, capsys, tmp_path):
+    """The bench commands of docs/deployment.md and docs/benchmarks.md (section F),
+    litevae-b swapped for litevae-tiny at 32²: the column, its rows, its output check."""
     cols = build_subjects([("litevae-tiny", reuse_exports)], compare="onnxruntime",
                           note=lambda m: None, dtypes=["float32", "bfloat16"])
     assert [s.name for s in cols] == ["litevae-tiny", "onnxruntime:litevae-tiny",
-                                      "litevae-tiny@bfloat16"]
-    settings = BenchSettings(resolution=32, batch=2, warmup=0, repeats=1, dtype="float32")
-    report = run_bench(cols[:2], settings, progress=lambda m: None)
-    ort_col = report["results"]["onnxruntime:litevae-tiny"]
+                                      "litevae-tiny@bfloat16"]  # float32 only
+    assert main(["bench", "litevae-tiny", "--compare", "onnxruntime", "--threads", "1",
+                 "--resolution", "32", "--batch-size", "2", "--warmup", "0", "--repeats",
+                 "1", "--json", str(tmp_path / "F1.json")]) == 0
+    report = json.loads((tmp_path / "F1.json").read_text())
+    ort_col, torch_col = (report["results"][n] for n in ("onnxruntime:litevae-tiny",
+                                                          "litevae-tiny"))
     assert ort_col["kind"] == "onnxruntime" and ort_col["twin_of"] == "litevae-tiny"
     assert ort_col["encode"]["images_per_s"] > 0 and ort_col["decode"]["images_per_s"] > 0
     assert ort_col["encode"]["peak_memory_bytes"] is None
-    assert "train_encode" not in ort_col and "train_encode" in report["results"]["litevae-tiny"]
+    assert "train_encode" not in ort_col and "train_encode" in torch_col
     assert ort_col["equal_outputs"]["equal"]
-    assert ort_col["gflops_per_image"] == report["results"]["litevae-tiny"]["gflops_per_image"]
-    table = to_markdown(report, baseline="litevae-tiny")
+    assert ort_col["gflops_per_image"] == torch_col["gflops_per_image"]
+    table = capsys.readouterr().out
+    assert table.strip() == to_markdown(report, baseline="litevae-tiny").strip()
     assert "| | litevae-tiny | onnxruntime:litevae-tiny |" in table
     row = next(r for r in table.splitlines() if r.startswith("| train encode (fwd+bwd) images/s"))
     assert row.endswith("| – |")
     assert re.search(r"\| same outputs as latentae \| – \| yes ", table)
-
-
-def test_docs_bench_command_at_tiny_size(reuse_exports, capsys):
-    """docs/deployment.md's bench command, litevae-b swapped for litevae-tiny at 32²."""
-    torch.manual_seed(0)
-    assert main(["bench", "litevae-tiny", "--compare", "onnxruntime", "--modes",
-                 "encode,decode", "--threads", "1", "--resolution", "32", "--batch-size",
-                 "1", "--warmup", "0", "--repeats", "1"]) == 0
-    assert "onnxruntime:litevae-tiny" in capsys.readouterr().out
 
 
 def test_bench_refuses_what_onnxruntime_cannot_do(reuse_exports, capsys):
