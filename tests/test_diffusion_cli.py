@@ -41,6 +41,7 @@ SAMPLE = ("latentae diffusion sample runs/dit --n 64 --guidance 1.5 --sampler dp
           "--out samples")
 REF = "latentae diffusion ref-stats my_images --out ref.npz --resolution 256"
 EVAL = "latentae diffusion eval samples/samples.npz --ref ref.npz"
+INFO = "latentae info runs/dit"
 MODELS = "latentae models --diffusion --f 32 --latent-channels 32 --patch 1 --resolution 512"
 TORCHRUN = ("torchrun --nproc_per_node 2 -m latentae diffusion train --autoencoder my_ae "
             "--model dit-s --patch 2 --data latents --cached --out runs/dit-ddp")
@@ -63,10 +64,10 @@ def workdir(tmp_path, monkeypatch):
 def test_every_command_here_is_in_the_docs():
     text = DOCS.read_text()
     for command in (ENCODE, TRAIN, TRAIN_FLY, TRAIN + " --resume auto", SAMPLE, REF, EVAL,
-                    MODELS, TORCHRUN, "latentae demo --diffusion"):
+                    EVAL + " --update-card", INFO, MODELS, TORCHRUN, "latentae demo --diffusion"):
         assert command in text, command
     shown = re.findall(r"^(?:latentae|torchrun) .*$", text, flags=re.M)
-    assert len(shown) == 10, shown  # a new command in the docs needs a test here
+    assert len(shown) == 12, shown  # a new command in the docs needs a test here
 
 
 def test_the_docs_commands_end_to_end(workdir, fetched, capsys):
@@ -86,6 +87,10 @@ def test_the_docs_commands_end_to_end(workdir, fetched, capsys):
     assert cli(EVAL, TINY_METRICS) == 0
     out = capsys.readouterr().out
     assert "4 samples vs 6 real images" in out and "gFID" in out and "KID" in out
+    assert cli(INFO) == 0
+    assert "data.sha256" in capsys.readouterr().out  # the card (tests/test_diffusion_cards.py)
+    assert cli(EVAL + " --update-card", TINY_METRICS) == 0
+    assert "runs/dit/model/README.md" in capsys.readouterr().out
     assert cli(MODELS) == 0
     assert "675,184,960" in capsys.readouterr().out  # DiT-XL/1 on 32 channels, 256 tokens
 

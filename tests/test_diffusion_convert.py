@@ -12,8 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from latentae.cards import read_card
 from latentae.cli import diffusion as diffusion_cli
-from latentae.diffusion import DiT, DiTConfig, load, load_official, registry
+from latentae.diffusion import DiT, DiTConfig, count_params, load, load_official, registry
 from latentae.diffusion.convert import (
     dit_from_diffusers,
     dit_to_diffusers,
@@ -322,7 +323,12 @@ def test_cli_converts_a_dit_release_training_checkpoint(tmp_path, capsys, monkey
              "3", "--num-classes", "5"]
     assert run_convert([str(tmp_path / "0001.pt"), str(tmp_path / "out"), *flags]) == 0
     assert "learned sigma on" in capsys.readouterr().out
+    card = read_card(tmp_path / "out")[0]  # the converted folder has its model card
+    assert (card["kind"], card["family"], card["preset"]) == ("diffusion", "dit", "dit-tiny")
+    assert (card["patch_size"], card["latent_size"], card["latent_channels"]) == (2, 8, 3)
+    assert card["num_classes"] == 5 and card["learn_sigma"] and card["tokens"] == 16
     model = load(tmp_path / "out").double().eval()
+    assert card["parameters"] == {"total": count_params(model)}
     x, t, y = batch(3, 8, 5)
     with torch.no_grad():  # the EMA weights were taken
         torch.testing.assert_close(model(x, t, y), ref_dit(sd, x, t, y, p=2, heads=4))

@@ -214,8 +214,8 @@ def test_save_pretrained_roundtrip_rebuilds_the_same_model(name, tmp_path):
                                        num_heads=4)).eval()
     model.save_pretrained(tmp_path / "m")
     loaded = load(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json",
-                                                                 "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "README.md", "config.json", "model.safetensors"]  # README.md: the model card
     assert loaded.config == model.config and loaded.preset == name
     assert type(loaded) is type(model)
     x, t, labels = inputs(model.config)

@@ -1,7 +1,7 @@
 """``latentae.load`` (``latentae/pretrained.py``): one loader for latentae directories,
 diffusers ``AutoencoderKL`` / ``AutoencoderDC`` directories written by diffusers itself,
 and presets with ``random_init``; its errors say what is wrong; ``info`` shows the
-provenance the files record."""
+provenance the files record, each fact once."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_family_mismatch_and_newer_writer_are_told_apart(tmp_path):
         latentae.load(tmp_path / "m")
 
 
-def test_info_shows_what_the_files_record(tmp_path, capsys):
+def test_info_shows_what_the_files_record_once(tmp_path, capsys):
     torch.manual_seed(0)
     run = tmp_path / "run"
     latentae.create_model("sdvae-tiny").save_pretrained(run / "model")
@@ -82,12 +82,20 @@ def test_info_shows_what_the_files_record(tmp_path, capsys):
     info = model_info(run / "model")
     prov = info["provenance"]
     assert info["source"] == "latentae directory" and info["preset"] == "sdvae-tiny"
-    assert prov["latentae_version"] == latentae.__version__
-    assert prov["weights.family"] == "sdvae" and prov["weights.format"] == "pt"
+    # a card without a training run: config.yaml's settings are not in it, so they show
     assert prov["train.seed"] == 7 and prov["recipe.phases"] == 2
     assert prov["recipe.name"] == "sdvae"
+    # the weights' family is the model's; the writer's version is the card's
+    assert "weights.family" not in prov and "latentae_version" not in prov
+    assert info["card"]["latentae_version"] == latentae.__version__
+    assert "family" not in info["card"] and "parameters" not in info["card"]
     assert main(["info", str(run / "model")]) == 0
-    assert "latentae_version" in capsys.readouterr().out
+    names = [line.split(":")[0].strip() for line in capsys.readouterr().out.splitlines()]
+    assert names.count("latentae_version") == 1 and names.count("family") == 1
+    (run / "model" / "README.md").unlink()  # no card: the files' own record, all of it
+    prov = model_info(run / "model")["provenance"]
+    assert prov["latentae_version"] == latentae.__version__ and prov["weights.format"] == "pt"
+    assert "weights.family" not in prov and prov["train.seed"] == 7
 
 
 def test_convert_refuses_a_full_folder_unless_overwrite(tmp_path, capsys):

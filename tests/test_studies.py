@@ -122,6 +122,7 @@ def test_gpu_evidence_dry_run_builds_every_run(shared_data, fetched, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LATENTAE_STUDY_DATA":
            str(shared_data)}
     env["PYTHON"] = sys.executable
+    env["OMP_NUM_THREADS"] = "1"  # its runs go 3-4 at a time: one thread each, no oversubscription
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_evidence.sh"), "--dry-run",
                            str(tmp_path)], env=env, capture_output=True, text=True,
                           timeout=900)

@@ -12,8 +12,8 @@ from latentae.train.data import (
     TrainImages,
     list_sources,
     make_loader,
-    write_shards,
 )
+from latentae.train.webdata import write_shards
 
 
 def make_folder(path, sizes=((40, 48),) * 5):

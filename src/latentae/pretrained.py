@@ -4,8 +4,9 @@
 ``latentae/serialization.py``), a diffusers ``AutoencoderKL`` or ``AutoencoderDC``
 directory (``latentae/convert/``), or, with ``random_init=True``, a preset name of the
 registry built with random weights (smoke runs). ``save_pretrained`` writes either
-format; ``convert_directory`` turns one into the other. Every command that takes a
-``MODEL`` argument goes through ``load``.
+format, with its model card ``README.md`` (``latentae/cards.py``); ``convert_directory``
+turns one into the other and keeps the card. Every command that takes a ``MODEL``
+argument goes through ``load``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,15 @@ import torch
 import yaml
 from safetensors import SafetensorError, safe_open
 
+from latentae.cards import (
+    CARD_NAME,
+    card_fields,
+    model_facts,
+    read_card,
+    unrepeated,
+    with_evaluation,
+    write_card,
+)
 from latentae.convert.dc import dcae_from_diffusers, dcae_to_diffusers
 from latentae.convert.diffusers_dir import AUTOENCODER_CLASSES, diffusers_class
 from latentae.convert.kl import kl_from_diffusers, kl_to_diffusers
@@ -40,8 +50,9 @@ from latentae.serialization import (
     write_model_dir,
 )
 
-__all__ = ["FORMATS", "convert_directory", "load", "model_info", "save_pretrained",
-           "write_scaling_factors"]
+__all__ = ["FORMATS", "add_evaluation", "card_and_provenance", "card_for_update",
+           "convert_directory", "load", "model_dir_provenance", "model_info",
+           "save_pretrained", "source_card", "write_scaling_factors"]
 
 FORMATS = ("latentae", "diffusers")
 _FROM_DIFFUSERS = {"AutoencoderKL": kl_from_diffusers, "AutoencoderDC": dcae_from_diffusers}
@@ -121,17 +132,20 @@ def _fields(config_cls: type) -> set[str]:
 
 
 def save_pretrained(model: Autoencoder, path: str | os.PathLike, format: str = "latentae",
-                    state_dict: dict[str, torch.Tensor] | None = None) -> None:
+                    state_dict: dict[str, torch.Tensor] | None = None,
+                    card: dict[str, Any] | None = None) -> None:
     """Write ``model`` into the folder ``path`` (created if missing; each file atomic).
 
     ``format="latentae"``: ``config.json`` + ``model.safetensors`` (``state_dict``, e.g.
     EMA weights, replaces the model's own); ``"diffusers"``: an ``AutoencoderKL`` (SD-VAE)
     or ``AutoencoderDC`` (DC-AE) directory that diffusers' ``from_pretrained`` loads.
+    Both get the model card ``README.md``; ``card`` holds fields to keep besides the
+    model's own (``source_card(src)`` keeps a converted model's training and evaluation).
     """
     if format not in FORMATS:
         raise InputError(f"unknown model format {format!r}; valid: {', '.join(FORMATS)}")
     if format == "latentae":
-        write_model_dir(model, path, state_dict)
+        write_model_dir(model, path, state_dict, card)
         return
     if state_dict is not None:
         raise InputError("state_dict is only taken for the latentae format")
@@ -140,6 +154,13 @@ def save_pretrained(model: Autoencoder, path: str | os.PathLike, format: str = "
                          "SD-VAE (AutoencoderKL) and DC-AE (AutoencoderDC) models only; "
                          "keep the latentae format")
     _TO_DIFFUSERS[model.family](model, path)
+    write_card(path, card_fields(model, "diffusers", card))
+
+
+def source_card(spec: str | os.PathLike) -> dict[str, Any] | None:
+    """The model card of the model directory ``spec`` (``None``: a preset, or no card),
+    to keep in a copy of the same weights (``save_pretrained(..., card=...)``)."""
+    return read_card(spec)[0] if Path(spec).is_dir() else None
 
 
 def convert_directory(src: str | os.PathLike, out: str | os.PathLike, to: str | None = None,
@@ -159,7 +180,7 @@ def convert_directory(src: str | os.PathLike, out: str | os.PathLike, to: str | 
     prepare_output_dir(out, overwrite)  # refuse before the slow part
     model = load(src)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        save_pretrained(model, tmp, format=target)
+        save_pretrained(model, tmp, format=target, card=source_card(src))
     return target
 
 
@@ -180,35 +201,100 @@ def write_scaling_factors(model_dir: str | os.PathLike, scale: float, shift: flo
     else:
         raise InputError(f"{cfg_file} is neither a latentae nor a diffusers config")
     atomic_write_text(cfg_file, json.dumps(meta, indent=2) + "\n")
+    card = read_card(model_dir)[0]
+    if card is not None:  # the card says what config.json says
+        write_card(model_dir, {**card, "scaling_factor": scale, "shift_factor": shift})
+
+
+def card_for_update(model_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The card of ``model_dir`` to add to (``None``: it has none yet); raises
+    :class:`InputError` for a preset name or a ``README.md`` that is not a card."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise InputError(f"{model_dir} is not a model directory: only a saved model's "
+                         "card can take the metrics")
+    fields, why = read_card(path)
+    if fields is None and (path / CARD_NAME).exists():
+        raise InputError(f"{path / CARD_NAME} is not a latentae model card ({why}); move "
+                         "it away to let latentae write one")
+    return fields
+
+
+def add_evaluation(model_dir: str | os.PathLike, model: Autoencoder,
+                   entry: dict[str, Any]) -> Path:
+    """Merge an evaluation ``entry`` ({data, protocol, metrics, ...}) into the model card
+    of ``model_dir`` (``model`` is what was loaded from it), atomically; a folder without
+    a card gets one. A ``README.md`` that is not a card is refused, not overwritten."""
+    path, fields = Path(model_dir), card_for_update(model_dir)
+    if fields is None:  # a folder from before cards: its writer is unknown
+        fmt = "diffusers" if diffusers_class(path) in AUTOENCODER_CLASSES else "latentae"
+        fields = {k: v for k, v in card_fields(model, fmt).items() if k != "command"}
+    return write_card(path, with_evaluation(fields, entry))
 
 
 def model_info(spec: str | os.PathLike, random_init: bool = False) -> dict[str, Any]:
     """What ``latentae info`` prints: where the model comes from, family, preset,
-    parameter counts (``registry.parameter_counts``), compression, latent factors and
-    the provenance its files record."""
+    parameter counts (``registry.parameter_counts``), compression and latent factors of
+    the loaded model, then (:func:`card_and_provenance`) its model card's other fields
+    (``card``: a dict, or a string saying why there is no card) and what else its files
+    record (``provenance``), each fact once."""
     path = Path(spec)
     if path.is_dir():
         model = load(path)
         source = ("diffusers directory" if diffusers_class(path) in AUTOENCODER_CLASSES
                   else "latentae directory")
-        provenance = _provenance(path)
     elif str(spec) in list_models():
         with torch.device("meta"):  # the structure only: no memory, no weights
             model = create_model(str(spec))
-        source, provenance = "preset (no weights)", {}
+        source = "preset (no weights)"
     else:
-        model, source, provenance = load(spec, random_init=random_init), "?", {}
+        model, source = load(spec, random_init=random_init), "?"
     counts = parameter_counts(model)
-    return {"source": source, "family": model.family, "preset": model.preset,
-            "encoder_params": counts["encoder"], "decoder_params": counts["decoder"],
-            "total_params": counts["total"],
-            "spatial_compression_ratio": model.spatial_compression_ratio,
-            "latent_channels": model.latent_channels,
-            "scaling_factor": model.scaling_factor, "shift_factor": model.shift_factor,
-            "provenance": provenance or "none recorded"}
+    facts = {"source": source, "family": model.family, "preset": model.preset,
+             "encoder_params": counts["encoder"], "decoder_params": counts["decoder"],
+             "total_params": counts["total"],
+             "spatial_compression_ratio": model.spatial_compression_ratio,
+             "latent_channels": model.latent_channels,
+             "scaling_factor": model.scaling_factor, "shift_factor": model.shift_factor}
+    if not path.is_dir():
+        why = "a preset" if source.startswith("preset") else "not a folder"
+        return facts | {"provenance": "none recorded", "card": f"no card ({why})"}
+    known = {"family": model.family, "preset": model.preset, "parameters": counts,
+             **model_facts(model)}
+    return facts | card_and_provenance(path, known, model_dir_provenance(path))
 
 
-def _provenance(path: Path) -> dict[str, Any]:
+def card_and_provenance(path: Path, known: dict[str, Any], provenance: dict[str, Any]
+                        ) -> dict[str, Any]:
+    """``{"provenance", "card"}`` of the model folder ``path`` for ``latentae info``,
+    each fact once: ``known`` holds the loaded model's facts under their card names
+    (``family``, ``parameters``, ...), which neither section repeats; the card's fields
+    come next (a field that disagrees with the model is kept, so it shows), and of
+    ``provenance`` (:func:`model_dir_provenance`) only what the card does not say."""
+    fields, why = read_card(path)
+    card: dict[str, Any] | str = (unrepeated(fields, known) if fields is not None
+                                  else f"no card ({why})")
+    rest = {k: v for k, v in provenance.items() if not _said(k, v, known, fields or {})}
+    return {"provenance": rest or ("in the card" if fields else "none recorded"),
+            "card": card}
+
+
+def _said(key: str, value: Any, known: dict[str, Any], card: dict[str, Any]) -> bool:
+    """Whether the provenance entry ``key`` repeats a model fact or the card: the
+    weights' ``family`` (and ``format`` "pt", which every save writes), the writer's
+    version, and the training settings of a run the card records (``steps``: its
+    recipe, data and command say them; ``training_config`` still points at them all)."""
+    name = key.split(".", 1)[-1]
+    if name in known and known[name] == value:
+        return True
+    if key == "weights.format":
+        return value == "pt" and bool(card)
+    if key == "latentae_version":
+        return card.get(key) == value
+    return key.startswith(("train.", "recipe.", "run.")) and card.get("steps") is not None
+
+
+def model_dir_provenance(path: Path) -> dict[str, Any]:
     """What the directory's files say about where the model comes from: the writer's
     version (``config.json``), the weights' safetensors metadata, and the training run
     (``latentae train`` exports to ``RUN/model`` beside ``RUN/config.yaml``)."""
@@ -221,7 +307,7 @@ def _provenance(path: Path) -> dict[str, Any]:
         with safe_open(str(path / WEIGHTS_NAME), framework="pt") as f:
             out.update({f"weights.{k}": v for k, v in (f.metadata() or {}).items()})
     except (SafetensorError, OSError):
-        pass  # load() above already proved the file readable
+        pass  # the caller's load() already proved the file readable
     return out | _training_provenance(path.parent / "config.yaml")
 
 

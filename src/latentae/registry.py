@@ -86,7 +86,4 @@ def parameter_counts(model: Autoencoder) -> dict[str, int]:
     72 more than diffusers' ``vae.encoder`` (34,163,592); LiteVAE and DC-AE have no such
     layers (LiteVAE Table 17 drops them). Works on the meta device (no memory).
     """
-    groups = model.param_groups()
-    return {"encoder": sum(p.numel() for p in groups["encoder"]),
-            "decoder": sum(p.numel() for p in groups["decoder"]),
-            "total": sum(p.numel() for p in model.parameters())}
+    return model.parameter_counts()  # the count itself is the model's (model cards use it)

@@ -1,11 +1,12 @@
-"""The latentae model directory: ``config.json`` + ``model.safetensors``.
+"""The latentae model directory: ``config.json`` + ``model.safetensors`` + ``README.md``.
 
 ``config.json`` holds the family, the preset name, the latentae version and every config
 field, so a directory rebuilds itself without code flags; the weights carry
-``{"format": "pt", "family": ...}`` as safetensors metadata. This module writes and
-reads that format and knows no model class, so the models can save themselves
-(``Autoencoder.save_pretrained``) without importing the registry: rebuilding a model from
-a directory is :func:`latentae.pretrained.load`. Training state (optimizers, EMA, RNG)
+``{"format": "pt", "family": ...}`` as safetensors metadata; ``README.md`` is the model
+card (``latentae.cards``). This module writes and reads that format and knows no model
+class, so the models can save themselves (``Autoencoder.save_pretrained``) without
+importing the registry: rebuilding a model from a directory is
+:func:`latentae.pretrained.load`. Training state (optimizers, EMA, RNG)
 is a separate file written by ``latentae.train``.
 """
 
@@ -24,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from latentae.cards import card_fields, write_card
 from latentae.errors import InputError
 from latentae.files import atomic_write, atomic_write_text
 from latentae.version import __version__
@@ -135,14 +137,18 @@ def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def write_model_dir(model, path: str | os.PathLike, state_dict: dict | None = None) -> None:
-    """Write ``model``'s config and weights (or ``state_dict``, e.g. EMA) into ``path``
-    (created if missing); each file is written atomically (``latentae.files``)."""
+def write_model_dir(model, path: str | os.PathLike, state_dict: dict | None = None,
+                    card: dict[str, Any] | None = None) -> None:
+    """Write ``model``'s config and weights (or ``state_dict``, e.g. EMA) and its model
+    card ``README.md`` (``latentae.cards.card_fields``; ``card``: the fields to keep
+    besides the model's own) into ``path`` (created if missing); each file is written
+    atomically (``latentae.files``)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     sd = model.state_dict() if state_dict is None else state_dict
     save_safetensors(sd, path / WEIGHTS_NAME, {"format": "pt", "family": model.family})
     atomic_write_text(path / CONFIG_NAME, json.dumps(config_to_dict(model), indent=2) + "\n")
+    write_card(path, card_fields(model, "latentae", card))
 
 
 def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,

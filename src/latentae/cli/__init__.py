@@ -18,6 +18,7 @@ import sys
 
 from safetensors import SafetensorError
 
+from latentae.cards import recorded_command
 from latentae.cli import bench as _bench
 from latentae.cli import diffusion as _diffusion
 from latentae.cli import eval as _eval
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     try:
-        return int(args.func(args) or 0)
+        with recorded_command(sys.argv[1:] if argv is None else argv):  # for model cards
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -12,6 +12,7 @@ import argparse
 import json
 
 from latentae.devices import resolve_device
+from latentae.diffusion.card import add_generation, generation_entry, samples_model_folder
 from latentae.eval.generation import (
     GenerationConfig,
     evaluate_samples,
@@ -49,6 +50,9 @@ def _configure_eval(p: argparse.ArgumentParser) -> None:
                    help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth, for the "
                         "Inception Score (default: looked up in the caches)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the result as JSON")
+    p.add_argument("--update-card", action="store_true",
+                   help="merge the metrics and their protocol into the model card of the "
+                        "run that drew SAMPLES (named by SAMPLES' sampling.json)")
     _common(p)
     p.set_defaults(func=cmd_eval)
 
@@ -89,6 +93,7 @@ def _config(args: argparse.Namespace, **extra):
 def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _config(args, is_splits=args.is_splits, pr_k=args.pr_k,
                   kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size)
+    target = samples_model_folder(args.samples) if args.update_card else None  # before work
     result = evaluate_samples(args.samples, args.ref, device=resolve_device(args.device),
                               batch_size=args.batch_size, config=cfg,
                               logits_path=args.inception_logits, save_ref=args.save_ref,
@@ -99,6 +104,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     if args.save_ref:
         print(f"wrote {args.save_ref}")
+    if target is not None:
+        card = add_generation(target[0], generation_entry(args.ref, result, target[1]))
+        print(f"wrote the metrics and their protocol into {card}")
     return 0
 
 

@@ -1,5 +1,6 @@
 """``latentae encode | decode | reconstruct | latent-stats | export | info``: the tools a
-diffusion user needs, on ``latentae/folders.py`` and ``latentae/runtime.py``. Batched,
+diffusion user needs (``info`` of a DiT / U-ViT folder: ``diffusion/card.py``), on
+``latentae/folders.py`` and ``latentae/runtime.py``. Batched,
 resumable (a folder holding an earlier run of the same command, input, model and
 settings is continued, its files skipped; any other non-empty folder is refused unless
 ``--overwrite``), any image size with ``--pad`` (reflect padding, cropped back) or tiles
@@ -12,11 +13,19 @@ import sys
 from pathlib import Path
 
 from latentae import folders
+from latentae.cards import flatten
 from latentae.cli import args as shared
 from latentae.convert.onnx import export_onnx, require_onnx
+from latentae.diffusion.card import diffusion_folder, diffusion_info
 from latentae.errors import InputError
 from latentae.files import atomic_dir, prepare_output_dir
-from latentae.pretrained import FORMATS, model_info, save_pretrained, write_scaling_factors
+from latentae.pretrained import (
+    FORMATS,
+    model_info,
+    save_pretrained,
+    source_card,
+    write_scaling_factors,
+)
 
 EXPORT_FORMATS = (*FORMATS, "onnx")  # onnx: latentae/convert/onnx.py, two graphs
 
@@ -95,7 +104,8 @@ def _register_model_tools(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="family, preset, parameters, compression, scaling "
-                                    "factor and provenance of a model")
+                                    "factor, model card and provenance of a model (an "
+                                    "autoencoder, or a diffusion model folder or run)")
     shared.add_model(p)
     shared.add_json(p, "the information")
     p.set_defaults(func=cmd_info)
@@ -174,7 +184,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.format == "onnx":
             parity = export_onnx(model, tmp, progress=lambda m: print(m, file=sys.stderr))
         else:
-            save_pretrained(model, tmp, format=args.format)
+            save_pretrained(model, tmp, format=args.format, card=source_card(args.model))
     print(f"wrote {args.format} model to {args.out}")
     if args.format == "onnx":
         for graph, checks in parity.items():
@@ -184,7 +194,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = model_info(args.model, args.random_init)
+    folder = diffusion_folder(args.model)  # a DiT / U-ViT folder or run, else an autoencoder
+    info = diffusion_info(folder) if folder else model_info(args.model, args.random_init)
     if args.json:
         shared.write_json(args.json, info)
         if args.json == "-":
@@ -192,7 +203,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     for k, v in info.items():
         if isinstance(v, dict):
             print(f"{k:>26}:")
-            for kk, vv in v.items():
+            for kk, vv in flatten(v).items():
                 print(f"{kk:>34}: {vv}")
         else:
             print(f"{k:>26}: {v}")

@@ -158,7 +158,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_shards(args: argparse.Namespace) -> int:
-    from latentae.train.data import write_shards
+    from latentae.train.webdata import write_shards
     shards = write_shards(args.folder, args.out, args.size,  # bytes (args.byte_size)
                           overwrite=args.overwrite)
     print(f"wrote {len(shards)} shard(s) to {args.out}")

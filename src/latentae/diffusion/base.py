@@ -1,22 +1,18 @@
 """What every latentae diffusion backbone shares: the call ``model(x, t, labels)`` with
 its input checks, the token count, and ``save_pretrained`` (``config.json`` +
-``model.safetensors``, the layout of the autoencoders; ``latentae.diffusion.load``
-reads it back)."""
+``model.safetensors`` + the model card ``README.md``, the layout of the autoencoders,
+``serialization.write_model_dir``; ``latentae.diffusion.load`` reads it back)."""
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from latentae.errors import InputError
-from latentae.files import atomic_write_bytes, atomic_write_text
-from latentae.serialization import CONFIG_NAME, WEIGHTS_NAME, config_to_dict
+from latentae.serialization import write_model_dir
 
 
 def count_params(model: nn.Module) -> int:
@@ -47,6 +43,7 @@ class DiffusionModel(nn.Module):
     """
 
     family: ClassVar[str] = ""
+    kind: ClassVar[str] = "diffusion"  # what latentae.cards writes the card of
 
     def __init__(self, config: Any) -> None:
         super().__init__()
@@ -99,14 +96,15 @@ class DiffusionModel(nn.Module):
                              f"{labels.dtype} {tuple(labels.shape)}")
         return t, labels.long()
 
+    def parameter_counts(self) -> dict[str, int]:
+        """``{"total": count_params(self)}`` (the model card's ``parameters``)."""
+        return {"total": count_params(self)}
+
     def save_pretrained(self, path: str | os.PathLike,
-                        state_dict: dict[str, torch.Tensor] | None = None) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (this model's weights, or
-        ``state_dict``, e.g. EMA) into the folder ``path`` (created if missing)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        sd = self.state_dict() if state_dict is None else state_dict
-        sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
-        data = safetensors_bytes(sd, metadata={"format": "pt", "family": self.family})
-        atomic_write_bytes(path / WEIGHTS_NAME, data)
-        atomic_write_text(path / CONFIG_NAME, json.dumps(config_to_dict(self), indent=2) + "\n")
+                        state_dict: dict[str, torch.Tensor] | None = None,
+                        card: dict[str, Any] | None = None) -> None:
+        """Write ``config.json``, ``model.safetensors`` (this model's weights, or
+        ``state_dict``, e.g. EMA) and the model card ``README.md`` (``latentae.cards``;
+        ``card``: fields to keep besides the model's own, e.g. a training run's) into the
+        folder ``path`` (created if missing; each file atomic), as the autoencoders do."""
+        write_model_dir(self, path, state_dict, card)

@@ -67,14 +67,16 @@ def write_png(path: Path, image: np.ndarray) -> None:
 def sample_folder(run: str | os.PathLike, out: str | os.PathLike, *, n: int,
                   guidance: float | None = None, sampler: str | None = None,
                   steps: int | None = None, batch_size: int = 16, seed: int = 0,
-                  device: str = "auto", progress: bool = True) -> Path:
+                  device: str = "auto", progress: bool = True,
+                  autoencoder: torch.nn.Module | None = None) -> Path:
     """Draw ``n`` samples of the run in ``run`` into ``out``; returns ``out/samples.npz``.
-    ``sampler``/``steps``/``guidance`` default to the run's recipe (``diffusion_run.json``)."""
+    ``sampler``/``steps``/``guidance`` default to the run's recipe (``diffusion_run.json``);
+    ``autoencoder``: the run's, when the caller holds it (see ``pipeline.load_run``)."""
     if n < 1 or batch_size < 1:
         raise InputError(f"--n and --batch-size must be >= 1, got {n} and {batch_size}")
     run, out = Path(run), Path(out)
     model_folder(run)  # a missing or unfinished run fails before any device work
-    pipe = load_run(run, resolve_device(device))
+    pipe = load_run(run, resolve_device(device), autoencoder)
     info = pipe.info
     sampler, steps = sampler or info.sampler, steps or info.sample_steps
     guidance = info.guidance if guidance is None else guidance

@@ -147,9 +147,11 @@ class LatentDiffusion:
         return x.float().clamp(-1, 1)
 
 
-def write_run(folder: str | os.PathLike, model: DiffusionModel, info: RunInfo) -> None:
-    """``save_pretrained`` of ``model`` plus ``diffusion_run.json`` into ``folder``."""
-    model.save_pretrained(folder)
+def write_run(folder: str | os.PathLike, model: DiffusionModel, info: RunInfo,
+              card: dict | None = None) -> None:
+    """``save_pretrained`` of ``model`` (its model card with the fields of ``card``, e.g.
+    ``diffusion.card.run_card``) plus ``diffusion_run.json`` into ``folder``."""
+    model.save_pretrained(folder, card=card)
     atomic_write_text(Path(folder) / RUN_FILE, info.to_json())
 
 
@@ -168,12 +170,16 @@ def model_folder(run: str | os.PathLike) -> Path:
     raise InputError(f"{run} is not a finished diffusion run: no model/{RUN_FILE}{hint}")
 
 
-def load_run(run: str | os.PathLike, device: torch.device | str = "cpu") -> LatentDiffusion:
-    """The exported model of a ``latentae diffusion train`` run and its autoencoder."""
+def load_run(run: str | os.PathLike, device: torch.device | str = "cpu",
+             autoencoder: nn.Module | None = None) -> LatentDiffusion:
+    """The exported model of a ``latentae diffusion train`` run and its autoencoder
+    (``autoencoder``, when the caller holds the run's one already, is used as it is)."""
     device = torch.device(device)
     folder = model_folder(run)
     info = RunInfo.read(folder / RUN_FILE)
     model = load(folder, device=device)
+    if autoencoder is not None:
+        return LatentDiffusion(model, autoencoder.to(device).eval(), info, device)
     spec = info.autoencoder_path or info.autoencoder
     if info.autoencoder_path and not Path(spec).exists():
         raise InputError(f"the run's autoencoder {spec} is gone: restore it there (the run "

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from latentae.devices import resolve_device
+from latentae.diffusion.card import run_card, training_data_fingerprint
 from latentae.diffusion.config import DiffusionConfig, check_diffusion_config
 from latentae.diffusion.data import LatentNorm, channel_norm, latent_batches, open_training_data
 from latentae.diffusion.ddpm import NUM_TIMESTEPS, ddpm_loss_terms
@@ -68,12 +69,13 @@ RUN_TIME_FIELDS = ("workers", "gradient_checkpointing", "grid_images", "grid_sam
                    "grid_steps", "grid_guidance")
 
 
-def train(cfg: DiffusionConfig) -> Path | None:
+def train(cfg: DiffusionConfig, autoencoder: nn.Module | None = None) -> Path | None:
     """Train (or with ``resume='auto'`` continue) a diffusion model. Returns ``RUN/model``,
     or ``None`` when stopped early (``max_minutes``, ``max_steps``, SIGTERM) after a
-    checkpoint."""
+    checkpoint. ``autoencoder``: the one ``cfg.autoencoder`` names, when the caller holds
+    it already (``latentae eval --diffusion-proxy``), instead of loading it again."""
     check_diffusion_config(cfg)
-    return training_loop(cfg, lambda device: DiffusionTask(cfg, device))
+    return training_loop(cfg, lambda device: DiffusionTask(cfg, device, autoencoder))
 
 
 def export_latest(cfg: DiffusionConfig) -> Path:
@@ -88,6 +90,7 @@ def export_latest(cfg: DiffusionConfig) -> Path:
     task.model.load_state_dict(saved["ema"]["model"])
     state = TrainState()
     state.load_state_dict(saved["state"])
+    task.trained_steps = state.phase_nimg // cfg.batch_size  # the card says what was done
     task.validate(task.model.eval(), state, folder.path)
     return task.export(task.model, folder.path)
 
@@ -122,14 +125,16 @@ class DiffusionTask:
 
     resume_keys = ("diffusion",)
 
-    def __init__(self, cfg: DiffusionConfig, device: torch.device) -> None:
+    def __init__(self, cfg: DiffusionConfig, device: torch.device,
+                 autoencoder: nn.Module | None = None) -> None:
         self.cfg, self.device, world = cfg, device, dist.world_size()
         if cfg.batch_size % world:
             raise InputError(f"the global batch {cfg.batch_size} is not divisible by the "
                              f"{world} processes")
         self.phases = (DiffusionPhase("train", cfg.steps, cfg.batch_size // world),)
-        self.autoencoder = load_autoencoder(cfg.autoencoder, cfg.autoencoder_random_init,
-                                            device)
+        self.autoencoder = (load_autoencoder(cfg.autoencoder, cfg.autoencoder_random_init,
+                                             device) if autoencoder is None else
+                            autoencoder.to(device).eval().requires_grad_(False))
         self.data = open_training_data(cfg, self.autoencoder)
         c, h, _ = self.data.latent_shape
         self.model = create_diffusion(
@@ -156,6 +161,7 @@ class DiffusionTask:
             guidance=guidance)
         self.opt: torch.optim.Optimizer | None = None
         self.net: nn.Module = self.model
+        self.trained_steps = cfg.steps  # fewer when export_latest exports a stopped run
 
     def latent_norm(self) -> LatentNorm:
         """The model's factors, or per-channel statistics: read back from the run's
@@ -269,9 +275,13 @@ class DiffusionTask:
         return {}
 
     def export(self, ema: nn.Module, folder: Path) -> Path:
+        """``RUN/model``: the EMA model, its run record and its model card (rank 0)."""
         if dist.is_main():
+            card = run_card(self.info, self.autoencoder, recipe=self.cfg.recipe,
+                            steps=self.trained_steps, batch_size=self.cfg.batch_size,
+                            data=training_data_fingerprint(self.cfg.data, self.data))
             with atomic_dir(folder / "model", overwrite=True) as tmp:
-                write_run(tmp, ema, self.info)
+                write_run(tmp, ema, self.info, card)
         return folder / "model"
 
 

@@ -62,31 +62,66 @@ def latent_vectors(z: torch.Tensor) -> torch.Tensor:
     return z.detach().movedim(1, -1).reshape(-1, z.shape[1])
 
 
+def image_keys(first: int, count: int, per_image: int, seed: int) -> torch.Tensor:
+    """Uniform keys ``(count·per_image,)`` float64 for the rows of images ``first`` …
+    ``first + count − 1``, ``per_image`` rows each; image ``i``'s keys come from a
+    generator seeded by ``(seed, i)``, so they do not depend on how images are batched."""
+    return torch.cat([torch.rand(per_image, dtype=torch.float64, generator=torch.Generator()
+                                 .manual_seed((seed << 32) + first + i)) for i in range(count)])
+
+
+class RandomSubset:
+    """A uniform random subset of at most ``k`` rows of a stream, without replacement:
+    every row carries a uniform key and the ``k`` smallest keys are kept (bottom-k
+    sampling), so the subset spans the whole stream whatever its length."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.rows: torch.Tensor | None = None
+        self.keys = torch.zeros(0, dtype=torch.float64)
+
+    def update(self, rows: torch.Tensor, keys: torch.Tensor) -> None:
+        """Offer ``rows (n, ...)`` with their keys ``(n,)``."""
+        if self.k < 1:
+            return
+        if len(self.keys) >= self.k:  # only rows that beat the largest kept key can enter
+            take = keys < self.keys.max()
+            rows, keys = rows[take], keys[take]
+            if not len(keys):
+                return
+        rows = rows if self.rows is None else torch.cat([self.rows, rows])
+        keys = torch.cat([self.keys, keys])
+        if len(keys) > self.k:
+            idx = keys.topk(self.k, largest=False).indices
+            rows, keys = rows[idx], keys[idx]
+        self.rows, self.keys = rows, keys
+
+    def values(self) -> torch.Tensor | None:
+        """The kept rows, ordered by key (``None`` before any update)."""
+        return None if self.rows is None else self.rows[self.keys.argsort()]
+
+
 class LatentStats:
     """Streaming per-channel moments of latents ``(B, C, h, w)`` in float64
-    (``scaling.LatentMoments``), plus a bounded random subset of per-position vectors
-    for MMD."""
+    (``scaling.LatentMoments``), plus a uniform random subset of at most ``max_vectors``
+    per-position vectors from all images (:class:`RandomSubset`) for MMD."""
 
     def __init__(self, channels: int, max_vectors: int = 2048, seed: int = 0) -> None:
-        self.c, self.max_vectors = channels, max_vectors
+        self.c, self.seed = channels, seed
         self.moments = LatentMoments()
-        self._gen = torch.Generator().manual_seed(seed)
-        self._vectors: list[torch.Tensor] = []
-        self._kept = 0
+        self._subset = RandomSubset(max_vectors)
+        self._images = 0
 
     def update(self, z: torch.Tensor) -> None:
         z = z.detach().to("cpu", torch.float64)
         self.moments.add(z)
-        v = latent_vectors(z)
-        # Keep a few random positions from every image so the subset spans the data set.
-        k = min(v.shape[0], max(1, 256 * z.shape[0]), self.max_vectors - self._kept)
-        if k > 0:
-            idx = torch.randperm(v.shape[0], generator=self._gen)[:k]
-            self._vectors.append(v[idx])
-            self._kept += k
+        b, _, h, w = z.shape
+        self._subset.update(latent_vectors(z), image_keys(self._images, b, h * w, self.seed))
+        self._images += b
 
     def vectors(self) -> torch.Tensor:
-        return torch.cat(self._vectors) if self._vectors else torch.zeros(0, self.c)
+        v = self._subset.values()
+        return torch.zeros(0, self.c) if v is None else v
 
     def summary(self, deterministic: bool = False, use_shift: bool = False) -> dict:
         """Per-channel mean/std, overall mean/std/RMS and the factors that

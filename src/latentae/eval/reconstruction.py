@@ -17,6 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from latentae.errors import InputError
+from latentae.eval.diffusability import MAX_CODES, DiffusabilityStats
 from latentae.eval.fid import FeatureStats, fid_from_stats, resize_for_inception
 from latentae.eval.inception import load_inception
 from latentae.eval.lpips import load_lpips
@@ -44,6 +45,9 @@ class EvalConfig:
     tile: int | None = None       # tiled encode/decode above this size (pixels)
     overlap: int = 64             # tile overlap (pixels)
     max_batch: int | None = None  # images/tiles per forward pass at most
+    diffusability: bool = True    # latent spectrum, equivariance, whole-code MMD (--no-...)
+    mmd_codes: int = MAX_CODES    # whole codes kept for the table-6 MMD at most
+    keep_data: bool = False       # keep latents + real Inception features (diffusion proxy)
 
 
 @dataclass
@@ -55,6 +59,18 @@ class EvalResult:
     seconds: dict[str, float]     # wall time per stage, all images together
     grid: Image.Image | None
     notes: list[str] = field(default_factory=list)
+    diffusability: dict | None = None  # eval.diffusability report (cfg.diffusability)
+    kept: KeptData | None = None       # cfg.keep_data
+
+
+@dataclass
+class KeptData:
+    """The pass's latents and real-image features, for work after it (``latentae eval
+    --diffusion-proxy`` trains on the latents and measures against the features)."""
+
+    latents: list[torch.Tensor] = field(default_factory=list)   # raw modes (B, C, h, w), CPU
+    features: list[torch.Tensor] = field(default_factory=list)  # Inception pool3 (B, 2048)
+    real: FeatureStats | None = None                            # their moments (rFID's)
 
 
 @contextlib.contextmanager
@@ -117,10 +133,28 @@ def _check(model: torch.nn.Module, cfg: EvalConfig) -> None:
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
 
 
-def _measure(x: torch.Tensor, r: torch.Tensor, nets: tuple, cfg: EvalConfig, timer: Timer,
-             real: FeatureStats, fake: FeatureStats) -> list[torch.Tensor]:
-    """PSNR, SSIM, LPIPS per image ``(B,)`` each; Inception features into the stats."""
+@dataclass
+class _Pass:
+    """The accumulators of one pass over the data."""
+
+    timer: Timer
+    lat: LatentStats
+    div: DiffusabilityStats | None
+    kept: KeptData | None
+    real: FeatureStats = field(default_factory=FeatureStats)
+    fake: FeatureStats = field(default_factory=FeatureStats)
+    rows: list[dict] = field(default_factory=list)
+    grid_rows: list[list[torch.Tensor]] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    deterministic: bool = False
+
+
+def _measure(x: torch.Tensor, r: torch.Tensor, nets: tuple, cfg: EvalConfig,
+             acc: _Pass) -> list[torch.Tensor]:
+    """PSNR, SSIM, LPIPS per image ``(B,)`` each; Inception features into the stats (and
+    the real ones into ``acc.kept``)."""
     lpips_net, inception = nets
+    timer = acc.timer
     with timer("psnr"):
         p = psnr_per_image(x, r)
     with timer("ssim"):
@@ -129,50 +163,73 @@ def _measure(x: torch.Tensor, r: torch.Tensor, nets: tuple, cfg: EvalConfig, tim
         q = to_uint8  # LPIPS sees the quantized images too, back in [-1, 1]
         d = lpips_net(q(x).float() / 127.5 - 1, q(r).float() / 127.5 - 1).cpu()
     with timer("inception"):
-        real.update(inception(resize_for_inception(x, cfg.fid_protocol)))
-        fake.update(inception(resize_for_inception(r, cfg.fid_protocol)))
+        features = inception(resize_for_inception(x, cfg.fid_protocol))  # (B, 2048)
+        acc.real.update(features)
+        acc.fake.update(inception(resize_for_inception(r, cfg.fid_protocol)))
+        if acc.kept is not None:
+            acc.kept.features.append(features.float().cpu())
     return [p, s, d]
+
+
+def _step(x: torch.Tensor, names: list[str], runner: ModelRunner, nets: tuple,
+          cfg: EvalConfig, acc: _Pass) -> None:
+    """One batch: reconstruct (posterior mode), latent statistics and diagnostics from
+    the same latents, the metrics, the grid rows."""
+    timer = acc.timer
+    with timer("model"):
+        posterior = runner.encode_posterior(x)
+        z = posterior.mode().float()  # (B, nz, h, w)
+        r = runner.decode(z, size=tuple(x.shape[-2:]))
+    acc.deterministic = isinstance(posterior, DeterministicPosterior)
+    with timer("latent stats"):
+        acc.lat.update(z)
+    if acc.div is not None:
+        with timer("diffusability"):  # spectra, codes, decodes of the pooled latents
+            acc.div.update(x, z, runner.decode, recon=r)
+    if acc.kept is not None:
+        acc.kept.latents.append(z.cpu())
+    p, s, d = _measure(x, r, nets, cfg, acc)
+    acc.rows += [{"file": n, "psnr": float(a), "ssim": float(b), "lpips": float(c)}
+                 for n, a, b, c in zip(names, p, s, d)]
+    acc.grid_rows += [[xi.cpu(), ri.cpu(), _error_image(xi, ri, cfg.error_gain).cpu()]
+                      for xi, ri in zip(x, r)][: cfg.grid_images - len(acc.grid_rows)]
 
 
 def evaluate_reconstruction(model: torch.nn.Module, data: str | Path, cfg: EvalConfig,
                             device: torch.device, lpips_net=None, inception=None
                             ) -> EvalResult:
-    """Reconstruct every image of ``data`` with ``model`` (posterior mode) and measure it."""
+    """Reconstruct every image of ``data`` with ``model`` (posterior mode) and measure it;
+    the diffusability diagnostics from the same latents (``cfg.diffusability``)."""
     _check(model, cfg)
     ds = ImageFolderDataset(data, cfg.resolution, crop=cfg.crop)
     ds.files = ds.files[: cfg.limit] if cfg.limit else ds.files
     nets = (lpips_net or load_lpips("alex", device), inception or load_inception(device))
     runner = ModelRunner(model, device, cfg.dtype, tile=cfg.tile, overlap=cfg.overlap,
                          max_batch=cfg.max_batch, pad=cfg.pad)
-    timer, corrupt, rows, grid_rows = Timer(device), [], [], []
-    real, fake = FeatureStats(), FeatureStats()
-    lat, deterministic = LatentStats(model.latent_channels), False
-    batches = iter_batches(ds, cfg.batch_size, corrupt)
+    div = (DiffusabilityStats(model.scaling_factor, model.shift_factor,
+                              max_codes=cfg.mmd_codes) if cfg.diffusability else None)
+    acc = _Pass(Timer(device), LatentStats(model.latent_channels), div,
+                KeptData() if cfg.keep_data else None)
+    batches = iter_batches(ds, cfg.batch_size, acc.corrupt)
     if cfg.progress:
         batches = tqdm(batches, total=math.ceil(len(ds) / cfg.batch_size), unit="batch",
                        desc="eval")
     with torch.no_grad(), tf32_disabled():
         for x, names in batches:
-            x = x.to(device)
-            with timer("model"):
-                posterior = runner.encode_posterior(x)
-                z = posterior.mode().float()  # (B, nz, h, w)
-                r = runner.decode(z, size=tuple(x.shape[-2:]))
-            deterministic = isinstance(posterior, DeterministicPosterior)
-            with timer("latent stats"):
-                lat.update(z)
-            p, s, d = _measure(x, r, nets, cfg, timer, real, fake)
-            rows += [{"file": n, "psnr": float(a), "ssim": float(b), "lpips": float(c)}
-                     for n, a, b, c in zip(names, p, s, d)]
-            grid_rows += [[xi.cpu(), ri.cpu(), _error_image(xi, ri, cfg.error_gain).cpu()]
-                          for xi, ri in zip(x, r)][: cfg.grid_images - len(grid_rows)]
+            _step(x.to(device), names, runner, nets, cfg, acc)
     factors = (float(model.scaling_factor), float(model.shift_factor or 0.0))
-    return _finish(rows, real, fake, lat, corrupt, timer, grid_rows, ds, factors,
-                   deterministic)
+    result = _finish(acc, ds, factors)
+    if div is not None:
+        with acc.timer("mmd whole-code"):
+            result.diffusability = div.report(per_position=False, device=device)
+    if acc.kept is not None:
+        acc.kept.real = acc.real
+        result.kept = acc.kept
+    return result
 
 
-def _finish(rows, real, fake, lat, corrupt, timer, grid_rows, ds, factors,
-            deterministic) -> EvalResult:
+def _finish(acc: _Pass, ds: ImageFolderDataset, factors: tuple[float, float]) -> EvalResult:
+    rows, real, corrupt, timer = acc.rows, acc.real, acc.corrupt, acc.timer
     if not rows:
         raise InputError(f"none of the {len(ds.files)} image(s) in {ds.folder} could be "
                          f"decoded ({len(corrupt)} corrupt)")
@@ -183,7 +240,7 @@ def _finish(rows, real, fake, lat, corrupt, timer, grid_rows, ds, factors,
                "rfid": None, "mmd2_scaled": None, "mmd2_standardized": None}
     with timer("fid"):
         if real.n >= 2:
-            summary["rfid"] = fid_from_stats(real, fake, warn=False)
+            summary["rfid"] = fid_from_stats(real, acc.fake, warn=False)
         else:
             notes.append("rFID needs at least 2 images; not computed")
     if 2 <= real.n < 2048:
@@ -191,9 +248,9 @@ def _finish(rows, real, fake, lat, corrupt, timer, grid_rows, ds, factors,
                      "with published numbers")
     # The factors latent-stats would suggest (scaling.suggest_factors): shift where the
     # model's config has one, 1/RMS for a plain autoencoder, else 1/std.
-    latents = lat.summary(deterministic, use_shift=factors[1] != 0.0)
+    latents = acc.lat.summary(acc.deterministic, use_shift=factors[1] != 0.0)
     with timer("mmd"):
-        v = lat.vectors()
+        v = acc.lat.vectors()
         if v.shape[0] >= 2:  # as the diffusion model sees them, and standardized
             scale, shift = factors
             summary["mmd2_scaled"] = mmd2_to_normal((v - shift) * scale)
@@ -203,6 +260,5 @@ def _finish(rows, real, fake, lat, corrupt, timer, grid_rows, ds, factors,
             latents["model_scaling_factor"], latents["model_shift_factor"] = scale, shift
     if corrupt:
         notes.append(f"{len(corrupt)} corrupt image(s) skipped: " + ", ".join(corrupt[:5]))
-    grid = image_grid(grid_rows) if grid_rows else None
+    grid = image_grid(acc.grid_rows) if acc.grid_rows else None
     return EvalResult(summary, rows, latents, corrupt, timer.seconds, grid, notes)
-

@@ -1,5 +1,6 @@
 """Reports of ``latentae eval``: ``metrics.json`` (values + full protocol), ``report.md``,
-``per_image.csv``, ``recon_grid.png``, and the one-screen summary table."""
+``per_image.csv``, ``recon_grid.png``, ``spectrum.png`` (the latent diffusability
+section), and the one-screen summary table."""
 
 from __future__ import annotations
 
@@ -9,25 +10,30 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+from latentae.cards import command_line, files_fingerprint
 from latentae.eval import fid, inception, lpips, mmd, psnr_ssim
 from latentae.eval.reconstruction import EvalConfig, EvalResult
+from latentae.eval.spectrum import plot_spectra
 from latentae.files import atomic_write_bytes
-from latentae.io import save_image
+from latentae.io import list_images, save_image
 from latentae.version import __version__
 from latentae.weights import weight_sha256s
 
 FILES = ("metrics.json", "report.md", "per_image.csv", "recon_grid.png")
+SPECTRUM_FILE = "spectrum.png"
 _ROWS = (("rFID", "rfid", ".3f", "↓"), ("LPIPS (alex)", "lpips", ".4f", "↓"),
          ("PSNR (dB)", "psnr", ".3f", "↑"), ("SSIM", "ssim", ".4f", "↑"),
-         ("MMD² scaled latents", "mmd2_scaled", ".5f", "↓"),
-         ("MMD² standardized latents", "mmd2_standardized", ".5f", "↓"))
+         ("MMD² per-position, scaled", "mmd2_scaled", ".5f", "↓"),
+         ("MMD² per-position, stdized", "mmd2_standardized", ".5f", "↓"))
 
 
 def protocol(cfg: EvalConfig, model_name: str, model, device: str, n_images: int,
-             n_corrupt: int) -> dict:
-    """Everything needed to reproduce the numbers (printed with them)."""
-    return {
+             n_corrupt: int, diffusability: dict | None = None) -> dict:
+    """Everything needed to reproduce the numbers (printed with them); ``diffusability``
+    is the protocol record of ``EvalResult.diffusability``."""
+    out = {
         "model": model_name, "family": model.family, "preset": model.preset,
         "spatial_compression_ratio": model.spatial_compression_ratio,
         "latent_channels": model.latent_channels,
@@ -54,6 +60,46 @@ def protocol(cfg: EvalConfig, model_name: str, model, device: str, n_images: int
         "error_gain": cfg.error_gain, "eval_config": asdict(cfg),
         "latentae_version": __version__,
     }
+    if diffusability is not None:
+        out["diffusability"] = diffusability["protocol"]
+    return out
+
+
+def protocol_summary(proto: dict) -> str:
+    """The protocol of :func:`protocol` on one line (model cards quote it beside the
+    metrics; ``metrics.json`` keeps the whole of it)."""
+    cfg = proto["eval_config"]
+    tiles = f"tiles {cfg['tile']}px overlap {cfg['overlap']}" if cfg.get("tile") else "no tiles"
+    return (f"latentae eval: {proto['images']} images ({proto['corrupt']} corrupt), "
+            f"{proto['crop']}; {proto['latent']}, {proto['model_dtype']} model, padding "
+            f"{proto['padding']}, {tiles}; uint8 before every metric; rFID "
+            f"{proto['rfid']['protocol']} ({proto['rfid']['network']}), {proto['lpips']}, "
+            f"PSNR/SSIM as scikit-image; latentae {proto['latentae_version']}")
+
+
+def card_entry(data: str | Path, result: EvalResult, proto: dict) -> dict:
+    """What ``latentae eval --update-card`` merges into the model card
+    (``pretrained.add_evaluation``): the fingerprint of the images evaluated (the first
+    ``limit`` of ``data``'s sorted files, as ``evaluate_reconstruction`` reads them), the
+    one-line protocol, the metrics, the notes and the command."""
+    files = list_images(data)
+    files = files[: proto["limit"]] if proto["limit"] else files
+    entry = {"data": files_fingerprint(data, files), "protocol": protocol_summary(proto),
+             "metrics": all_metrics(result)}
+    if all_notes(result):
+        entry["notes"] = all_notes(result)
+    return entry | {"command": command_line(), "latentae_version": __version__}
+
+
+def all_metrics(result: EvalResult) -> dict:
+    """The flat metrics of ``metrics.json`` and the card: reconstruction + diffusability."""
+    div = result.diffusability
+    return {**result.summary, **(div["summary"] if div else {})}
+
+
+def all_notes(result: EvalResult) -> list[str]:
+    div = result.diffusability
+    return list(result.notes) + (list(div["notes"]) if div else [])
 
 
 def _fmt(v, spec: str) -> str:
@@ -72,24 +118,91 @@ def summary_table(result: EvalResult, proto: dict) -> str:
     lines += [f"{'latent mean / std':<28}{lat['mean']:>12.4f} / {lat['std']:.4f}",
               f"{'suggested scaling_factor':<28}{lat['suggested_scaling_factor']:>12.5f}",
               f"{'suggested shift_factor':<28}{lat['suggested_shift_factor']:>12.5f}"]
+    if result.diffusability is not None:
+        lines += diffusability_lines(result.diffusability)
     n = max(len(result.rows), 1)
     lines.append("seconds/image: " + ", ".join(f"{k} {v / n:.3f}"
                                                for k, v in result.seconds.items()))
-    lines += [f"note: {s}" for s in result.notes]
+    div_notes = result.diffusability["notes"] if result.diffusability else []
+    lines += [f"note: {s}" for s in result.notes + div_notes]
     return "\n".join(lines)
 
 
-def _json_safe(v):
+def diffusability_lines(div: dict) -> list[str]:
+    """The summary-table lines of the diffusability diagnostics."""
+    sm, eq, whole = div["summary"], div["equivariance_psnr"], div["mmd_whole_code"]
+    lines = [f"{'latent energy > f_N/2':<28}{_fmt(sm['latent_high_freq_fraction'], '.4f'):>12}"
+             f"  (images at latent size {_fmt(sm['image_high_freq_fraction'], '.4f')})",
+             f"{'equivariance PSNR x2 / x4':<28}{_fmt(eq['x2'], '.3f'):>12} / "
+             f"{_fmt(eq['x4'], '.3f')} dB"]
+    if whole is not None:
+        floor = whole["null_mmd2_rms"] or [None] * len(whole["sigma"])
+        lines += [f"{f'MMD² whole-code σ={s:g}':<28}{_fmt(m, '.3e'):>12} ± {_fmt(e, '.1e')}"
+                  f" (null {_fmt(f, '.1e')})"
+                  for s, m, e, f in zip(whole["sigma"], whole["mmd2"], whole["mmd2_std"], floor)]
+        lines.append(f"{'  whole-code n codes, d':<28}{whole['n_codes']:>12}, "
+                     f"{whole['dim']} (LiteVAE table 6 protocol)")
+    return lines
+
+
+def diffusability_markdown(div: dict) -> list[str]:
+    """The report.md section of the diffusability diagnostics (``eval.diffusability``)."""
+    sp, eq, proto = div["spectrum"], div["equivariance_psnr"], div["protocol"]
+    c, h, w = div["latent_shape"]
+    md = ["## Latent diffusability", "",
+          f"On {div['n_images']} images; latents {c}×{h}×{w} as the diffusion model sees "
+          f"them, (z − shift_factor)·scaling_factor with the model's own factors "
+          f"({proto['scaling_factor']:g}, {proto['shift_factor']:g}).", "",
+          "### Latent spectrum (Skorokhodov et al. 2025)", ""]
+    md += _spectrum_markdown(sp, h, w) if sp else ["Not computed: 1×1 latents.", ""]
+    md += ["### Scale equivariance (EQ-VAE)", "",
+           "| s | PSNR of decode(avgpool_s(z)) vs avgpool_s(x), dB |", "|---|---|",
+           f"| 1 (plain reconstruction) | {_fmt(eq['x1'], '.3f')} |",
+           f"| 2 | {_fmt(eq['x2'], '.3f')} |", f"| 4 | {_fmt(eq['x4'], '.3f')} |", ""]
+    return md + _whole_code_markdown(div["mmd_whole_code"])
+
+
+def _spectrum_markdown(sp: dict, h: int, w: int) -> list[str]:
+    md = [f"![latent spectrum]({SPECTRUM_FILE})", "",
+          "| maps | energy above half Nyquist (r > 0.25 cycles/sample) |", "|---|---|",
+          f"| latents, all channels | {_fmt(sp['latent_high_freq_fraction'], '.2%')} |"]
+    md += [f"| latents, {g} | {_fmt(v, '.2%')} |"
+           for g, v in sp["latent_high_freq_fraction_per_group"].items()]
+    return md + [f"| images average-pooled to {h}×{w} | "
+                 f"{_fmt(sp['image_high_freq_fraction'], '.2%')} |", ""]
+
+
+def _whole_code_markdown(whole: dict | None) -> list[str]:
+    md = ["### MMD² to N(0, I), whole codes (LiteVAE table 6)", ""]
+    if whole is None:
+        return md + ["Not computed (fewer than 2 images)."]
+    md += [f"Each image's whole latent code, flattened to d = {whole['dim']}, against as many "
+           f"N(0, I_d) draws: n = {whole['n_codes']} codes, RBF exp(−|x−y|²/(2σ²)) at each "
+           "of the paper's bandwidths (absolute; the typical distance under N(0, I) is "
+           f"√(2d) = {whole['typical_distance']:.1f}), unbiased estimator, mean ± std over "
+           f"{whole['repeats']} reference draws. The null floor is the RMS of the same "
+           "estimate between two true N(0, I) sets of n codes: values within a few floors "
+           "of 0 are indistinguishable from N(0, I) at this n. This is not the per-position "
+           "MMD² of the table above.", "",
+           "| σ | MMD² | ± std (reference draws) | null floor (RMS) |", "|---|---|---|---|"]
+    floor = whole["null_mmd2_rms"] or [None] * len(whole["sigma"])
+    md += [f"| {s:g} | {_fmt(m, '.4e')} | {_fmt(e, '.1e')} | {_fmt(f, '.1e')} |"
+           for s, m, e, f in zip(whole["sigma"], whole["mmd2"], whole["mmd2_std"], floor)]
+    return md
+
+
+def json_safe(v: Any) -> Any:
+    """``v`` with non-finite floats as strings ("inf", "nan"): strict JSON has neither."""
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)  # "inf": strict JSON has no Infinity
     if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
+        return {k: json_safe(x) for k, x in v.items()}
     if isinstance(v, list):
-        return [_json_safe(x) for x in v]
+        return [json_safe(x) for x in v]
     return v
 
 
-def _markdown(result: EvalResult, proto: dict) -> str:
+def _markdown(result: EvalResult, proto: dict, extra: list[str]) -> str:
     md = [f"# latentae eval: {proto['model']}", "", "| metric | value |", "|---|---|"]
     md += [f"| {name} {arrow} | {_fmt(result.summary[key], spec)} |"
            for name, key, spec, arrow in _ROWS]
@@ -100,27 +213,45 @@ def _markdown(result: EvalResult, proto: dict) -> str:
            f"`shift_factor` {lat['suggested_shift_factor']:.5f}",
            "- per-channel mean: " + ", ".join(f"{v:.4f}" for v in lat["channel_mean"]),
            "- per-channel std: " + ", ".join(f"{v:.4f}" for v in lat["channel_std"]),
-           "", "## Protocol", "", "```json", json.dumps(_json_safe(proto), indent=2), "```"]
-    if result.notes:
-        md += ["", "## Notes", ""] + [f"- {s}" for s in result.notes]
+           "- MMD² per-position: the C-dimensional vector at each latent position, "
+           f"{lat.get('mmd_vectors', 0)} of them drawn uniformly from all images, against "
+           "N(0, I_C) (RBF σ = (0.5, 1, 2)·√C); *scaled* = the model's factors, "
+           "*stdized* = these latents' own mean/std. Not LiteVAE table 6's whole-code "
+           "MMD²."]
+    if result.diffusability is not None:
+        md += ["", *diffusability_markdown(result.diffusability)]
+    if extra:
+        md += ["", *extra]
+    md += ["", "## Protocol", "", "```json", json.dumps(json_safe(proto), indent=2), "```"]
+    notes = result.notes + (result.diffusability["notes"] if result.diffusability else [])
+    if notes:
+        md += ["", "## Notes", ""] + [f"- {s}" for s in notes]
     md += ["", "![reconstructions](recon_grid.png)",
            "", "Grid rows: original | reconstruction | amplified error "
            f"(×{proto.get('error_gain', 4)})."]
     return "\n".join(md) + "\n"
 
 
-def write_report(out: str | Path, result: EvalResult, proto: dict) -> dict[str, Path]:
-    """Write the four report files into ``out``; returns their paths."""
+def write_report(out: str | Path, result: EvalResult, proto: dict,
+                 extra_json: dict | None = None,
+                 extra_markdown: list[str] = ()) -> dict[str, Path]:
+    """Write the report files into ``out``; returns their paths. ``extra_json`` (top-level
+    keys of metrics.json) and ``extra_markdown`` (lines of report.md, before the
+    protocol) carry work done after the pass (``latentae eval --diffusion-proxy``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n = max(len(result.rows), 1)
-    doc = {"metrics": result.summary, "latents": result.latents, "protocol": proto,
-           "corrupt_files": result.corrupt, "notes": result.notes,
+    div = result.diffusability
+    doc = {"metrics": all_metrics(result),
+           "latents": result.latents, "diffusability": div,
+           "protocol": proto, "corrupt_files": result.corrupt, "notes": all_notes(result),
            "seconds": result.seconds,
-           "seconds_per_image": {k: v / n for k, v in result.seconds.items()}}
+           "seconds_per_image": {k: v / n for k, v in result.seconds.items()},
+           **(extra_json or {})}
     atomic_write_bytes(out / "metrics.json",
-                       (json.dumps(_json_safe(doc), indent=2) + "\n").encode())
-    atomic_write_bytes(out / "report.md", _markdown(result, proto).encode())
+                       (json.dumps(json_safe(doc), indent=2) + "\n").encode())
+    atomic_write_bytes(out / "report.md", _markdown(result, proto, list(extra_markdown))
+                       .encode())
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["file", "psnr", "ssim", "lpips"])
     w.writeheader()
@@ -131,5 +262,9 @@ def write_report(out: str | Path, result: EvalResult, proto: dict) -> dict[str, 
         save_image(result.grid, out / "recon_grid.png")
     else:
         paths.pop("recon_grid.png")
+    if div is not None and div["spectrum"] is not None:
+        plot_spectra(div["spectrum"], out / SPECTRUM_FILE,
+                     title=f"latent spectrum: {proto['model']}")
+        paths[SPECTRUM_FILE] = out / SPECTRUM_FILE
     return paths
 

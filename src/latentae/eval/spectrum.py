@@ -126,13 +126,16 @@ def plot_spectra(spectrum: dict, path: str | os.PathLike, title: str = "") -> No
                 spectrum["latent_all"], "-"),
                (f"image at latent size ({spectrum['image_high_freq_fraction']:.1%} > f_N/2)",
                 spectrum["image"], "--")]
+    positive = False
     for label, c, style in curves:
         c = np.asarray(c)[1:]  # the DC bin is 0 (means removed)
-        ax.plot(f[1:], c / max(c.sum(), 1e-300), style, label=label,
+        c = np.where(c > 0, c / max(c.sum(), 1e-300), np.nan)  # a log axis shows no zeros
+        positive |= bool(np.isfinite(c).any())
+        ax.plot(f[1:], c, style, label=label,
                 lw=2 if "all" in label or "image" in label else 1)
     ax.axvline(HALF_NYQUIST, color="gray", lw=0.8, ls=":")
     ax.set(xlabel="radial frequency (cycles / latent pixel)",
-           ylabel="bin mean power / sum over bins", yscale="log",
+           ylabel="bin mean power / sum over bins", yscale="log" if positive else "linear",
            title=title or "radially averaged power spectrum")
     ax.legend(fontsize=7)
     fig.tight_layout()

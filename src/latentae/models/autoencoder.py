@@ -24,6 +24,7 @@ class Autoencoder(nn.Module):
     """
 
     family: ClassVar[str] = ""
+    kind: ClassVar[str] = "autoencoder"  # what latentae.cards writes the card of
 
     def __init__(self, config: Any) -> None:
         super().__init__()
@@ -70,9 +71,18 @@ class Autoencoder(nn.Module):
         z = posterior.sample(generator) if sample else posterior.mode()
         return self.decode(z), posterior
 
-    def save_pretrained(self, path: str) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (see ``latentae.serialization``)."""
-        write_model_dir(self, path)
+    def save_pretrained(self, path: str, card: dict[str, Any] | None = None) -> None:
+        """Write ``config.json`` + ``model.safetensors`` + the model card ``README.md``
+        (``latentae.serialization``, ``latentae.cards``; ``card``: fields to keep besides
+        the model's own, e.g. a training run's)."""
+        write_model_dir(self, path, card=card)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """``{"encoder", "decoder", "total"}``: see :func:`latentae.registry.parameter_counts`."""
+        groups = self.param_groups()
+        return {"encoder": sum(p.numel() for p in groups["encoder"]),
+                "decoder": sum(p.numel() for p in groups["decoder"]),
+                "total": sum(p.numel() for p in self.parameters())}
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Named parameter groups a training phase can select. Every family has

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from latentae.errors import InputError
+from latentae.eval.bootstrap import bootstrap_mean_ci
 
 LEVEL = 0.95
 POWER = 0.8
@@ -48,10 +49,7 @@ def bootstrap_ci(diffs: Sequence[float], level: float = LEVEL, n_boot: int = BOO
     d = np.asarray(diffs, dtype=np.float64)
     if d.size < 2:
         raise InputError(f"a bootstrap CI needs at least 2 paired seeds, got {d.size}")
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(1)
-    a = (1 - level) / 2
-    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+    return bootstrap_mean_ci(d, level, n_boot, seed)
 
 
 def t_ci(diffs: Sequence[float], level: float = LEVEL) -> tuple[float, float]:

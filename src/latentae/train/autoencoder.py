@@ -6,10 +6,11 @@ builds new optimizers; each step is a generator step (reconstruction + KL + adve
 terms over ``accumulation`` rounds) and, once the discriminator is on, a discriminator
 step. Generator and discriminator are separate modules with separate optimizers, each
 DDP-wrapped on its own. Validation reconstructs held-out images with the EMA model
-(PSNR/SSIM/LPIPS + a grid); export is ``save_pretrained`` of the EMA model, the
-discriminator beside it (``train/discriminator.py``) and, for a run that started from a
-model directory, the regression report (``train/regression.py``). Data is a local folder
-(``data.py``) or a webdataset stream (``webdata.py``).
+(PSNR/SSIM/LPIPS + a grid); export is ``save_pretrained`` of the EMA model with its
+model card (``card.py``), the discriminator beside it (``train/discriminator.py``) and,
+for a run that started from a model directory, the regression report
+(``train/regression.py``). Data is a local folder (``data.py``) or a webdataset stream
+(``webdata.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from latentae.nn.grad_checkpoint import enable_gradient_checkpointing
 from latentae.pretrained import load
 from latentae.runtime import autocast
 from latentae.train import dist
+from latentae.train.card import training_card, training_data_fingerprint
 from latentae.train.config import TrainConfig, check_recipe, config_document, resolve_recipe
 from latentae.train.data import TrainImages, list_sources, make_loader
 from latentae.train.discriminator import load_discriminator, save_discriminator
@@ -208,7 +210,10 @@ class AutoencoderTask:
 
     def export(self, ema: nn.Module, folder: Path) -> Path:
         if dist.is_main():
-            ema.save_pretrained(str(folder / "model"))
+            data = training_data_fingerprint(self.cfg, self.sources, self.stream and
+                                             self.stream.urls)
+            ema.save_pretrained(str(folder / "model"),
+                                card=training_card(self.cfg, self.recipe, folder, data))
             if self.disc is not None:
                 save_discriminator(self.disc, self.recipe, folder / "model" / "discriminator")
             if self.regression is not None:

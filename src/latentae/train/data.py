@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from latentae.cards import data_fingerprint, files_fingerprint
 from latentae.errors import InputError
-from latentae.files import atomic_dir, atomic_write, prepare_output_dir
 from latentae.io import (
     IMAGE_SUFFIXES,
     CorruptImageError,
@@ -74,6 +74,17 @@ def list_sources(path: str | os.PathLike) -> list[Source]:
     if not members:
         raise ValueError(f"the shards in {path} hold no images")
     return members
+
+
+def sources_fingerprint(spec: str | os.PathLike, sources: list[Source]) -> dict:
+    """The data fingerprint (``latentae.cards``) of the sources :func:`list_sources`
+    found under ``spec``: image files by their paths under ``spec``, images in tar shards
+    as ``SHARD/MEMBER`` (the shard's path under ``spec``)."""
+    root = Path(spec)
+    if sources and isinstance(sources[0], ShardMember):
+        names = [f"{Path(s.shard).relative_to(root).as_posix()}/{s.name}" for s in sources]
+        return data_fingerprint(root, names, "images in tar shards (names SHARD/MEMBER)")
+    return files_fingerprint(root, sources)
 
 
 def read_source(src: Source) -> Image.Image:
@@ -203,41 +214,3 @@ def make_loader(dataset: TrainImages, batch_size: int, rank: int, world: int,
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=StreamBatches(batch_size, rank, world, start),
         num_workers=workers, collate_fn=collate, persistent_workers=False)
-
-
-def write_shards(folder: str | os.PathLike, out: str | os.PathLike,
-                 max_bytes: int = 1 << 30, overwrite: bool = False) -> list[Path]:
-    """Pack the images under ``folder`` into webdataset-style tar shards
-    ``out/shard-000000.tar`` … of at most ``max_bytes`` each (a single larger image gets
-    its own shard). Members are ``<index>.<ext>`` holding the original file bytes, so
-    both this reader and the ``webdataset`` package read them. Returns the shard paths.
-
-    ``out`` follows the output-folder rule of ``latentae.files`` (missing or empty, or
-    ``overwrite``, checked before any work) and appears whole or not at all: the shards
-    are written into a hidden sibling folder renamed into place at the end, each tar
-    written atomically, so a full disk or a kill leaves no torn shard and no mix of old
-    and new shards."""
-    if max_bytes < 1:
-        raise InputError(f"the shard size must be at least 1 byte, got {max_bytes}")
-    files = list_images(folder)
-    out = prepare_output_dir(out, overwrite)
-    if Path(folder).resolve() == out.resolve() or out.resolve() in Path(folder).resolve().parents:
-        raise InputError(f"the output folder {out} holds the images {folder}: choose "
-                         "another output folder")
-    groups: list[list[tuple[int, Path]]] = []
-    used = 0
-    for i, f in enumerate(files):
-        size = f.stat().st_size + 1024  # + tar header and padding
-        if not groups or used + size > max_bytes:
-            groups.append([])
-            used = 0
-        groups[-1].append((i, f))
-        used += size
-    names = [f"shard-{j:06d}.tar" for j in range(len(groups))]
-    with atomic_dir(out, overwrite) as tmp:
-        for name, group in zip(names, groups):
-            with atomic_write(tmp / name, "wb") as fobj, \
-                    tarfile.open(fileobj=fobj, mode="w") as tar:
-                for i, f in group:
-                    tar.add(str(f), arcname=f"{i:09d}{f.suffix.lower()}")
-    return [out / name for name in names]

@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from latentae.eval.bootstrap import bootstrap_mean_ci
 from latentae.eval.psnr_ssim import PSNR_VERSION, SSIM_VERSION, mean_finite
-from latentae.eval.report import _json_safe  # the eval report's rule: inf/nan as strings
+from latentae.eval.report import json_safe
 from latentae.files import atomic_write_text
 from latentae.pretrained import load
 from latentae.train.config import TrainConfig
@@ -53,13 +54,7 @@ def paired_bootstrap(before: torch.Tensor, after: torch.Tensor, resamples: int =
     d = d[torch.isfinite(d)]
     if len(d) == 0:
         return {"delta": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
-    g = torch.Generator().manual_seed(seed)
-    chunk = max(1, 4_000_000 // len(d))  # bound the (draws, N) index matrix
-    means = torch.cat([d[torch.randint(len(d), (min(chunk, resamples - i), len(d)),
-                                       generator=g)].mean(dim=1)
-                       for i in range(0, resamples, chunk)])
-    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2],
-                                                dtype=means.dtype))
+    lo, hi = bootstrap_mean_ci(d.numpy(), level, resamples, seed)
     return {"delta": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi),
             "n": len(d)}
 
@@ -115,7 +110,7 @@ class RegressionCheck:
                "sets": {name: {"data": str(path), **compare(before, after, images, lpips)}
                         for name, (path, images) in self.sets.items()}}
         doc.update(verdict(doc["sets"], self.cfg.regression_tolerance))
-        atomic_write_text(folder / "regression.json", json.dumps(_json_safe(doc), indent=2))
+        atomic_write_text(folder / "regression.json", json.dumps(json_safe(doc), indent=2))
         atomic_write_text(folder / "regression.md", report_markdown(doc))
         print(("REGRESSION: " if doc["regressed"] else "regression check: ") + doc["summary"])
         return doc

@@ -34,9 +34,13 @@ def load_validation(cfg: TrainConfig, resolution: int) -> torch.Tensor | None:
 def load_center_crops(folder: str, resolution: int, limit: int) -> torch.Tensor:
     """The first ``limit`` images of ``folder`` (sorted paths), shortest side resized to
     ``resolution`` and center-cropped: ``(N, 3, R, R)`` in [-1, 1]."""
-    files = list_images(folder)[:limit]
     return torch.stack([to_tensor(resize_center_crop(load_image(f), resolution))
-                        for f in files])
+                        for f in first_images(folder, limit)])
+
+
+def first_images(folder: str, limit: int) -> list[Path]:
+    """The held-out images a validation set uses: the first ``limit`` sorted paths."""
+    return list_images(folder)[:limit]
 
 
 def optional_lpips(net: str, device: torch.device, needed: bool) -> nn.Module | None:

@@ -38,7 +38,7 @@ import torch.distributed as tdist
 import webdataset as wds
 
 from latentae.errors import InputError, StateError
-from latentae.files import atomic_write
+from latentae.files import atomic_dir, atomic_write, prepare_output_dir
 from latentae.io import IMAGE_SUFFIXES, list_images, load_image, to_tensor
 from latentae.train import dist
 from latentae.train.data import crop_flip, decode_usable
@@ -224,14 +224,33 @@ class _AtomicShards:
             manager.__exit__(type(exc), exc, exc.__traceback__)
 
 
-def write_shards(folder: str | Path, out: str | Path, max_bytes: int = 1 << 30) -> list[Path]:
+def write_shards(folder: str | Path, out: str | Path, max_bytes: int = 1 << 30,
+                 overwrite: bool = False) -> list[Path]:
     """Pack the images under ``folder`` into ``out/shard-000000.tar`` … with webdataset's
     ``ShardWriter``: one sample per image, key ``__key__`` = its 9-digit index, the file's
     bytes under its lower-case extension (``.jpg``, ``.png``, …). A shard holds at most
     ``max_bytes`` of members (a larger image gets its own). ``data.list_sources`` and
-    webdataset both read them. Returns the shard paths."""
-    files, out = list_images(folder), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    webdataset both read them. Returns the shard paths.
+
+    ``out`` follows the output-folder rule of ``latentae.files`` (missing or empty, or
+    ``overwrite``, checked before any work) and appears whole or not at all: the shards
+    are written into a hidden sibling folder renamed into place at the end, each tar
+    written atomically, so a full disk or a kill leaves no torn shard and no mix of old
+    and new shards."""
+    if max_bytes < 1:
+        raise InputError(f"the shard size must be at least 1 byte, got {max_bytes}")
+    files = list_images(folder)
+    out = prepare_output_dir(out, overwrite)
+    if Path(folder).resolve() == out.resolve() or out.resolve() in Path(folder).resolve().parents:
+        raise InputError(f"the output folder {out} holds the images {folder}: choose "
+                         "another output folder")
+    with atomic_dir(out, overwrite) as tmp:
+        names = [p.name for p in _pack(files, Path(tmp), max_bytes)]
+    return [out / name for name in names]
+
+
+def _pack(files: list[Path], out: Path, max_bytes: int) -> list[Path]:
+    """Write ``files`` as shards into the existing folder ``out``; returns their paths."""
     hooks, used = _AtomicShards(), 0
     writer = wds.ShardWriter(str(out / "shard-%06d.tar"), maxcount=1 << 62, maxsize=float("inf"),
                              opener=hooks.open, post=hooks.commit, verbose=0, mtime=0.0)
