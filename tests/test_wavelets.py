@@ -6,6 +6,7 @@ import pywt
 import torch
 from PIL import Image
 
+from latentae.nn import wavelets
 from latentae.nn.wavelets import dwt2, haar_dwt, haar_idwt, idwt2
 
 
@@ -61,3 +62,19 @@ def test_wide_inputs_take_the_sum_path_and_agree():
     ref = _pywt_levels(x.double().numpy(), 1)[0]
     assert np.abs(dwt2(x).numpy() - ref).max() <= 1e-5
     assert (idwt2(dwt2(x)) - x).abs().max() <= 1e-5
+
+
+def test_tracing_leaves_no_fake_tensor_in_the_haar_cache():
+    """torch.export (what the ONNX exporter runs) once cached a FakeTensor as the Haar
+    weight, and every later eager DWT in the process failed."""
+    wavelets._haar_weight.cache_clear()
+
+    class DWT(torch.nn.Module):
+        def forward(self, x):
+            return wavelets.dwt2(x)
+
+    torch.export.export(DWT(), (torch.rand(2, 3, 8, 8),), strict=False)
+    x = torch.arange(16.0).view(1, 1, 4, 4).repeat(1, 3, 1, 1)
+    out = wavelets.dwt2(x)
+    assert type(out) is torch.Tensor
+    assert out[0, 0, 0, 0] == (0 + 1 + 4 + 5) / 2  # LL of the top-left 2×2 block

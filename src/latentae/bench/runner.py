@@ -23,6 +23,7 @@ from latentae.bench.subjects import (
     diffusers_twin,
     latentae_subject,
     on_meta_device,
+    onnxruntime_subject,
     with_dtype,
 )
 from latentae.errors import InputError
@@ -162,6 +163,8 @@ def _timers(s: Subject, mode: str, settings: BenchSettings, children: dict):
         return children[id(s.module)].prepare(mode, s.dtype)
     device = torch.device(settings.device)
     fn = prepared_call(s, mode, settings)
+    if s.kind == "onnxruntime":  # its arena keeps the warm-up's buffers: no RSS growth
+        return (lambda: measure.time_once(fn, device)), (lambda: None)
     return (lambda: measure.time_once(fn, device)), (
         lambda: measure.peak_memory_bytes(fn, device))
 
@@ -170,6 +173,7 @@ def time_mode(subjects: list[Subject], mode: str, settings: BenchSettings,
               children: dict | None = None) -> dict[str, dict]:
     """Time ``mode`` for every subject with the repeats *interleaved* (s1, s2, s1, s2, ...)
     so that a change in machine load hits every column alike."""
+    subjects = [s for s in subjects if s.trainable or not mode.startswith("train")]
     timers = {s.name: _timers(s, mode, settings, children or {}) for s in subjects}
     gc.collect()  # once per mode: cyclic garbage would distort the RSS baselines
     times: dict[str, list[float]] = {n: [] for n in timers}
@@ -209,35 +213,52 @@ def compare_outputs(a: Subject, b: Subject, settings: BenchSettings) -> dict:
     return res
 
 
-COMPARE = {"diffusers": "same", "diffusers-default": "default"}
+COMPARE = {"diffusers": "same", "diffusers-default": "default", "onnxruntime": "same"}
+
+
+def _compared(name: str, model, kinds: list[str], note) -> list[Subject]:
+    """The columns ``kinds`` add for one model: its diffusers twins (where its family has
+    one; else a note), then its onnxruntime column (every family)."""
+    twins = [k for k in kinds if k.startswith("diffusers")]
+    out = []
+    if twins and model.family in TWIN_FAMILIES:
+        twin = diffusers_twin(model)
+        out += [diffusers_subject(twin, f"{k}:{name}", name, COMPARE[k]) for k in twins]
+    elif twins:
+        note(f"bench: {name} ({model.family}) has no diffusers twin; measured alone")
+    if "onnxruntime" in kinds:
+        note(f"bench: {name}: exporting to ONNX for onnxruntime")
+        out.append(onnxruntime_subject(model, name))
+    return out
 
 
 def build_subjects(models: list, compare: str | None = None, note=print,
                    dtypes: list[str] | tuple[str, ...] = ("float32",)) -> list[Subject]:
     """``models``: ``(name, Autoencoder)`` pairs. ``compare``: comma-separated
-    ``diffusers`` (the twin timed in this process, ``diffusers:NAME``) and/or
+    ``diffusers`` (the twin timed in this process, ``diffusers:NAME``),
     ``diffusers-default`` (timed in a fresh process with PyTorch's defaults,
-    ``diffusers-default:NAME``); twins follow their model (families without one are noted
-    and skipped). With several ``dtypes`` every column repeats per dtype after the first
+    ``diffusers-default:NAME``) and/or ``onnxruntime`` (the model's ONNX graphs on
+    onnxruntime's CPU provider, ``onnxruntime:NAME``, float32 inference only); they follow
+    their model (families without a diffusers twin are noted and skipped). With several
+    ``dtypes`` every column but onnxruntime's repeats per dtype after the first
     (``name@dtype``)."""
     kinds = [k for k in (compare or "").split(",") if k]
     if any(k not in COMPARE for k in kinds):
         raise InputError(f"--compare takes {' and/or '.join(COMPARE)}, got {compare!r}")
+    if "onnxruntime" in kinds and dtypes[0] != "float32":
+        raise InputError("--compare onnxruntime compares float32 graphs: put float32 first "
+                         f"in --dtype (got {','.join(dtypes)})")
     subjects = []
     for name, model in models:
         model.eval()
-        subjects.append(latentae_subject(model, name))
-        if kinds and model.family in TWIN_FAMILIES:
-            twin = diffusers_twin(model)
-            subjects += [diffusers_subject(twin, f"{k}:{name}", name, COMPARE[k])
-                         for k in kinds]
-        elif kinds:
-            note(f"bench: {name} ({model.family}) has no diffusers twin; measured alone")
-    if kinds and not any(s.twin_of for s in subjects):
+        subjects += [latentae_subject(model, name), *_compared(name, model, kinds, note)]
+    if any(k.startswith("diffusers") for k in kinds) and not any(
+            s.kind == "diffusers" for s in subjects):
         raise InputError(f"--compare {compare}: none of the models has a diffusers twin "
                          f"(families with one: {sorted(TWIN_FAMILIES)})")
     first = [dataclasses.replace(s, dtype=dtypes[0]) for s in subjects]
-    return first + [with_dtype(s, dt) for dt in dtypes[1:] for s in first]
+    return first + [with_dtype(s, dt) for dt in dtypes[1:] for s in first
+                    if s.kind != "onnxruntime"]
 
 
 def run_bench(subjects: list[Subject], settings: BenchSettings, progress=print) -> dict:
@@ -246,6 +267,8 @@ def run_bench(subjects: list[Subject], settings: BenchSettings, progress=print) 
     # top to bottom, and the child processes' lifetime is one try/finally.
     settings.check()
     for s in subjects:  # fail before any measuring
+        if s.kind == "onnxruntime" and settings.device != "cpu":
+            raise InputError(f"{s.name} runs onnxruntime's CPU provider: use --device cpu")
         if settings.resolution % s.compression:
             raise InputError(f"resolution {settings.resolution} is not divisible by {s.name}'s "
                              f"compression factor {s.compression}")

@@ -5,6 +5,8 @@ A :class:`Subject` exposes ``encode(images) -> latents`` (the posterior mode) an
 serves latentae ``SDVAE``/``LiteVAE``/``DCAE`` and diffusers ``AutoencoderKL``/
 ``AutoencoderDC``. Twins are built through the converters (``convert.export_diffusers``
 then diffusers ``from_pretrained`` on the local directory), so they hold the same weights.
+An ``onnxruntime:`` column runs a model's two ONNX graphs (``convert/onnx.py``) with
+onnxruntime's CPU provider (inference only).
 """
 
 from __future__ import annotations
@@ -14,10 +16,19 @@ import dataclasses
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from latentae.convert.onnx import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    export_graph,
+    inference_session,
+    require_onnx,
+    run_session,
+)
 from latentae.errors import InputError
 from latentae.models.autoencoder import Autoencoder
 from latentae.pretrained import save_pretrained
@@ -38,10 +49,11 @@ class Subject:
     decode: Callable[[torch.Tensor], torch.Tensor]  # (B, nz, h, w) -> (B, 3, h·f, w·f)
     latent_channels: int
     compression: int
-    kind: str  # "latentae" or "diffusers"
+    kind: str  # "latentae", "diffusers" or "onnxruntime"
     twin_of: str | None = None
     dtype: str = "float32"  # autocast dtype this column runs in
     process: str = "same"  # "same", or "default": timed in a fresh child process
+    trainable: bool = True  # False: the inference modes only (onnxruntime)
 
 
 def _count(params) -> int:
@@ -101,11 +113,29 @@ def diffusers_subject(vae: nn.Module, name: str, twin_of: str | None = None,
                    compression=f, kind="diffusers", twin_of=twin_of, process=process)
 
 
+def onnxruntime_subject(model: Autoencoder, name: str, threads: int | None = None) -> Subject:
+    """``model``'s encoder and decoder exported to ONNX and run by onnxruntime's CPU
+    provider with ``threads`` intra-op threads (default: torch's), as the column
+    ``onnxruntime:NAME``: float32, inference only; its module is ``model`` itself, so
+    parameters and FLOPs are the model's (the same graph)."""
+    require_onnx("--compare onnxruntime")
+    with tempfile.TemporaryDirectory(prefix="latentae-onnx-") as tmp:
+        for graph, file in (("encoder", ENCODER_FILE), ("decoder", DECODER_FILE)):
+            export_graph(model, graph, Path(tmp) / file)
+        enc, dec = (inference_session(Path(tmp) / f, threads)
+                    for f in (ENCODER_FILE, DECODER_FILE))  # both read whole here
+    return dataclasses.replace(
+        latentae_subject(model, name), name=f"onnxruntime:{name}", kind="onnxruntime",
+        twin_of=name, trainable=False,
+        encode=lambda x: torch.from_numpy(run_session(enc, x)),
+        decode=lambda z: torch.from_numpy(run_session(dec, z)))
+
+
 def on_meta_device(s: Subject) -> Subject:
     """A copy of ``s`` whose module lives on the meta device: shapes without data, so
     FLOPs are counted without computing anything."""
     module = copy.deepcopy(s.module).to("meta")
-    if s.kind == "latentae":
+    if s.kind in ("latentae", "onnxruntime"):  # onnxruntime: the model's own FLOPs
         return latentae_subject(module, s.name)
     return diffusers_subject(module, s.name, s.twin_of, s.process)
 

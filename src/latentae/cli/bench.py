@@ -42,12 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--default-allocator", action="store_true",
                    help="leave glibc's malloc thresholds alone (default: keep freed large "
                         "blocks for reuse, for every column timed in this process)")
-    p.add_argument("--compare", default=None, metavar="diffusers[,diffusers-default]",
+    p.add_argument("--compare", default=None,
+                   metavar="diffusers[,diffusers-default][,onnxruntime]",
                    help="add the diffusers twin (same weights) of each SD-VAE/DC-AE model "
                         "and check its outputs equal latentae's: 'diffusers' times it in "
                         "this process (allocator tuned like latentae), 'diffusers-default' "
                         "in a fresh process with PyTorch's defaults (as a plain diffusers "
-                        "script runs it); both: one column each")
+                        "script runs it); 'onnxruntime': every model's ONNX export on "
+                        "onnxruntime's CPU provider, same threads, float32 inference "
+                        "(needs latentae[onnx]); several: one column each")
     p.add_argument("--baseline", default=None, help="column the ratios refer to "
                    "(default: the first; e.g. diffusers:sdvae-f8)")
     p.add_argument("--psnr-images", default=None, metavar="DIR",

@@ -9,11 +9,13 @@ settings is continued, its files skipped; any other non-empty folder is refused 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from latentae import folders
 from latentae.cards import flatten
 from latentae.cli import args as shared
+from latentae.convert.onnx import export_onnx, require_onnx
 from latentae.diffusion.card import diffusion_folder, diffusion_info
 from latentae.errors import InputError
 from latentae.files import atomic_dir, prepare_output_dir
@@ -24,6 +26,8 @@ from latentae.pretrained import (
     source_card,
     write_scaling_factors,
 )
+
+EXPORT_FORMATS = (*FORMATS, "onnx")  # onnx: latentae/convert/onnx.py, two graphs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -87,10 +91,15 @@ def _register_model_tools(sub: argparse._SubParsersAction) -> None:
                    help="write the suggested factors into the model directory's config")
     p.set_defaults(func=cmd_latent_stats)
 
-    p = sub.add_parser("export", help="write a model in diffusers (or latentae) format")
+    p = sub.add_parser("export", help="write a model in diffusers, latentae or ONNX format",
+                       description="Write MODEL to OUT. --format onnx: OUT/encoder.onnx "
+                       "(images (B, 3, H, W) in [-1, 1] -> unscaled latents: the posterior "
+                       "mean / DC-AE latent) and OUT/decoder.onnx (latents -> images), "
+                       "dynamic batch and size (multiples of the compression factor), "
+                       "checked against PyTorch with onnxruntime (docs/deployment.md).")
     shared.add_model(p)
     shared.add_overwrite(p, "a non-empty output folder")
-    p.add_argument("--format", choices=FORMATS, default="diffusers")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="diffusers")
     p.add_argument("out", help="output folder (missing or empty, or --overwrite)")
     p.set_defaults(func=cmd_export)
 
@@ -167,11 +176,20 @@ def format_stats(stats: dict, model) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "onnx":
+        require_onnx()  # a missing package fails before anything slow
     prepare_output_dir(args.out, args.overwrite)  # refuse before loading the model
     model = shared.load_model(args)
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
-        save_pretrained(model, tmp, format=args.format, card=source_card(args.model))
+        if args.format == "onnx":
+            parity = export_onnx(model, tmp, progress=lambda m: print(m, file=sys.stderr))
+        else:
+            save_pretrained(model, tmp, format=args.format, card=source_card(args.model))
     print(f"wrote {args.format} model to {args.out}")
+    if args.format == "onnx":
+        for graph, checks in parity.items():
+            shapes = ", ".join(f"{tuple(c['shape'])}: {c['max_abs_diff']:.1e}" for c in checks)
+            print(f"  {graph}: onnxruntime vs PyTorch, max abs difference {shapes}")
     return 0
 
 

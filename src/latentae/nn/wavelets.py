@@ -58,12 +58,21 @@ def _check_divisible(x: torch.Tensor, levels: int) -> None:
         )
 
 
+def _weight(c: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The cached dense Haar weight; built afresh while torch.export / torch.compile
+    trace (their fake tensors must not enter the cache, where eager calls would find
+    them: ``latentae export --format onnx`` left one behind before this)."""
+    if torch.compiler.is_compiling():
+        return _haar_weight.__wrapped__(c, dtype, device)
+    return _haar_weight(c, dtype, device)
+
+
 def dwt2(x: torch.Tensor) -> torch.Tensor:
     """One Haar level. ``(B, C, H, W) -> (B, 4C, H/2, W/2)`` as ``[LL, LH, HL, HH]``."""
     _check_divisible(x, 1)
     b, c, h, w = x.shape
     if _use_conv(x, c):
-        return F.conv2d(x, _haar_weight(c, x.dtype, x.device), stride=2)
+        return F.conv2d(x, _weight(c, x.dtype, x.device), stride=2)
     x = x.reshape(b, c, h // 2, 2, w // 2, 2)
     a, bb = x[:, :, :, 0, :, 0], x[:, :, :, 0, :, 1]  # top row of each 2x2 block
     cc, d = x[:, :, :, 1, :, 0], x[:, :, :, 1, :, 1]  # bottom row
@@ -78,7 +87,7 @@ def idwt2(y: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected (B, 4C, H, W) Haar bands, got shape {tuple(y.shape)}")
     if _use_conv(y, y.shape[1] // 4):  # orthonormal: the inverse is the transpose
         c = y.shape[1] // 4
-        return F.conv_transpose2d(y, _haar_weight(c, y.dtype, y.device), stride=2)
+        return F.conv_transpose2d(y, _weight(c, y.dtype, y.device), stride=2)
     ll, lh, hl, hh = y.chunk(4, dim=1)
     s0, s1 = ll + lh, ll - lh  # a+b, c+d
     d0, d1 = hl + hh, hl - hh  # a-b, c-d
