@@ -20,6 +20,7 @@ import torch
 
 import latentae
 from latentae.bench import BenchSettings, build_subjects, run_bench, subjects, to_markdown
+from latentae.cards import read_card
 from latentae.cli import main
 from latentae.convert import onnx as lonnx
 from latentae.errors import InputError, LatentaeError
@@ -123,6 +124,10 @@ def test_cli_export_prints_the_check_and_leaves_nothing_else(cli_export):
     diffs = [float(d) for d in re.findall(r": (\d\.\de-\d\d)", stdout)]
     assert len(diffs) == 4 and max(diffs) <= 1e-4
     assert sorted(p.name for p in cwd.iterdir()) == ["my-vae", "my-vae-onnx"]  # no temp
+    card = read_card(cwd / "my-vae-onnx")[0]  # the model card travels with the graphs
+    assert card["format"] == "onnx" and card["family"] == "litevae"
+    assert sorted(p.name for p in (cwd / "my-vae-onnx").iterdir()) == [
+        "README.md", "decoder.onnx", "encoder.onnx"]
 
 
 def test_docs_python_example_runs(cli_export, monkeypatch):

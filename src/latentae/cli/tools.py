@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from latentae import folders
-from latentae.cards import flatten
+from latentae.cards import card_fields, flatten, write_card
 from latentae.cli import args as shared
 from latentae.convert.onnx import export_onnx, require_onnx
 from latentae.diffusion.card import diffusion_folder, diffusion_info
@@ -183,6 +183,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         if args.format == "onnx":
             parity = export_onnx(model, tmp, progress=lambda m: print(m, file=sys.stderr))
+            write_card(tmp, card_fields(model, "onnx", keep=source_card(args.model)))
         else:
             save_pretrained(model, tmp, format=args.format, card=source_card(args.model))
     print(f"wrote {args.format} model to {args.out}")
