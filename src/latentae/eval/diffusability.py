@@ -37,6 +37,7 @@ from latentae.eval.mmd import (
     image_keys,
     latent_vectors,
     mmd2_to_normal,
+    offdiagonal_mean,
 )
 from latentae.eval.psnr_ssim import mean_finite, psnr_per_image
 from latentae.eval.spectrum import SPECTRUM_VERSION, SpectrumAccumulator, spectra_summary
@@ -95,13 +96,8 @@ def _rbf_means(d2: torch.Tensor, sigmas: tuple[float, ...], off_diagonal: bool
                ) -> torch.Tensor:
     """``(S,)``: per σ the mean of ``exp(−d2/(2σ²))`` over ``d2 (n, m)``, leaving the
     diagonal out (``off_diagonal``, a set against itself: the unbiased estimator)."""
-    out = []
-    for s in sigmas:
-        k = torch.exp(-d2 / (2 * s * s))
-        n = k.shape[0]
-        out.append((k.sum() - k.diagonal().sum()) / (n * (n - 1)) if off_diagonal
-                   else k.mean())
-    return torch.stack(out)
+    kernels = (torch.exp(-d2 / (2 * s * s)) for s in sigmas)
+    return torch.stack([offdiagonal_mean(k) if off_diagonal else k.mean() for k in kernels])
 
 
 def mmd2_whole_code(codes: torch.Tensor, reference: torch.Tensor,

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from latentae.errors import InputError
+from latentae.eval.mmd import mmd2_unbiased_from_kernels
 
 IS_SPLITS = 10          # Salimans et al. 2016's code, torch-fidelity, StyleGAN
 PR_K = 3                # Kynkäänniemi et al. 2019 §3 (and the ADM / StyleGAN evaluators)
@@ -109,16 +110,6 @@ def precision_recall(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.nd
         fake_inside |= (d <= radius_r[s, None]).any(dim=0)    # inside some real ball
         real_inside[s] = (d <= radius_f[None, :]).any(dim=1)  # inside some sample ball
     return float(fake_inside.double().mean()), float(real_inside.double().mean())
-
-
-def mmd2_unbiased_from_kernels(kxx: torch.Tensor, kyy: torch.Tensor,
-                               kxy: torch.Tensor) -> float:
-    """Unbiased MMD² (Gretton et al. 2012, Eq. 3) from kernel matrices ``(n, n)``,
-    ``(m, m)``, ``(n, m)``: the diagonals of ``kxx`` and ``kyy`` are left out."""
-    n, m = kxx.shape[0], kyy.shape[0]
-    sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-    syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    return float(sxx + syy - 2 * kxy.mean())
 
 
 def polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,20 @@ def rbf_kernel(x: torch.Tensor, y: torch.Tensor, sigmas: tuple[float, ...]) -> t
     return torch.stack([torch.exp(-d2 / (2 * s * s)) for s in sigmas]).mean(0)
 
 
+def offdiagonal_mean(k: torch.Tensor) -> torch.Tensor:
+    """Mean of a set-against-itself kernel matrix ``(n, n)`` without its diagonal: the
+    within-set term of the unbiased MMD² (Gretton et al. 2012, Eq. 3)."""
+    n = k.shape[0]
+    return (k.sum() - k.diagonal().sum()) / (n * (n - 1))
+
+
+def mmd2_unbiased_from_kernels(kxx: torch.Tensor, kyy: torch.Tensor,
+                               kxy: torch.Tensor) -> float:
+    """Unbiased MMD² (Gretton et al. 2012, Eq. 3) from kernel matrices ``(n, n)``,
+    ``(m, m)``, ``(n, m)``: the diagonals of ``kxx`` and ``kyy`` are left out."""
+    return float(offdiagonal_mean(kxx) + offdiagonal_mean(kyy) - 2 * kxy.mean())
+
+
 def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor,
                   sigmas: tuple[float, ...] | None = None) -> float:
     """Unbiased MMD² (Gretton et al. 2012, Eq. 3) between samples ``x (n, d)``, ``y (m, d)``.
@@ -43,10 +57,8 @@ def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor,
     x, y = x.double(), y.double()
     if sigmas is None:
         sigmas = tuple(s * math.sqrt(x.shape[1]) for s in MMD_BANDWIDTHS)
-    kxx, kyy, kxy = rbf_kernel(x, x, sigmas), rbf_kernel(y, y, sigmas), rbf_kernel(x, y, sigmas)
-    sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-    syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    return float(sxx + syy - 2 * kxy.mean())
+    return mmd2_unbiased_from_kernels(rbf_kernel(x, x, sigmas), rbf_kernel(y, y, sigmas),
+                                      rbf_kernel(x, y, sigmas))
 
 
 def mmd2_to_normal(z: torch.Tensor, generator: torch.Generator | None = None) -> float:
