@@ -74,6 +74,20 @@ def test_random_crops_are_seeded_and_native_scale(shared_data):
     assert not torch.equal(a, design.random_crops(files, 6, 48, seed=6))
 
 
+def test_workers_starting_together_share_one_train_folder_and_crop_set(shared_data, tmp_path):
+    # study workers start at once and each asks for the link folder and the crop cache:
+    # the first version raced (one worker died of FileExistsError on a link)
+    from concurrent.futures import ThreadPoolExecutor
+    data = shared_data / "bsds400-train"
+    with ThreadPoolExecutor(6) as pool:
+        folders = list(pool.map(lambda _: design.train_folder(data, tmp_path), range(6)))
+        crops = list(pool.map(lambda _: design.crop_set("val", data, 3, 32, tmp_path),
+                              range(6)))
+    assert len(set(folders)) == 1 and len(list(folders[0].iterdir())) == 350
+    assert all(torch.equal(c, crops[0]) for c in crops)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bsds-train", "crops-val-3-32.pt"]
+
+
 def test_paired_seed_ignores_the_arm_and_plateau_rule_fires():
     assert design.paired_seed(0, 1) == design.paired_seed(0, 1) != design.paired_seed(0, 2)
     rule = design.Plateau(rel_tol=0.01, window=2)

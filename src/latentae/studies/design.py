@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +32,7 @@ from typing import Any
 import torch
 
 from latentae.errors import InputError
-from latentae.files import atomic_write_text
+from latentae.files import atomic_path, atomic_write_text
 from latentae.io import list_images, load_image, to_tensor
 from latentae.pretrained import load
 from latentae.train.autoencoder import train
@@ -98,16 +100,23 @@ def split_bsds(files: list[Path], held_out: int = HELD_OUT) -> tuple[list[Path],
 
 
 def train_folder(data: Path, cache: Path) -> Path:
-    """A folder of links to the training part of ``data`` (``cache/bsds-train``)."""
+    """A folder of links to the training part of ``data`` (``cache/bsds-train``). Built in
+    a private temporary folder and renamed into place, so study workers that start
+    together never see (or trip over) a half-made one."""
     train_files, _ = split_bsds(list_images(data))
     folder = cache / "bsds-train"
     if folder.is_dir() and len(list(folder.iterdir())) == len(train_files):
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".bsds-train.", dir=cache))
     for f in train_files:
-        link = folder / f.name
-        if not link.exists():
-            os.symlink(f.resolve(), link)
+        os.symlink(f.resolve(), tmp / f.name)
+    if folder.is_dir():  # an incomplete folder from an interrupted older version
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another worker renamed its (identical) folder first
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
@@ -144,9 +153,8 @@ def crop_set(kind: str, data: Path, n: int, size: int, cache: Path) -> torch.Ten
     seed = {"val": 1, "test": 2, "kodak": 3}[kind]
     crops = random_crops(files, n, size, seed)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(crops, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # a unique temporary: workers may write it together
+        torch.save(crops, tmp)
     return crops
 
 
