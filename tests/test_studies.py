@@ -117,6 +117,25 @@ def test_study_quick_mode_writes_contrasts_with_cis(name, shared_data, fetched, 
     assert again["contrasts"] == record["contrasts"]
 
 
+@pytest.mark.slow
+def test_runs_from_reuses_another_studys_training(shared_data, fetched, tmp_path,
+                                                  monkeypatch):
+    from latentae.studies import litevae_vs_sdvae, scale_dependency
+    monkeypatch.setattr(common, "TRAIN_DATA", shared_data / "bsds400-train")
+    monkeypatch.setattr(common, "EVAL_DATA", shared_data / "kodak24")
+    arms = ["--quick", "--arms", "lite-tiny,sd-enc"]
+    first = common.run_study(litevae_vs_sdvae, arms + ["--out", str(tmp_path / "a")])
+    with pytest.raises(InputError, match="lr_mult"):  # trained differently: refused
+        common.run_study(scale_dependency, arms + ["--out", str(tmp_path / "x"),
+                                                   "--runs-from", str(tmp_path / "a"),
+                                                   "--lr-mult", "2"])
+    reused = common.run_study(scale_dependency, arms + ["--out", str(tmp_path / "b"),
+                                                        "--runs-from", str(tmp_path / "a")])
+    assert (tmp_path / "b" / "lite-tiny" / "s1" / "run").is_symlink()
+    assert [r["curve"] for r in reused["runs"]] == [r["curve"] for r in first["runs"]]
+    assert any(r["metric"] == "psnr_drop_2R" for r in reused["contrasts"])
+
+
 def test_study_refuses_an_old_folder_without_resume(shared_data, tmp_path, monkeypatch):
     monkeypatch.setattr(common, "TRAIN_DATA", shared_data / "bsds400-train")
     monkeypatch.setattr(common, "EVAL_DATA", shared_data / "kodak24")

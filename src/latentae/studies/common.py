@@ -11,6 +11,7 @@ validation curves). Runs are cached per (arm, seed) and resumable (``design.py``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -61,6 +62,10 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the study in OUT (finished runs are reused)")
     p.add_argument("--fresh", action="store_true", help="delete OUT's runs and start over")
+    p.add_argument("--runs-from", default=None, metavar="DIR",
+                   help="reuse the finished training runs of an earlier study in DIR (one "
+                        "that trains the same arms the same way, same scale and seeds): "
+                        "only the testing runs here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: the scale's)")
     p.add_argument("--dry-run", action="store_true",
                    help="build every run of the scale and train one step on the CPU, two "
@@ -115,6 +120,8 @@ def run_study(mod: ModuleType, argv: list[str] | None = None) -> dict[str, Any]:
     args = parser(mod.NAME, mod.__doc__).parse_args(argv)
     started, scale = time.perf_counter(), scale_from(args)
     out, arms = setup(args, mod.NAME), chosen_arms(mod, args)
+    if args.runs_from:
+        link_runs(Path(args.runs_from), out, mod, arms, scale, args.seed)
     results = runner.run_all(mod, arms, scale, out, args.seed, TRAIN_DATA, EVAL_DATA,
                              1 if args.dry_run else args.jobs)
     rows = runner.contrasts(mod, results, scale, arms)
@@ -126,6 +133,42 @@ def run_study(mod: ModuleType, argv: list[str] | None = None) -> dict[str, Any]:
     plot_curves(out / "curves.png", results, f"{mod.NAME}: held-out val PSNR ({scale.name})")
     print(render(record))
     return record
+
+
+# Scale fields that change how a run trains (the test-set sizes do not).
+TRAINING_FIELDS = ("resolution", "batch_size", "budgets", "eval_every", "val_crops",
+                   "perceptual", "lr_mult", "dtype")
+
+
+def link_runs(source: Path, out: Path, mod: ModuleType, arms: tuple[str, ...],
+              scale: design.Scale, study_seed: int) -> None:
+    """Link ``source/ARM/sI/run`` (finished training runs of an earlier study that builds
+    these arms the same way: ``mod.TRAINS_AS`` or the same study) into ``out``, after
+    checking that it trained at the same scale and paired seeds. Testing then runs here
+    (``runner.train_and_test`` finds the run done and only measures)."""
+    record_path = source / "results.json"
+    if not record_path.is_file():
+        raise InputError(f"--runs-from {source}: no results.json (not a finished study)")
+    record = json.loads(record_path.read_text())
+    trains_as = getattr(mod, "TRAINS_AS", mod.NAME)
+    if record["study"] not in (trains_as, mod.NAME):
+        raise InputError(f"--runs-from {source}: its runs are of study {record['study']!r}; "
+                         f"{mod.NAME} trains like {trains_as!r}")
+    theirs, ours = record["scale"], dataclasses.asdict(scale)
+    differ = [f"{k} {theirs.get(k)} ≠ {ours[k]}" for k in TRAINING_FIELDS
+              if json.dumps(theirs.get(k)) != json.dumps(ours[k])]
+    if differ:
+        raise InputError(f"--runs-from {source} trained differently: {'; '.join(differ)}")
+    seeds = {(r["arm"], r["seed_index"]): r["seed"] for r in record["runs"]}
+    for arm in arms:
+        for i in range(scale.seeds):
+            if seeds.get((arm, i)) != design.paired_seed(study_seed, i):
+                raise InputError(f"--runs-from {source} has no run of {arm} seed {i} with "
+                                 f"study seed {study_seed}")
+            link = out / arm / f"s{i}" / "run"
+            if not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink((source / arm / f"s{i}" / "run").resolve(), link)
 
 
 def command_line(study: str) -> str:

@@ -30,6 +30,7 @@ QUICK_ARMS = ("lite-tiny", "sd-enc")
 CONTRASTS = tuple(Contrast("lite-tiny", "sd-enc", f"mmd_s{int(s)}", 0.0,
                            "LiteVAE table 6, direction", sign=-1.0) for s in TABLE6_SIGMAS)
 build = litevae_vs_sdvae.build
+TRAINS_AS = litevae_vs_sdvae.NAME  # so --runs-from can reuse that study's runs
 
 
 @torch.no_grad()

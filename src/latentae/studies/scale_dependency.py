@@ -26,6 +26,7 @@ QUICK_ARMS = ("lite-tiny", "sd-enc")
 CONTRASTS = (Contrast("lite-tiny", "sd-enc", "psnr_drop_2R", 0.0, "fig. 5, direction"),
              Contrast("lite-tiny", "sd-enc", "psnr_drop_4R", 0.0, "fig. 5, direction"))
 build = litevae_vs_sdvae.build
+TRAINS_AS = litevae_vs_sdvae.NAME  # so --runs-from can reuse that study's runs
 CROPS_PER_SIZE = {"quick": 2, "cpu": 128, "gpu": 512}
 
 
