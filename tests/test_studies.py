@@ -136,6 +136,15 @@ def test_runs_from_reuses_another_studys_training(shared_data, fetched, tmp_path
     assert any(r["metric"] == "psnr_drop_2R" for r in reused["contrasts"])
 
 
+def test_failed_runs_are_reported_together_naming_each(tmp_path):
+    from latentae.errors import StateError
+    from latentae.studies import runner
+    scale = design.get_scale("quick")
+    with pytest.raises(StateError, match=r"2 of 2 runs failed.*dcae-f32 s0.*dcae-f32 s1"):
+        runner.run_all(dcae_shortcuts, ("dcae-f32",), scale, tmp_path, 0,
+                       tmp_path / "no-data", tmp_path / "no-kodak", jobs=2)
+
+
 def test_study_refuses_an_old_folder_without_resume(shared_data, tmp_path, monkeypatch):
     monkeypatch.setattr(common, "TRAIN_DATA", shared_data / "bsds400-train")
     monkeypatch.setattr(common, "EVAL_DATA", shared_data / "kodak24")

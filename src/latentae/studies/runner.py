@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentae.errors import StateError
 from latentae.eval.fid import resize_for_inception
 from latentae.eval.generation_metrics import kid
 from latentae.eval.inception import load_inception
@@ -159,13 +160,22 @@ def train_and_test(mod: ModuleType, arm: str, seed_index: int, scale: design.Sca
 
 def run_all(mod: ModuleType, arms: tuple[str, ...], scale: design.Scale, out: Path,
             study_seed: int, data: Path, kodak: Path, jobs: int) -> list[dict]:
-    """Every (arm, seed index), ``jobs`` at a time in single-thread worker processes."""
+    """Every (arm, seed index), ``jobs`` at a time in single-thread worker processes. A
+    run that fails does not stop the others (their results are cached); the failures are
+    raised together at the end, naming each run."""
     tasks = [(mod.NAME, a, i, scale, str(out), study_seed, str(data),
               str(kodak), 1) for i in range(scale.seeds) for a in arms]
     if jobs <= 1:
         return [run_one(*t) for t in tasks]
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(run_one, *zip(*tasks)))
+        futures = [pool.submit(run_one, *t) for t in tasks]
+        wait(futures)
+    failed = [f"{t[1]} s{t[2]}: {type(f.exception()).__name__}: {f.exception()}"
+              for t, f in zip(tasks, futures) if f.exception() is not None]
+    if failed:
+        raise StateError(f"{len(failed)} of {len(tasks)} runs failed (the others are kept; "
+                         "--resume runs only the missing ones): " + "; ".join(failed))
+    return [f.result() for f in futures]
 
 
 def contrasts(mod: ModuleType, results: list[dict], scale: design.Scale,
