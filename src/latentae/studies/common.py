@@ -209,14 +209,15 @@ def render(record: dict[str, Any]) -> str:
     runs = [{"arm": r["arm"], "seed": r["seed_index"], "plateau": r["plateau"],
              "steps": r["curve"][-1]["step"] if r["curve"] else 0,
              "val_psnr": r["curve"][-1]["val"] if r["curve"] else None,
-             "train_s": r["train_s"], "params_M": r["params"] / 1e6} for r in record["runs"]]
+             "train_s": r["train_s"], "params_M": r["params"] / 1e6,
+             "enc_gflop": r.get("encoder_gflop")} for r in record["runs"]]
     return (f"**Claim.** {record['claim']}\n\n`{record['command']}` — {record['machine']}, "
             f"{record['wall_seconds']} s wall\n\n"
             "Differences are arm − reference, signed so + is the paper's direction; CI: "
             "the union of the paired bootstrap and t 95% intervals over seeds; MDE at 80% "
             "power.\n\n" + markdown_table(rows, cols) + "\n" +
             markdown_table(runs, ["arm", "seed", "steps", "plateau", "val_psnr", "train_s",
-                                  "params_M"]))
+                                  "params_M", "enc_gflop"]))
 
 
 def plot_curves(path: Path, results: list[dict], title: str) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentae.bench.measure import count_flops
 from latentae.errors import StateError
 from latentae.eval.fid import resize_for_inception
 from latentae.eval.generation_metrics import kid
@@ -155,7 +156,14 @@ def train_and_test(mod: ModuleType, arm: str, seed_index: int, scale: design.Sca
     return {"arm": arm, "seed_index": seed_index, "seed": seed, "curve": rec["curve"],
             "plateau": rec.get("plateau", False), "train_s": rec["seconds"],
             "final_model": saved[-1][1], "budgets": tested,
-            "params": sum(p.numel() for p in load(saved[-1][1]).parameters())}
+            "params": sum(p.numel() for p in load(saved[-1][1]).parameters()),
+            "encoder_gflop": encoder_gflop(load(saved[-1][1]), res)}
+
+
+def encoder_gflop(model: torch.nn.Module, resolution: int) -> float:
+    """GFLOPs of encoding one ``resolution``² image (FlopCounterMode: convs, matmuls)."""
+    x = torch.zeros(1, 3, resolution, resolution)
+    return count_flops(lambda: model.encode(x)) / 1e9
 
 
 def run_all(mod: ModuleType, arms: tuple[str, ...], scale: design.Scale, out: Path,
