@@ -92,7 +92,7 @@ def test_every_preset_maps_latents_to_predictions_of_the_same_size(name, patch):
 
 def test_list_and_unknown_names():
     assert list_diffusion() == ["dit-b", "dit-l", "dit-s", "dit-tiny", "dit-xl", "uvit-2b",
-                                "uvit-h", "uvit-s"]
+                                "uvit-h", "uvit-s", "uvit-tiny"]
     assert latentae.create_diffusion is create_diffusion
     with pytest.raises(InputError, match="dit-xl"):
         create_diffusion("dit-xxl", patch_size=2, in_channels=4, input_size=32, num_classes=1)
