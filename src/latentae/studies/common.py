@@ -68,16 +68,17 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
     return p
 
 
-def scale_from(args: argparse.Namespace) -> design.Scale:
-    """The scale of ``--quick``/``--scale`` with the command line's overrides."""
+def scale_from(args: argparse.Namespace, scales: dict | None = None) -> design.Scale:
+    """The scale of ``--quick``/``--scale`` (from ``scales``, a study's own, or
+    ``design.SCALES``) with the command line's overrides."""
     budgets = tuple(int(b) for b in args.budgets.split(",")) if args.budgets else None
     if args.dry_run:
-        base = design.get_scale("quick" if args.quick else args.scale)
-        return design.get_scale(base.name, budgets=(1,), eval_every=1, val_crops=2,
+        base = design.get_scale("quick" if args.quick else args.scale, scales)
+        return design.get_scale(base.name, scales, budgets=(1,), eval_every=1, val_crops=2,
                                 test_crops=2, kodak_crops=2, seeds=2, device="cpu",
                                 kid_crops=2 if base.kid_crops else 0,
-                                batch_size=min(base.batch_size, 2), workers=0)
-    return design.get_scale("quick" if args.quick else args.scale, seeds=args.seeds,
+                                batch_size=min(base.batch_size, 2), workers=0, dry_run=True)
+    return design.get_scale("quick" if args.quick else args.scale, scales, seeds=args.seeds,
                             budgets=budgets, eval_every=args.eval_every,
                             test_crops=args.test_crops, kid_crops=args.kid_crops,
                             device=args.device, lr_mult=args.lr_mult)
@@ -113,7 +114,7 @@ def chosen_arms(mod: ModuleType, args: argparse.Namespace) -> tuple[str, ...]:
 def run_study(mod: ModuleType, argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, run every (arm, seed), write results.json/table.md/curves.png."""
     args = parser(mod.NAME, mod.__doc__).parse_args(argv)
-    started, scale = time.perf_counter(), scale_from(args)
+    started, scale = time.perf_counter(), scale_from(args, getattr(mod, "SCALES", None))
     out, arms = setup(args, mod.NAME), chosen_arms(mod, args)
     results = runner.run_all(mod, arms, scale, out, args.seed, TRAIN_DATA, EVAL_DATA,
                              1 if args.dry_run else args.jobs)
@@ -124,6 +125,8 @@ def run_study(mod: ModuleType, argv: list[str] | None = None) -> dict[str, Any]:
     atomic_write_text(out / "results.json", json.dumps(record, indent=1, default=str))
     atomic_write_text(out / "table.md", render(record))
     plot_curves(out / "curves.png", results, f"{mod.NAME}: held-out val PSNR ({scale.name})")
+    if hasattr(mod, "plot_results"):  # a study's own figure (e.g. generation KID per arm)
+        mod.plot_results(out, record)
     print(render(record))
     return record
 
@@ -161,6 +164,7 @@ def render(record: dict[str, Any]) -> str:
     """The Markdown of a study: claim, command, contrasts (CIs, MDE, verdict), runs."""
     cols = ["contrast", "metric", "budget", "set", "arm_mean", "ref_mean", "mean", "sd",
             "ci95", "mde", "paper_effect", "verdict"]
+    cols += ["equivalence"] if any("equivalence" in r for r in record["contrasts"]) else []
     rows = [{**r, "ci95": "[{:.3f}, {:.3f}]".format(*r["ci95"]) if "ci95" in r else None}
             for r in record["contrasts"]]
     runs = [{"arm": r["arm"], "seed": r["seed_index"], "plateau": r["plateau"],
