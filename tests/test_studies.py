@@ -19,7 +19,7 @@ from scipy import stats as sps
 
 from latentae.cli import main
 from latentae.errors import InputError
-from latentae.studies import common, dcae_shortcuts, design, stats
+from latentae.studies import common, dcae_shortcuts, design, litevae_table7, stats
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,7 +82,8 @@ def test_paired_seed_ignores_the_arm_and_plateau_rule_fires():
 
 
 STUDIES = ["dcae_shortcuts", "litevae_vs_sdvae", "progressive", "recipe_ablations",
-           "scale_dependency", "latent_mmd", "highres_adaptation"]
+           "scale_dependency", "latent_mmd", "highres_adaptation", "dcae_table1",
+           "litevae_table7"]
 
 
 @pytest.mark.slow
@@ -111,10 +112,40 @@ def test_study_refuses_an_old_folder_without_resume(shared_data, tmp_path, monke
         common.run_study(dcae_shortcuts, ["--quick", "--out", str(tmp_path)])
 
 
-def test_study_list_marks_the_diffusion_studies(capsys):
+def test_study_list_shows_the_diffusion_studies_runnable(capsys):
     assert main(["study", "list"]) == 0
     out = capsys.readouterr().out
-    assert "dcae-shortcuts" in out and "needs the diffusion trainer" in out
+    assert "latentae.studies.dcae_table1" in out and "latentae.studies.litevae_table7" in out
+    assert "not runnable" not in out
+
+
+def test_equivalence_verdict_can_come_out_every_way():
+    assert stats.equivalence((-0.1, 0.2), 0.3).startswith("equivalent")
+    assert stats.equivalence((0.4, 0.9), 0.3).startswith("not equivalent")
+    assert stats.equivalence((-0.9, -0.35), 0.3).startswith("not equivalent")
+    assert stats.equivalence((-0.1, 0.5), 0.3).startswith("inconclusive")
+    assert stats.equivalence((-0.5, 0.5), 0.3).startswith("inconclusive")  # wider than ±m
+    with pytest.raises(InputError, match="margin"):
+        stats.equivalence((-0.1, 0.1), 0.0)
+
+
+@pytest.mark.slow
+def test_diffusion_study_resumes_an_interrupted_diffusion_run(shared_data, fetched, tmp_path,
+                                                             monkeypatch):
+    """The diffusion run of one (arm, seed) lost its result: --resume finishes it again
+    from its checkpoint and samples (deterministic per index) to the same KID."""
+    monkeypatch.setattr(common, "TRAIN_DATA", shared_data / "bsds400-train")
+    monkeypatch.setattr(common, "EVAL_DATA", shared_data / "kodak24")
+    args = ["--quick", "--out", str(tmp_path)]
+    first = common.run_study(litevae_table7, args)
+    run = tmp_path / "sd-enc" / "s1"
+    assert json.loads((run / "diffusion" / "result.json").read_text())["diffusion"][
+        "tokens"] == 4  # 32² / f8 / patch 2
+    (run / "result.json").unlink()
+    (run / "diffusion" / "result.json").unlink()
+    again = common.run_study(litevae_table7, args + ["--resume"])
+    assert again["contrasts"] == first["contrasts"]
+    assert (tmp_path / "generation.png").stat().st_size > 1000
 
 
 @pytest.mark.slow

@@ -44,7 +44,8 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="tiny settings (--scale quick: 32², a few steps): a smoke run")
     p.add_argument("--scale", default="cpu", choices=sorted(design.SCALES),
-                   help="cpu: 64², this 2-core machine; gpu: 128², bf16, one large GPU")
+                   help="cpu: 64², this 2-core machine; gpu: 128², bf16, one large GPU "
+                        "(a study may size its own: see its description)")
     p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT}/{name})")
     p.add_argument("--seed", type=int, default=0, help="study seed (paired seeds derive from it)")
     p.add_argument("--seeds", type=int, default=None, help="paired seeds per arm (≥ 3)")
