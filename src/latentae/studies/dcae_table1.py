@@ -63,19 +63,13 @@ SCALES = {
                           diffusion_batch=256, train_crops=8750, samples=2048,
                           sampling_steps=30),
 }
+generation_metrics = diffusion_studies.hook(STRIDE)  # the U-ViT on each AE's latents
 plot_results = diffusion_studies.plot_results
 
 
 def build(arm: str, scale: Scale, init_from: Path | None = None):
     """The autoencoder of ``arm`` with the shortcut study's recipe."""
     return dcae_shortcuts.build(arm, scale, init_from, MODELS)
-
-
-def generation_metrics(model_path: Path, scale: DiffusionScale, data: Path, cache: Path,
-                       folder: Path, seed: int) -> dict:
-    """The U-ViT on this autoencoder's latents at stride 32 (``diffusion_studies``)."""
-    return diffusion_studies.generation_metrics(model_path, scale, data, cache, folder,
-                                                seed, STRIDE)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,7 @@ the PNGs already drawn. The shards and PNGs are deleted once measured.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -163,6 +164,12 @@ def generation_metrics(model_path: Path, scale: DiffusionScale, data: Path, cach
     for png in (folder / "samples").glob("*.png"):
         png.unlink()
     return res
+
+
+def hook(stride: int):
+    """A study's ``generation_metrics(model_path, scale, data, cache, folder, seed)`` hook
+    (``runner.train_and_test``): :func:`generation_metrics` at token stride ``stride``."""
+    return functools.partial(generation_metrics, stride=stride)
 
 
 def plot_results(out: Path, record: dict[str, Any]) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 
 from latentae.studies import common, design, diffusion_studies, litevae_vs_sdvae
 from latentae.studies.diffusion_studies import DiffusionScale
@@ -54,14 +53,8 @@ DIFFUSION = {  # scale -> the diffusion run's sizes (the autoencoders: design.SC
 SCALES = {name: DiffusionScale(**dataclasses.asdict(design.SCALES[name]), **sizes)
           for name, sizes in DIFFUSION.items()}
 build = litevae_vs_sdvae.build
+generation_metrics = diffusion_studies.hook(STRIDE)  # the DiT on each AE's latents
 plot_results = diffusion_studies.plot_results
-
-
-def generation_metrics(model_path: Path, scale: DiffusionScale, data: Path, cache: Path,
-                       folder: Path, seed: int) -> dict:
-    """The DiT on this autoencoder's latents at stride 16 (``diffusion_studies``)."""
-    return diffusion_studies.generation_metrics(model_path, scale, data, cache, folder,
-                                                seed, STRIDE)
 
 
 def main(argv: list[str] | None = None) -> int:
