@@ -18,6 +18,14 @@ arms have the f32 arm's stage widths, cut after 4 and 5 stages. Then, per (arm, 
 crops, sampled and measured by KID against held-out test crops
 (``diffusion_studies``). Decided by the generation KID ×10³ (``gen_kid_x1e3``, lower is
 better); reconstruction PSNR/LPIPS in the table for context.
+
+Sizes (``SCALES``): ``--scale cpu`` 128² (16 tokens in every arm), AE batch 8, cap 150
+steps (validation every 50), 3 seeds, 256 test / 64 kodak crops; U-ViT 1,000 steps of
+batch 32 on 1,050 training crops (3 per image), 256 samples (25 steps) against 256
+held-out crops, KID subsets of 128 — about 40 minutes at ``--jobs 2`` on the 2-core
+CPU (estimated from component timings, not a run). ``--scale gpu`` 256² (64 tokens, the
+paper's count), AE batch 32 for 2,000 steps with LPIPS, ``uvit-s`` 20,000 steps of
+batch 256 on 8,750 crops, 2,048 samples (30 steps) against 2,048 crops (not run).
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ SD_F8 = dict(encoder_channels=WIDTHS[:4], decoder_channels=WIDTHS[:4], latent_ch
 MODELS = {"dcae-f32": dcae_shortcuts.MODELS["dcae-f32"],
           "sdvae-f32": dcae_shortcuts.MODELS["sdvae-f32"],
           "sdvae-f16": ("sdvae-tiny", SD_F16), "sdvae-f8": ("sdvae-tiny", SD_F8)}
-PATCH = {"dcae-f32": 1, "sdvae-f32": 1, "sdvae-f16": 2, "sdvae-f8": 4}
+PATCH = {"dcae-f32": 1, "sdvae-f32": 1, "sdvae-f16": 2, "sdvae-f8": 4}  # STRIDE / f (the
+# run derives it from the model: diffusion_studies.generation_metrics)
 ARMS = {name: f"{preset} {overrides or ''} + U-ViT patch {PATCH[name]}".strip()
         for name, (preset, overrides) in MODELS.items()}
 QUICK_ARMS = ("dcae-f32", "sdvae-f8")

@@ -17,6 +17,13 @@ at ``--scale gpu``) at its scales, so the same runs serve both studies; both f8c
 per (arm, seed), the same ``dit-tiny`` (``dit-s`` at ``--scale gpu``) with patch 2
 (stride 16: 16 tokens at 64², 64 at 128²) on the latents of native-scale training
 crops, sampled and measured by KID against held-out test crops (``diffusion_studies``).
+
+Sizes (``DIFFUSION``; the autoencoders: ``design.SCALES``): ``--scale cpu`` 64², AE
+budgets 150/300, 3 seeds; DiT 2,000 steps of batch 32 on 2,100 training crops (6 per
+image), 512 samples (25 steps) against 512 held-out crops, KID subsets of 256 — about
+30 minutes at ``--jobs 2`` on the 2-core CPU (estimated from component timings, not a
+run). ``--scale gpu`` 128² (64 tokens), ``dit-s`` 20,000 steps of batch 256 on 8,750
+crops, 2,048 samples (30 steps) against 2,048 crops (not run).
 """
 
 from __future__ import annotations
