@@ -219,8 +219,9 @@ def plot(path: Path, series: dict[str, tuple[list, list]], xlabel: str, ylabel: 
 
 
 def bars(path: Path, labels: list[str], values: list[float | None], ylabel: str,
-         title: str) -> None:
-    """A small bar chart (PNG) of one value per label."""
+         title: str, from_zero: bool = False) -> None:
+    """A small bar chart (PNG) of one value per label; the axis starts just below the
+    smallest value (PSNR-like values), or at 0 with ``from_zero`` (KID)."""
     import matplotlib  # deferred: a heavy optional dependency, only for the plots
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -229,7 +230,7 @@ def bars(path: Path, labels: list[str], values: list[float | None], ylabel: str,
     ax.bar(range(len(labels)), [v if v is not None else 0.0 for v in values])
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
     lo = min((v for v in values if v is not None), default=0.0)
-    ax.set_ylim(bottom=lo - 1.0 if lo > 1 else 0.0)
+    ax.set_ylim(bottom=0.0 if from_zero or lo <= 1 else lo - 1.0)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(axis="y", alpha=0.3)

@@ -182,4 +182,5 @@ def plot_results(out: Path, record: dict[str, Any]) -> None:
     labels = list(per_arm)
     common.bars(out / "generation.png", labels, [sum(v) / len(v) for v in per_arm.values()],
                 "generation KID ×10³ (lower is better)",
-                f"{record['study']}: samples vs held-out crops ({record['scale']['name']})")
+                f"{record['study']}: samples vs held-out crops ({record['scale']['name']})",
+                from_zero=True)
