@@ -96,7 +96,8 @@ def test_paired_seed_ignores_the_arm_and_plateau_rule_fires():
 
 
 STUDIES = ["dcae_shortcuts", "litevae_vs_sdvae", "progressive", "recipe_ablations",
-           "scale_dependency", "latent_mmd", "highres_adaptation"]
+           "scale_dependency", "latent_mmd", "highres_adaptation", "dcae_table1",
+           "litevae_table7"]
 
 
 @pytest.mark.slow
@@ -114,6 +115,20 @@ def test_study_quick_mode_writes_contrasts_with_cis(name, shared_data, fetched, 
     assert (tmp_path / "table.md").read_text().count("|") > 10
     # --resume reuses every finished run: the same numbers, no training
     again = common.run_study(mod, ["--quick", "--out", str(tmp_path), "--resume"])
+    assert again["contrasts"] == record["contrasts"]
+    if hasattr(mod, "generation_metrics"):
+        check_diffusion_study(mod, record, tmp_path)
+
+
+def check_diffusion_study(mod, record: dict, out: Path) -> None:
+    """Every arm's diffusion model sees the same tokens; a diffusion run that lost its
+    result continues (checkpoint, samples deterministic per index) to the same KID."""
+    tokens = {r["budgets"]["1"]["test"]["diffusion"]["tokens"] for r in record["runs"]}
+    assert len(tokens) == 1 and (out / "generation.png").stat().st_size > 1000
+    run = out / mod.QUICK_ARMS[-1] / "s1"
+    (run / "result.json").unlink()
+    (run / "diffusion" / "result.json").unlink()
+    again = common.run_study(mod, ["--quick", "--out", str(out), "--resume"])
     assert again["contrasts"] == record["contrasts"]
 
 
@@ -153,10 +168,21 @@ def test_study_refuses_an_old_folder_without_resume(shared_data, tmp_path, monke
         common.run_study(dcae_shortcuts, ["--quick", "--out", str(tmp_path)])
 
 
-def test_study_list_marks_the_diffusion_studies(capsys):
+def test_study_list_shows_the_diffusion_studies_runnable(capsys):
     assert main(["study", "list"]) == 0
     out = capsys.readouterr().out
-    assert "dcae-shortcuts" in out and "needs the diffusion trainer" in out
+    assert "latentae.studies.dcae_table1" in out and "latentae.studies.litevae_table7" in out
+    assert "not runnable" not in out
+
+
+def test_equivalence_verdict_can_come_out_every_way():
+    assert stats.equivalence((-0.1, 0.2), 0.3).startswith("equivalent")
+    assert stats.equivalence((0.4, 0.9), 0.3).startswith("not equivalent")
+    assert stats.equivalence((-0.9, -0.35), 0.3).startswith("not equivalent")
+    assert stats.equivalence((-0.1, 0.5), 0.3).startswith("inconclusive")
+    assert stats.equivalence((-0.5, 0.5), 0.3).startswith("inconclusive")  # wider than ±m
+    with pytest.raises(InputError, match="margin"):
+        stats.equivalence((-0.1, 0.1), 0.0)
 
 
 @pytest.mark.slow

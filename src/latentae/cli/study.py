@@ -16,10 +16,9 @@ STUDIES = {  # command name -> module of latentae.studies
     "latent-mmd": "latent_mmd",
     "dcae-shortcuts": "dcae_shortcuts",
     "highres-adaptation": "highres_adaptation",
-    "dcae-table1": "diffusion_studies",
-    "litevae-table7": "diffusion_studies",
+    "dcae-table1": "dcae_table1",
+    "litevae-table7": "litevae_table7",
 }
-NOT_RUNNABLE = {"dcae-table1", "litevae-table7"}  # need the diffusion trainer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_study(args: argparse.Namespace) -> int:
     if args.name == "list":
         for name, module in STUDIES.items():
-            note = "  (not runnable: needs the diffusion trainer)" if name in NOT_RUNNABLE else ""
-            print(f"{name:<20} python -m latentae.studies.{module}{note}")
+            print(f"{name:<20} python -m latentae.studies.{module}")
         return 0
     # Imported on demand: a study pulls in the training loop, and the module is picked by
     # name at run time.

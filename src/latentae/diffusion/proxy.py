@@ -112,10 +112,13 @@ def write_latent_shards(latents: torch.Tensor, autoencoder: nn.Module, name: str
     return folder
 
 
-def _config(s: ProxySettings, spec: str, random_init: bool, data: Path, run: Path,
-            shape: tuple[int, ...], f: int, n: int, device: torch.device) -> DiffusionConfig:
+def proxy_config(s: ProxySettings, spec: str, random_init: bool, data: Path, run: Path,
+                 shape: tuple[int, ...], f: int, n: int, device: torch.device,
+                 **overrides) -> DiffusionConfig:
     """The run's config: cached unconditional latents, the DiT recipe with these steps
-    and batch, a log record every 1/50 of the run, no periodic checkpoints or grids."""
+    and batch, a log record every 1/50 of the run, no periodic checkpoints or grids;
+    ``overrides`` (config fields) win (the diffusion studies resume instead of
+    overwriting, and set the U-ViT recipe's values)."""
     steps = s.steps
     return make_diffusion_config(dict(
         autoencoder=spec, autoencoder_random_init=random_init, data=str(data), cached=True,
@@ -124,7 +127,33 @@ def _config(s: ProxySettings, spec: str, random_init: bool, data: Path, run: Pat
         warmup_steps=0, grad_clip=1.0, latent_norm=s.latent_norm, norm_images=n,
         log_every=max(1, steps // 50), val_every=0, ckpt_every=0, keep_checkpoints=1,
         grid_images=min(8, s.samples or n), grid_steps=min(25, s.sampling_steps),
-        device=str(device), seed=s.seed, overwrite=True, progress=s.progress))
+        device=str(device), seed=s.seed, overwrite=True, progress=s.progress), overrides)
+
+
+def train_and_sample(latents: torch.Tensor, autoencoder: nn.Module, spec: str,
+                     random_init: bool, work: Path, settings: ProxySettings,
+                     device: torch.device, **overrides) -> tuple[DiffusionConfig, Path, dict]:
+    """Latents ``(N, C, h, w)`` (raw, square) as shards in ``work/latents``, a diffusion
+    run on them in ``work/run``, ``settings.samples`` (default N) samples decoded by
+    ``autoencoder`` in ``work/samples``. Returns the config, the samples' npz and the
+    seconds of training and sampling. ``overrides``: see :func:`proxy_config`."""
+    n, f = len(latents), autoencoder.spatial_compression_ratio
+    if latents.shape[-1] != latents.shape[-2]:
+        raise InputError("the diffusion proxy needs square latents (square --resolution)")
+    t0 = time.time()
+    data = write_latent_shards(latents, autoencoder, spec, work / "latents")
+    cfg = proxy_config(settings, spec, random_init, data, work / "run",
+                       tuple(latents.shape[1:]), f, n, device, **overrides)
+    if train(cfg, autoencoder) is None:  # SIGTERM or a limit: nothing to measure
+        raise TrainingStopped(f"the diffusion run in {work / 'run'} stopped before step "
+                              f"{cfg.steps}; run it again to continue")
+    t1 = time.time()
+    npz = sample_folder(work / "run", work / "samples", n=settings.samples or n,
+                        guidance=1.0, sampler=settings.sampler,
+                        steps=settings.sampling_steps, batch_size=settings.batch_size,
+                        seed=settings.seed, device=str(device), progress=settings.progress,
+                        autoencoder=autoencoder)
+    return cfg, npz, {"train": t1 - t0, "sample": time.time() - t1}
 
 
 def run_proxy(autoencoder: nn.Module, spec: str, random_init: bool, kept: KeptData,
@@ -132,29 +161,19 @@ def run_proxy(autoencoder: nn.Module, spec: str, random_init: bool, kept: KeptDa
     """Train, sample, measure; the record for metrics.json and the report.md lines.
     ``spec``/``random_init``: how the autoencoder was named (recorded with the run)."""
     latents = torch.cat(kept.latents)                                  # (N, C, h, w)
-    n, f = len(latents), autoencoder.spatial_compression_ratio
-    if latents.shape[-1] != latents.shape[-2]:
-        raise InputError("the diffusion proxy needs square latents (square --resolution)")
-    folder, t0 = out / FOLDER, time.time()
+    folder = out / FOLDER
     work = folder / "work"
-    data = write_latent_shards(latents, autoencoder, spec, work / "latents")
-    cfg = _config(settings, spec, random_init, data, work / "run", tuple(latents.shape[1:]),
-                  f, n, device)
-    if train(cfg, autoencoder) is None:  # SIGTERM or a limit: nothing to measure
-        raise TrainingStopped(f"the diffusion proxy stopped before step {cfg.steps}; "
-                              "the evaluation wrote nothing (run it again)")
-    t1 = time.time()
-    n_samples = settings.samples or n
-    npz = sample_folder(work / "run", work / "samples", n=n_samples, guidance=1.0,
-                        sampler=settings.sampler, steps=settings.sampling_steps,
-                        batch_size=settings.batch_size, seed=settings.seed,
-                        device=str(device), progress=settings.progress,
-                        autoencoder=autoencoder)
+    try:
+        cfg, npz, seconds = train_and_sample(latents, autoencoder, spec, random_init, work,
+                                             settings, device)
+    except TrainingStopped:
+        raise TrainingStopped(f"the diffusion proxy stopped before step {settings.steps}; "
+                              "the evaluation wrote nothing (run it again)") from None
     t2 = time.time()
-    metrics = _measure(npz, kept, latents.shape[-1] * f, settings, device)
+    side = latents.shape[-1] * autoencoder.spatial_compression_ratio
+    metrics = _measure(npz, kept, side, settings, device)
     record = _record(cfg, settings, metrics, read_metrics(work / "run"),
-                     tuple(latents.shape[1:]),
-                     {"train": t1 - t0, "sample": t2 - t1, "metrics": time.time() - t2})
+                     tuple(latents.shape[1:]), seconds | {"metrics": time.time() - t2})
     _keep(work, folder, npz)
     return record, proxy_markdown(record)
 

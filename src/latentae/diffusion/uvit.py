@@ -163,4 +163,7 @@ PRESETS: dict[str, dict] = {
     "uvit-s": {"depth": 12, "hidden_size": 512, "num_heads": 8},
     "uvit-h": {"depth": 28, "hidden_size": 1152, "num_heads": 16},
     "uvit-2b": {"depth": 28, "hidden_size": 2048, "num_heads": 32},
+    # Ours, not the paper's: a CPU-sized U-ViT (dit-tiny's widths) for the DC-AE table 1
+    # study (latentae.studies.dcae_table1) and smoke runs.
+    "uvit-tiny": {"depth": 4, "hidden_size": 128, "num_heads": 4},
 }

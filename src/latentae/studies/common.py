@@ -45,7 +45,8 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="tiny settings (--scale quick: 32², a few steps): a smoke run")
     p.add_argument("--scale", default="cpu", choices=sorted(design.SCALES),
-                   help="cpu: 64², this 2-core machine; gpu: 128², bf16, one large GPU")
+                   help="cpu: 64², this 2-core machine; gpu: 128², bf16, one large GPU "
+                        "(a study may size its own: see its description)")
     p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT}/{name})")
     p.add_argument("--seed", type=int, default=0, help="study seed (paired seeds derive from it)")
     p.add_argument("--seeds", type=int, default=None, help="paired seeds per arm (≥ 3)")
@@ -73,16 +74,17 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
     return p
 
 
-def scale_from(args: argparse.Namespace) -> design.Scale:
-    """The scale of ``--quick``/``--scale`` with the command line's overrides."""
+def scale_from(args: argparse.Namespace, scales: dict | None = None) -> design.Scale:
+    """The scale of ``--quick``/``--scale`` (from ``scales``, a study's own, or
+    ``design.SCALES``) with the command line's overrides."""
     budgets = tuple(int(b) for b in args.budgets.split(",")) if args.budgets else None
     if args.dry_run:
-        base = design.get_scale("quick" if args.quick else args.scale)
-        return design.get_scale(base.name, budgets=(1,), eval_every=1, val_crops=2,
+        base = design.get_scale("quick" if args.quick else args.scale, scales)
+        return design.get_scale(base.name, scales, budgets=(1,), eval_every=1, val_crops=2,
                                 test_crops=2, kodak_crops=2, seeds=2, device="cpu",
                                 kid_crops=2 if base.kid_crops else 0,
-                                batch_size=min(base.batch_size, 2), workers=0)
-    return design.get_scale("quick" if args.quick else args.scale, seeds=args.seeds,
+                                batch_size=min(base.batch_size, 2), workers=0, dry_run=True)
+    return design.get_scale("quick" if args.quick else args.scale, scales, seeds=args.seeds,
                             budgets=budgets, eval_every=args.eval_every,
                             test_crops=args.test_crops, kid_crops=args.kid_crops,
                             device=args.device, lr_mult=args.lr_mult)
@@ -118,7 +120,7 @@ def chosen_arms(mod: ModuleType, args: argparse.Namespace) -> tuple[str, ...]:
 def run_study(mod: ModuleType, argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, run every (arm, seed), write results.json/table.md/curves.png."""
     args = parser(mod.NAME, mod.__doc__).parse_args(argv)
-    started, scale = time.perf_counter(), scale_from(args)
+    started, scale = time.perf_counter(), scale_from(args, getattr(mod, "SCALES", None))
     out, arms = setup(args, mod.NAME), chosen_arms(mod, args)
     if args.runs_from:
         link_runs(Path(args.runs_from), out, mod, arms, scale, args.seed)
@@ -131,6 +133,8 @@ def run_study(mod: ModuleType, argv: list[str] | None = None) -> dict[str, Any]:
     atomic_write_text(out / "results.json", json.dumps(record, indent=1, default=str))
     atomic_write_text(out / "table.md", render(record))
     plot_curves(out / "curves.png", results, f"{mod.NAME}: held-out val PSNR ({scale.name})")
+    if hasattr(mod, "plot_results"):  # a study's own figure (e.g. generation KID per arm)
+        mod.plot_results(out, record)
     print(render(record))
     return record
 
@@ -204,6 +208,7 @@ def render(record: dict[str, Any]) -> str:
     """The Markdown of a study: claim, command, contrasts (CIs, MDE, verdict), runs."""
     cols = ["contrast", "metric", "budget", "set", "arm_mean", "ref_mean", "mean", "sd",
             "ci95", "mde", "paper_effect", "verdict"]
+    cols += ["equivalence"] if any("equivalence" in r for r in record["contrasts"]) else []
     rows = [{**r, "ci95": "[{:.3f}, {:.3f}]".format(*r["ci95"]) if "ci95" in r else None}
             for r in record["contrasts"]]
     runs = [{"arm": r["arm"], "seed": r["seed_index"], "plateau": r["plateau"],
@@ -258,8 +263,9 @@ def plot(path: Path, series: dict[str, tuple[list, list]], xlabel: str, ylabel: 
 
 
 def bars(path: Path, labels: list[str], values: list[float | None], ylabel: str,
-         title: str) -> None:
-    """A small bar chart (PNG) of one value per label."""
+         title: str, from_zero: bool = False) -> None:
+    """A small bar chart (PNG) of one value per label; the axis starts just below the
+    smallest value (PSNR-like values), or at 0 with ``from_zero`` (KID)."""
     import matplotlib  # deferred: a heavy optional dependency, only for the plots
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -268,7 +274,7 @@ def bars(path: Path, labels: list[str], values: list[float | None], ylabel: str,
     ax.bar(range(len(labels)), [v if v is not None else 0.0 for v in values])
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
     lo = min((v for v in values if v is not None), default=0.0)
-    ax.set_ylim(bottom=lo - 1.0 if lo > 1 else 0.0)
+    ax.set_ylim(bottom=0.0 if from_zero or lo <= 1 else lo - 1.0)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(axis="y", alpha=0.3)

@@ -57,9 +57,11 @@ CONTRASTS = (
 LR = 6.4e-5  # DC-AE App. E, phase 1
 
 
-def build(arm: str, scale: Scale, init_from: Path | None = None):
-    """A fresh model of ``arm`` and the one-phase recipe (paper phase-1 optimiser)."""
-    preset, overrides = MODELS[arm]
+def build(arm: str, scale: Scale, init_from: Path | None = None,
+          models: dict[str, tuple[str, dict]] | None = None):
+    """A fresh model of ``arm`` (of ``models``, default :data:`MODELS`) and the one-phase
+    recipe (paper phase-1 optimiser)."""
+    preset, overrides = (models or MODELS)[arm]
     phase = Phase("main", scale.budgets[-1], scale.resolution, scale.batch_size,
                   LR * scale.lr_mult, optimizer="adamw", betas=(0.9, 0.999),
                   weight_decay=0.1,

@@ -63,6 +63,7 @@ class Scale:
     perceptual: bool = False  # LPIPS-VGG in the loss (rule 5: when LPIPS/KID decide)
     lr_mult: float = 1.0  # times the paper's learning rate (the lr sweep)
     workers: int = 0  # data-loader processes per run (JPEG decoding feeds a GPU)
+    dry_run: bool = False  # --dry-run: every model built, one step each, nothing measured
 
 
 SCALES = {
@@ -73,11 +74,13 @@ SCALES = {
 }
 
 
-def get_scale(name: str, **overrides: Any) -> Scale:
-    """A scale by name, with fields replaced (``seeds=5``); unknown name -> InputError."""
-    if name not in SCALES:
-        raise InputError(f"unknown scale {name!r}; valid: {', '.join(SCALES)}")
-    return replace(SCALES[name], **{k: v for k, v in overrides.items() if v is not None})
+def get_scale(name: str, scales: dict[str, Scale] | None = None, **overrides: Any) -> Scale:
+    """A scale by name from ``scales`` (default :data:`SCALES`; a study may declare its
+    own), with fields replaced (``seeds=5``); unknown name -> InputError."""
+    scales = SCALES if scales is None else scales
+    if name not in scales:
+        raise InputError(f"unknown scale {name!r}; valid: {', '.join(scales)}")
+    return replace(scales[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
 def paired_seed(study_seed: int, seed_index: int) -> int:

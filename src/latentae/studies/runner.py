@@ -7,7 +7,10 @@ A study module declares ``NAME``, ``CLAIM`` (text), ``ARMS`` (name -> descriptio
 (arm -> the arm whose final model it starts from, e.g. GAN arms warm-started from the
 converged L1+LPIPS run) and ``build(arm, scale, init_from) -> (model | None, Recipe)``
 (a fresh model, built after ``torch.manual_seed(run seed)``; ``None`` with ``init_from``
-continues the parent's model).
+continues the parent's model). Optional hooks, merged into the tested ``test`` metrics:
+``extra_metrics(model, scale, data, cache)`` at every budget, and
+``generation_metrics(model_path, scale, data, cache, folder, seed)`` on the final model
+only (the diffusion studies: a diffusion model trained on its latents, in ``folder``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ from latentae.studies import design, stats
 @dataclass(frozen=True)
 class Contrast:
     """``arm − reference`` on ``metric`` (``sign`` −1 where lower is better); the paper's
-    effect in the same signed units, and where it is from."""
+    effect in the same signed units, and where it is from. ``margin`` (a fraction of the
+    reference arm's mean) adds an equivalence verdict: the CI of the difference inside
+    ±margin·|reference mean| (``stats.equivalence``)."""
 
     arm: str
     reference: str
@@ -48,6 +53,7 @@ class Contrast:
     paper_effect: float
     source: str
     sign: float = 1.0
+    margin: float | None = None
 
 
 _NETS: dict[str, Any] = {}
@@ -153,6 +159,10 @@ def train_and_test(mod: ModuleType, arm: str, seed_index: int, scale: design.Sca
                           "kodak": measure(m, kod, scale.device, 0)}
         if hasattr(mod, "extra_metrics"):  # e.g. other crop sizes, latent MMD
             tested[str(b)]["test"].update(mod.extra_metrics(m, scale, data, cache))
+        if hasattr(mod, "generation_metrics") and b == scale.budgets[-1]:  # the final
+            # model only: a diffusion model trained on its latents costs more than the AE
+            tested[str(b)]["test"].update(mod.generation_metrics(
+                Path(path), scale, data, cache, folder / "diffusion", seed))
     return {"arm": arm, "seed_index": seed_index, "seed": seed, "curve": rec["curve"],
             "plateau": rec.get("plateau", False), "train_s": rec["seconds"],
             "final_model": saved[-1][1], "budgets": tested,
@@ -206,11 +216,15 @@ def contrasts(mod: ModuleType, results: list[dict], scale: design.Scale,
                 if c.metric in pick[0][0]["per_crop"]:
                     items = c.sign * (np.array([p[0]["per_crop"][c.metric] for p in pick])
                                       - np.array([p[1]["per_crop"][c.metric] for p in pick]))
-                rows.append({"contrast": f"{c.arm} − {c.reference}", "metric": c.metric,
-                             "budget": b, "set": where, "source": c.source,
-                             "arm_mean": float(np.mean(a)), "arm_sd": float(np.std(a, ddof=1))
-                             if len(a) > 1 else None, "ref_mean": float(np.mean(r)),
-                             **stats.compare(a, r, c.paper_effect, c.sign, items)})
+                row = {"contrast": f"{c.arm} − {c.reference}", "metric": c.metric,
+                       "budget": b, "set": where, "source": c.source,
+                       "arm_mean": float(np.mean(a)), "arm_sd": float(np.std(a, ddof=1))
+                       if len(a) > 1 else None, "ref_mean": float(np.mean(r)),
+                       **stats.compare(a, r, c.paper_effect, c.sign, items)}
+                if c.margin is not None and "ci95" in row:
+                    row["margin"] = c.margin * abs(row["ref_mean"])
+                    row["equivalence"] = stats.equivalence(row["ci95"], row["margin"])
+                rows.append(row)
     return rows
 
 

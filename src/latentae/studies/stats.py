@@ -101,6 +101,26 @@ def verdict(ci: tuple[float, float], paper_effect: float, detectable: float) -> 
     return "inconclusive"
 
 
+def equivalence(ci: Sequence[float], margin: float) -> str:
+    """The verdict of an equivalence claim ("arm and reference are similar") from the CI
+    of their difference and the margin ``±margin`` (same units) that "similar" means:
+
+    1. CI inside (−margin, +margin) -> "equivalent (CI inside ±m)";
+    2. CI entirely beyond ±margin -> "not equivalent (CI outside ±m)";
+    3. otherwise "inconclusive (CI not inside ±m)".
+
+    As the two one-sided tests (TOST) at level α/2 each: with a 95% CI this is a 2.5%
+    test per side, stricter than TOST's usual 90% interval."""
+    if not margin > 0:
+        raise InputError(f"an equivalence margin must be > 0, got {margin}")
+    lo, hi = ci
+    if -margin < lo and hi < margin:
+        return f"equivalent (CI inside ±{margin:.3g})"
+    if lo >= margin or hi <= -margin:
+        return f"not equivalent (CI outside ±{margin:.3g})"
+    return f"inconclusive (CI not inside ±{margin:.3g})"
+
+
 def compare(arm: Sequence[float], reference: Sequence[float], paper_effect: float,
             sign: float = 1.0, per_item: np.ndarray | None = None) -> dict:
     """Everything the table shows for one contrast: per-seed paired differences
