@@ -60,6 +60,7 @@ DIFFUSION = {  # scale -> the diffusion run's sizes (the autoencoders: design.SC
 SCALES = {name: DiffusionScale(**dataclasses.asdict(design.SCALES[name]), **sizes)
           for name, sizes in DIFFUSION.items()}
 build = litevae_vs_sdvae.build
+TRAINS_AS = litevae_vs_sdvae.NAME  # so --runs-from can reuse that study's runs
 generation_metrics = diffusion_studies.hook(STRIDE)  # the DiT on each AE's latents
 plot_results = diffusion_studies.plot_results
 
