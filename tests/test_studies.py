@@ -113,6 +113,7 @@ def test_study_quick_mode_writes_contrasts_with_cis(name, shared_data, fetched, 
                                       for r in saved["contrasts"])
     assert len(record["runs"]) == 2 * len(mod.QUICK_ARMS)
     assert (tmp_path / "table.md").read_text().count("|") > 10
+    assert "±" in (tmp_path / "table.md").read_text()  # per-arm mean ± sd over seeds
     # --resume reuses every finished run: the same numbers, no training
     again = common.run_study(mod, ["--quick", "--out", str(tmp_path), "--resume"])
     assert again["contrasts"] == record["contrasts"]

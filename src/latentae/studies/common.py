@@ -221,8 +221,30 @@ def render(record: dict[str, Any]) -> str:
             "Differences are arm − reference, signed so + is the paper's direction; CI: "
             "the union of the paired bootstrap and t 95% intervals over seeds; MDE at 80% "
             "power.\n\n" + markdown_table(rows, cols) + "\n" +
+            markdown_table(arm_summary(record["runs"]), ["arm", "budget", "set", "psnr",
+                                                         "ssim", "lpips"]) + "\n" +
             markdown_table(runs, ["arm", "seed", "steps", "plateau", "val_psnr", "train_s",
                                   "params_M", "enc_gflop"]))
+
+
+def arm_summary(runs: list[dict]) -> list[dict]:
+    """Per (arm, budget, set): ``mean ± sd`` over seeds of PSNR (dB), SSIM and LPIPS."""
+    groups: dict[tuple, dict[str, list[float]]] = {}
+    for r in runs:
+        for b, tested in r["budgets"].items():
+            for where in ("test", "kodak"):
+                g = groups.setdefault((r["arm"], int(b), where), {})
+                for k in ("psnr", "ssim", "lpips"):
+                    if k in tested[where]:
+                        g.setdefault(k, []).append(tested[where][k])
+
+    def cell(v: list[float]) -> str:
+        digits = 2 if np.mean(v) > 1 else 4
+        sd = f" ± {np.std(v, ddof=1):.{digits}f}" if len(v) > 1 else ""
+        return f"{np.mean(v):.{digits}f}{sd}"
+    return [{"arm": a, "budget": b, "set": w, **{k: cell(v) for k, v in g.items()}}
+            for (a, b, w), g in sorted(groups.items(), key=lambda kv: (
+                kv[0][1], kv[0][2] != "test", kv[0][0]))]
 
 
 def plot_curves(path: Path, results: list[dict], title: str) -> None:
