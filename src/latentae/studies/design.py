@@ -68,7 +68,7 @@ class Scale:
 
 SCALES = {
     "quick": Scale("quick", 32, 2, (1,), 1, 2, 4, 2, 0, 2),
-    "cpu": Scale("cpu", 64, 8, (150, 300), 50, 64, 1024, 256, 0, 3),
+    "cpu": Scale("cpu", 64, 8, (200, 400, 800), 50, 64, 1024, 256, 0, 3),
     "gpu": Scale("gpu", 128, 32, (1000, 2000), 250, 256, 2048, 512, 2048, 3,
                  device="cuda", dtype="bfloat16", perceptual=True, workers=3),
 }

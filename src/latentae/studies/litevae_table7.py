@@ -19,7 +19,7 @@ per (arm, seed), the same ``dit-tiny`` (``dit-s`` at ``--scale gpu``) with patch
 crops, sampled and measured by KID against held-out test crops (``diffusion_studies``).
 
 Sizes (``DIFFUSION``; the autoencoders: ``design.SCALES``): ``--scale cpu`` 64², AE
-budgets 150/300, 3 seeds; DiT 2,000 steps of batch 32 on 2,100 training crops (6 per
+budgets 200/400/800, 3 seeds; DiT 2,000 steps of batch 32 on 2,100 training crops (6 per
 image), 512 samples (25 steps) against 512 held-out crops, KID subsets of 256 — about
 30 minutes at ``--jobs 2`` on the 2-core CPU (estimated from component timings, not a
 run). ``--scale gpu`` 128² (64 tokens), ``dit-s`` 20,000 steps of batch 256 on 8,750
