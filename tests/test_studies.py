@@ -152,6 +152,21 @@ def test_runs_from_reuses_another_studys_training(shared_data, fetched, tmp_path
     assert any(r["metric"] == "psnr_drop_2R" for r in reused["contrasts"])
 
 
+def test_arm_lr_multipliers_override_the_shared_one(shared_data, tmp_path, monkeypatch):
+    from latentae.studies import litevae_vs_sdvae
+    args = common.parser("x", "").parse_args(["--lr-mult", "16", "--arm-lr-mult", "sd-enc=4"])
+    scale = common.scale_from(args)
+    lrs = {a: litevae_vs_sdvae.build(a, design.for_arm(scale, a))[1].phases[0].lr
+           for a in ("sd-enc", "lite-tiny")}
+    assert lrs == {"sd-enc": pytest.approx(4e-4), "lite-tiny": pytest.approx(1.6e-3)}
+    monkeypatch.setattr(common, "TRAIN_DATA", shared_data / "bsds400-train")
+    monkeypatch.setattr(common, "EVAL_DATA", shared_data / "kodak24")
+    for bad in ("sd-enc:4", "nope=2"):
+        with pytest.raises(InputError, match="arm-lr-mult|unknown arm"):
+            common.run_study(litevae_vs_sdvae, ["--quick", "--arm-lr-mult", bad, "--out",
+                                                str(tmp_path)])
+
+
 def test_failed_runs_are_reported_together_naming_each(tmp_path):
     from latentae.errors import StateError
     from latentae.studies import runner

@@ -57,6 +57,9 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
     p.add_argument("--kid-crops", type=int, default=None, help="0 turns KID off")
     p.add_argument("--lr-mult", type=float, default=None,
                    help="multiply the paper's learning rate (the small lr sweep)")
+    p.add_argument("--arm-lr-mult", default=None, metavar="ARM=M,...",
+                   help="per-arm lr multipliers overriding --lr-mult (each arm at its best "
+                        "lr of the sweep)")
     p.add_argument("--arms", default=None, help="comma-separated subset of the arms")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at a time, one torch thread each (2 on this 2-core machine)")
@@ -87,7 +90,19 @@ def scale_from(args: argparse.Namespace, scales: dict | None = None) -> design.S
     return design.get_scale("quick" if args.quick else args.scale, scales, seeds=args.seeds,
                             budgets=budgets, eval_every=args.eval_every,
                             test_crops=args.test_crops, kid_crops=args.kid_crops,
-                            device=args.device, lr_mult=args.lr_mult)
+                            device=args.device, lr_mult=args.lr_mult,
+                            arm_lr_mult=arm_multipliers(args.arm_lr_mult))
+
+
+def arm_multipliers(text: str | None) -> tuple[tuple[str, float], ...] | None:
+    """``"sd-enc=4,lite-s=16"`` -> ``(("lite-s", 16.0), ("sd-enc", 4.0))``."""
+    if not text:
+        return None
+    try:
+        pairs = [item.split("=") for item in text.split(",")]
+        return tuple(sorted((arm.strip(), float(m)) for arm, m in pairs))
+    except ValueError:
+        raise InputError(f"--arm-lr-mult {text!r}: expected ARM=MULT[,ARM=MULT...]") from None
 
 
 def setup(args: argparse.Namespace, name: str) -> Path:
@@ -111,7 +126,8 @@ def setup(args: argparse.Namespace, name: str) -> Path:
 def chosen_arms(mod: ModuleType, args: argparse.Namespace) -> tuple[str, ...]:
     arms = tuple(args.arms.split(",")) if args.arms else (
         mod.QUICK_ARMS if args.quick else tuple(mod.ARMS))
-    unknown = sorted(set(arms) - set(mod.ARMS))
+    named = dict(arm_multipliers(args.arm_lr_mult) or ())
+    unknown = sorted((set(arms) | set(named)) - set(mod.ARMS))
     if unknown:
         raise InputError(f"unknown arm(s) {unknown}; valid: {', '.join(mod.ARMS)}")
     return arms
@@ -141,7 +157,7 @@ def run_study(mod: ModuleType, argv: list[str] | None = None) -> dict[str, Any]:
 
 # Scale fields that change how a run trains (the test-set sizes do not).
 TRAINING_FIELDS = ("resolution", "batch_size", "budgets", "eval_every", "val_crops",
-                   "perceptual", "lr_mult", "dtype")
+                   "perceptual", "lr_mult", "arm_lr_mult", "dtype")
 
 
 def link_runs(source: Path, out: Path, mod: ModuleType, arms: tuple[str, ...],

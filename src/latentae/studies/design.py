@@ -62,6 +62,7 @@ class Scale:
     dtype: str = "float32"  # bf16 on CUDA: training autocasts (latentae.runtime.autocast)
     perceptual: bool = False  # LPIPS-VGG in the loss (rule 5: when LPIPS/KID decide)
     lr_mult: float = 1.0  # times the paper's learning rate (the lr sweep)
+    arm_lr_mult: tuple[tuple[str, float], ...] = ()  # per-arm exceptions: ((arm, mult),)
     workers: int = 0  # data-loader processes per run (JPEG decoding feeds a GPU)
     dry_run: bool = False  # --dry-run: every model built, one step each, nothing measured
 
@@ -81,6 +82,13 @@ def get_scale(name: str, scales: dict[str, Scale] | None = None, **overrides: An
     if name not in scales:
         raise InputError(f"unknown scale {name!r}; valid: {', '.join(scales)}")
     return replace(scales[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def for_arm(scale: Scale, arm: str) -> Scale:
+    """``scale`` with ``lr_mult`` replaced by the arm's own multiplier, if it has one (each
+    architecture at its best lr of the sweep, issue 17 rule 6)."""
+    own = dict(scale.arm_lr_mult).get(arm)
+    return scale if own is None else replace(scale, lr_mult=own)
 
 
 def paired_seed(study_seed: int, seed_index: int) -> int:

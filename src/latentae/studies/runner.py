@@ -137,7 +137,7 @@ def train_and_test(mod: ModuleType, arm: str, seed_index: int, scale: design.Sca
     seed = design.paired_seed(study_seed, seed_index)
     folder, cache = out / arm / f"s{seed_index}", out / "data"
     torch.manual_seed(seed)  # the same initial weights for every arm of this seed index
-    model, recipe = mod.build(arm, scale, init_from)
+    model, recipe = mod.build(arm, design.for_arm(scale, arm), init_from)
     init = folder / "init"
     if model is not None:
         model.save_pretrained(str(init))
