@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from latentae.errors import InputError
+from latentae.errors import InputError, TrainingStopped
 from latentae.files import atomic_path, atomic_write_text
 from latentae.io import list_images, load_image, to_tensor
 from latentae.pretrained import load
@@ -205,6 +205,16 @@ def run_config(init: Path, data: Path, run_dir: Path, seed: int, scale: Scale, c
         "device": scale.device, "workers": scale.workers, **(overrides or {})})
 
 
+def trained_steps(run_dir: Path, recipe: Recipe) -> int:
+    """Optimizer steps in the newest checkpoint of ``run_dir`` (0 without one)."""
+    saved = load_latest(run_dir / "checkpoints")
+    if saved is None:
+        return 0
+    state, phases = saved["state"], recipe.phases
+    return (sum(p.steps for p in phases[:state["phase"]])
+            + state["phase_nimg"] // phases[state["phase"]].batch_size)
+
+
 def train_arm(run_dir: Path, init: Path, recipe: Recipe, data: Path, seed: int,
               scale: Scale, validate, plateau: Plateau = Plateau(),
               overrides: dict | None = None) -> dict[str, Any]:
@@ -217,10 +227,15 @@ def train_arm(run_dir: Path, init: Path, recipe: Recipe, data: Path, seed: int,
         "curve": [], "budgets": {}, "seconds": 0.0, "done": False, "seed": seed}
     total = sum(p.steps for p in recipe.phases)
     while not rec["done"]:
-        t0, step = time.perf_counter(), rec["curve"][-1]["step"] if rec["curve"] else 0
-        chunk = min(scale.eval_every, total - step)
-        train(run_config(init, data, run_dir, seed, scale, chunk, overrides), recipe)
-        step += chunk
+        t0, last = time.perf_counter(), rec["curve"][-1]["step"] if rec["curve"] else 0
+        step = min(last + scale.eval_every, total)
+        before = trained_steps(run_dir, recipe)  # ahead of the curve after an interruption
+        if before < step:
+            train(run_config(init, data, run_dir, seed, scale, step - before, overrides),
+                  recipe)
+        if trained_steps(run_dir, recipe) < step:  # SIGTERM: the checkpoint is kept
+            raise TrainingStopped(f"{run_dir} stopped before step {step}; --resume "
+                                  "continues it")
         model = ema_from_checkpoint(init, run_dir)
         rec["curve"].append({"step": step, "val": validate(model)})
         if step in scale.budgets or step >= total:
