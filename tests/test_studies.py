@@ -88,6 +88,35 @@ def test_workers_starting_together_share_one_train_folder_and_crop_set(shared_da
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bsds-train", "crops-val-3-32.pt"]
 
 
+@pytest.mark.slow
+def test_a_checkpoint_ahead_of_the_curve_is_not_trained_past(shared_data, fetched, tmp_path,
+                                                             monkeypatch):
+    # stopped after a chunk's training but before its evaluation was recorded (SIGTERM
+    # mid-chunk is the same: the checkpoint holds more steps than the curve): resuming
+    # trains only to the next evaluation step (it used to add a whole chunk)
+    scale = design.get_scale("quick", budgets=(8,), eval_every=2)
+    torch.manual_seed(0)
+    model, recipe = dcae_shortcuts.build("dcae-f32", scale)
+    model.save_pretrained(str(tmp_path / "init"))
+    data, run = design.train_folder(shared_data / "bsds400-train", tmp_path), tmp_path / "run"
+    calls = []
+
+    def stop_at_second(m):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return 1.0
+    with pytest.raises(KeyboardInterrupt):
+        design.train_arm(run, tmp_path / "init", recipe, data, 0, scale, stop_at_second)
+    assert design.trained_steps(run, recipe) == 4  # the curve holds only step 2
+    chunks, real = [], design.train
+    monkeypatch.setattr(design, "train", lambda cfg, r: chunks.append(cfg.max_steps) or
+                        real(cfg, r))
+    again = design.train_arm(run, tmp_path / "init", recipe, data, 0, scale, lambda m: 1.0)
+    assert [c["step"] for c in again["curve"]] == [2, 4, 6, 8] and chunks == [2, 2]
+    assert design.trained_steps(run, recipe) == 8
+
+
 def test_paired_seed_ignores_the_arm_and_plateau_rule_fires():
     assert design.paired_seed(0, 1) == design.paired_seed(0, 1) != design.paired_seed(0, 2)
     rule = design.Plateau(rel_tol=0.01, window=2)
