@@ -143,6 +143,9 @@ def test_study_quick_mode_writes_contrasts_with_cis(name, shared_data, fetched, 
     assert len(record["runs"]) == 2 * len(mod.QUICK_ARMS)
     assert (tmp_path / "table.md").read_text().count("|") > 10
     assert "±" in (tmp_path / "table.md").read_text()  # per-arm mean ± sd over seeds
+    figure = {"scale_dependency": "psnr_vs_resolution.png", "latent_mmd": "mmd_vs_sigma.png",
+              "dcae_table1": "generation.png", "litevae_table7": "generation.png"}.get(name)
+    assert figure is None or (tmp_path / figure).stat().st_size > 1000
     # --resume reuses every finished run: the same numbers, no training
     again = common.run_study(mod, ["--quick", "--out", str(tmp_path), "--resume"])
     assert again["contrasts"] == record["contrasts"]

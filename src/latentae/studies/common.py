@@ -263,6 +263,19 @@ def arm_summary(runs: list[dict]) -> list[dict]:
                 kv[0][1], kv[0][2] != "test", kv[0][0]))]
 
 
+def plot_metric_series(path: Path, record: dict[str, Any], keys: dict[Any, str],
+                       xlabel: str, ylabel: str, logx: bool = False) -> None:
+    """Per arm, the mean over seeds (final budget, test set) of ``keys`` (x -> metric
+    name) against x: e.g. PSNR against evaluation resolution, MMD against σ."""
+    series: dict[str, tuple[list, list]] = {}
+    for arm in dict.fromkeys(r["arm"] for r in record["runs"]):
+        finals = [r["budgets"][max(r["budgets"], key=int)]["test"] for r in record["runs"]
+                  if r["arm"] == arm]
+        xs = [x for x, k in keys.items() if all(k in f for f in finals)]
+        series[arm] = (xs, [float(np.mean([f[keys[x]] for f in finals])) for x in xs])
+    plot(path, series, xlabel, ylabel, f"{record['study']} ({record['scale']['name']})", logx)
+
+
 def plot_curves(path: Path, results: list[dict], title: str) -> None:
     """Mean held-out validation PSNR against steps, one line per arm."""
     series: dict[str, dict[int, list[float]]] = {}

@@ -50,6 +50,13 @@ def extra_metrics(model, scale: design.Scale, data: Path, cache: Path) -> dict[s
                                          for s, v in zip(res["sigma"], res["mmd2"])}}
 
 
+def plot_results(out: Path, record: dict) -> None:
+    """``OUT/mmd_vs_sigma.png``: mean whole-code MMD² ×1e3 per σ and arm."""
+    common.plot_metric_series(out / "mmd_vs_sigma.png", record,
+                              {s: f"mmd_s{int(s)}" for s in TABLE6_SIGMAS}, "RBF σ",
+                              "MMD² to N(0, I) ×10³", logx=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     common.run_study(sys.modules[__name__], argv)
     return 0

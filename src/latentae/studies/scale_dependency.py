@@ -42,6 +42,15 @@ def extra_metrics(model, scale: design.Scale, data: Path, cache: Path) -> dict[s
     return out
 
 
+def plot_results(out: Path, record: dict) -> None:
+    """``OUT/psnr_vs_resolution.png``: mean test PSNR at R, 2R, 4R per arm."""
+    r = record["scale"]["resolution"]
+    common.plot_metric_series(out / "psnr_vs_resolution.png", record,
+                              {k * r: f"psnr_{k}R" for k in (1, 2, 4)},
+                              "evaluation crop size (px)", "PSNR (dB), held-out crops",
+                              logx=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     common.run_study(sys.modules[__name__], argv)
     return 0
