@@ -108,13 +108,13 @@ def test_a_checkpoint_ahead_of_the_curve_is_not_trained_past(shared_data, fetche
         return 1.0
     with pytest.raises(KeyboardInterrupt):
         design.train_arm(run, tmp_path / "init", recipe, data, 0, scale, stop_at_second)
-    assert design.trained_steps(run, recipe) == 4  # the curve holds only step 2
+    assert design.trained_steps(run, recipe)[0] == 4  # the curve holds only step 2
     chunks, real = [], design.train
     monkeypatch.setattr(design, "train", lambda cfg, r: chunks.append(cfg.max_steps) or
                         real(cfg, r))
     again = design.train_arm(run, tmp_path / "init", recipe, data, 0, scale, lambda m: 1.0)
     assert [c["step"] for c in again["curve"]] == [2, 4, 6, 8] and chunks == [2, 2]
-    assert design.trained_steps(run, recipe) == 8
+    assert design.trained_steps(run, recipe)[0] == 8
 
 
 def test_paired_seed_ignores_the_arm_and_plateau_rule_fires():

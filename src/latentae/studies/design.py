@@ -184,11 +184,8 @@ class Plateau:
         return recent / before - 1 < self.rel_tol if before > 0 else recent <= before
 
 
-def ema_from_checkpoint(init: Path, run_dir: Path) -> torch.nn.Module:
-    """The model of ``init`` with the EMA weights of the newest checkpoint of a run."""
-    saved = load_latest(run_dir / "checkpoints")
-    if saved is None:
-        raise InputError(f"{run_dir} holds no checkpoint")
+def ema_from_checkpoint(init: Path, saved: dict[str, Any]) -> torch.nn.Module:
+    """The model of ``init`` with the EMA weights of a loaded checkpoint ``saved``."""
     model = load(init)
     model.load_state_dict(saved["ema"]["model"])
     return model.eval()
@@ -205,14 +202,15 @@ def run_config(init: Path, data: Path, run_dir: Path, seed: int, scale: Scale, c
         "device": scale.device, "workers": scale.workers, **(overrides or {})})
 
 
-def trained_steps(run_dir: Path, recipe: Recipe) -> int:
-    """Optimizer steps in the newest checkpoint of ``run_dir`` (0 without one)."""
+def trained_steps(run_dir: Path, recipe: Recipe) -> tuple[int, dict[str, Any] | None]:
+    """Optimizer steps in the newest checkpoint of ``run_dir`` and that checkpoint
+    (``(0, None)`` without one)."""
     saved = load_latest(run_dir / "checkpoints")
     if saved is None:
-        return 0
+        return 0, None
     state, phases = saved["state"], recipe.phases
     return (sum(p.steps for p in phases[:state["phase"]])
-            + state["phase_nimg"] // phases[state["phase"]].batch_size)
+            + state["phase_nimg"] // phases[state["phase"]].batch_size), saved
 
 
 def train_arm(run_dir: Path, init: Path, recipe: Recipe, data: Path, seed: int,
@@ -229,14 +227,15 @@ def train_arm(run_dir: Path, init: Path, recipe: Recipe, data: Path, seed: int,
     while not rec["done"]:
         t0, last = time.perf_counter(), rec["curve"][-1]["step"] if rec["curve"] else 0
         step = min(last + scale.eval_every, total)
-        before = trained_steps(run_dir, recipe)  # ahead of the curve after an interruption
-        if before < step:
-            train(run_config(init, data, run_dir, seed, scale, step - before, overrides),
+        done, saved = trained_steps(run_dir, recipe)  # ahead of the curve after a stop
+        if done < step:
+            train(run_config(init, data, run_dir, seed, scale, step - done, overrides),
                   recipe)
-        if trained_steps(run_dir, recipe) < step:  # SIGTERM: the checkpoint is kept
+            done, saved = trained_steps(run_dir, recipe)
+        if done < step:  # SIGTERM: the checkpoint is kept
             raise TrainingStopped(f"{run_dir} stopped before step {step}; --resume "
                                   "continues it")
-        model = ema_from_checkpoint(init, run_dir)
+        model = ema_from_checkpoint(init, saved)
         rec["curve"].append({"step": step, "val": validate(model)})
         if step in scale.budgets or step >= total:
             model.save_pretrained(str(run_dir / f"model-{step}"))

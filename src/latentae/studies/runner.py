@@ -163,11 +163,12 @@ def train_and_test(mod: ModuleType, arm: str, seed_index: int, scale: design.Sca
             # model only: a diffusion model trained on its latents costs more than the AE
             tested[str(b)]["test"].update(mod.generation_metrics(
                 Path(path), scale, data, cache, folder / "diffusion", seed))
+    final = load(saved[-1][1])
     return {"arm": arm, "seed_index": seed_index, "seed": seed, "curve": rec["curve"],
             "plateau": rec.get("plateau", False), "train_s": rec["seconds"],
             "final_model": saved[-1][1], "budgets": tested,
-            "params": sum(p.numel() for p in load(saved[-1][1]).parameters()),
-            "encoder_gflop": encoder_gflop(load(saved[-1][1]), res)}
+            "params": sum(p.numel() for p in final.parameters()),
+            "encoder_gflop": encoder_gflop(final, res)}
 
 
 def encoder_gflop(model: torch.nn.Module, resolution: int) -> float:
