@@ -199,6 +199,25 @@ def test_arm_lr_multipliers_override_the_shared_one(shared_data, tmp_path, monke
                                                 str(tmp_path)])
 
 
+def test_arms_that_need_lpips_are_left_to_the_gpu_scale_and_refused_without_it():
+    from latentae.studies import highres_adaptation as hr
+    from latentae.studies import recipe_ablations as ra
+    for mod, gpu_only in ((hr, {"p3"}), (ra, {a for a in ra.ARMS if a.startswith("gan-")})):
+        cpu = common.chosen_arms(mod, common.parser("x", "").parse_args([]),
+                                 mod.SCALES["cpu"])
+        gpu = common.chosen_arms(mod, common.parser("x", "").parse_args(["--scale", "gpu"]),
+                                 mod.SCALES["gpu"])
+        assert set(gpu) == set(mod.ARMS) and set(gpu) - set(cpu) == gpu_only
+        arm = sorted(gpu_only)[0]
+        with pytest.raises(InputError, match="LPIPS"):
+            mod.build(arm, mod.SCALES["cpu"], Path("parent/s0/run/model"))
+        assert mod.build(arm, mod.SCALES["gpu"], Path("parent/s0/run/model"))[0] is None
+    # the cpu scales: L1 only (PSNR-judged), each architecture at its pilot lr
+    assert ra.SCALES["cpu"].lr_mult == 16.0 and hr.SCALES["cpu"].lr_mult == 8.0
+    phase = hr.build("high", hr.SCALES["cpu"])[1].phases[0]
+    assert phase.losses.perceptual == 0.0 and phase.resolution == 128
+
+
 def test_failed_runs_are_reported_together_naming_each(tmp_path):
     from latentae.errors import StateError
     from latentae.studies import runner

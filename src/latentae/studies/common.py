@@ -123,9 +123,13 @@ def setup(args: argparse.Namespace, name: str) -> Path:
     return out
 
 
-def chosen_arms(mod: ModuleType, args: argparse.Namespace) -> tuple[str, ...]:
+def chosen_arms(mod: ModuleType, args: argparse.Namespace, scale: design.Scale
+                ) -> tuple[str, ...]:
+    """``--arms``, else ``QUICK_ARMS`` (``--quick``), else the study's ``SCALE_ARMS`` for
+    this scale (arms that only a bigger scale can train), else every arm."""
+    default = getattr(mod, "SCALE_ARMS", {}).get(scale.name, tuple(mod.ARMS))
     arms = tuple(args.arms.split(",")) if args.arms else (
-        mod.QUICK_ARMS if args.quick else tuple(mod.ARMS))
+        mod.QUICK_ARMS if args.quick else default)
     named = dict(arm_multipliers(args.arm_lr_mult) or ())
     unknown = sorted((set(arms) | set(named)) - set(mod.ARMS))
     if unknown:
@@ -137,7 +141,7 @@ def run_study(mod: ModuleType, argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, run every (arm, seed), write results.json/table.md/curves.png."""
     args = parser(mod.NAME, mod.__doc__).parse_args(argv)
     started, scale = time.perf_counter(), scale_from(args, getattr(mod, "SCALES", None))
-    out, arms = setup(args, mod.NAME), chosen_arms(mod, args)
+    out, arms = setup(args, mod.NAME), chosen_arms(mod, args, scale)
     if args.runs_from:
         link_runs(Path(args.runs_from), out, mod, arms, scale, args.seed)
     results = runner.run_all(mod, arms, scale, out, args.seed, TRAIN_DATA, EVAL_DATA,

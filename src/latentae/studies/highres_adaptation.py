@@ -14,6 +14,13 @@ optimisers (phase 1 AdamW lr 6.4e-5 wd 0.1; phase 2 lr 1.6e-5 wd 0.001; phase 3 
 only ``encoder.head.K`` + ``decoder.input.K`` trainable; ``p3`` continues ``p2-2`` at R
 with ``decoder.head`` + PatchGAN. The penalty and phase 2 are judged by PSNR at 2R on
 the same native-scale held-out crops (``psnr_2R``); phase 3 by LPIPS/KID at R.
+
+Sizes (``SCALES``): ``--scale cpu`` R = 64 (2R = 128: f32 latents of 2×2 and 4×4), batch
+8, budgets 150/300 (validation every 50), lr × 8 (the DC-AE pilot of ``dcae_shortcuts``),
+3 paired seeds, L1 only — the penalty and phase 2 are judged by PSNR (rule 5), and the
+2R arms dominate the cost (≈ 4× the pixels), so 300 steps is what fits 45 minutes at
+``--jobs 2``. ``p3`` needs an LPIPS-trained phase 1 (LPIPS-VGG in the loss): it runs at
+``--scale gpu`` only (``SCALE_ARMS``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from latentae.errors import InputError
 from latentae.eval.psnr_ssim import psnr_per_image
 from latentae.registry import create_model
 from latentae.studies import common, design
@@ -37,6 +45,9 @@ ARMS = {"low": "phase 1 at R", "high": "phase 1 at 2R",
         "p3": "p2-2 → phase 3 at R, decoder.head + PatchGAN"}
 QUICK_ARMS = ("low", "p2-1")
 PARENTS = {"p2-1": "low", "p2-2": "low", "p2-3": "low", "p3": "p2-2"}
+SCALES = {**design.SCALES,
+          "cpu": design.Scale("cpu", 64, 8, (150, 300), 50, 64, 512, 128, 0, 3, lr_mult=8.0)}
+SCALE_ARMS = {"cpu": tuple(a for a in ARMS if a != "p3")}  # p3: on an LPIPS-trained p1
 SRC = "DC-AE fig. 3b / table 6 (rFID): direction only"
 CONTRASTS = (Contrast("high", "low", "psnr_2R", 0.0, SRC),
              *(Contrast(f"p2-{k}", "low", "psnr_2R", 0.0, SRC) for k in (1, 2, 3)),
@@ -51,12 +62,15 @@ def preset(scale: Scale) -> str:
 
 def build(arm: str, scale: Scale, init_from: Path | None = None):
     steps, r, m = scale.budgets[-1], scale.resolution, scale.lr_mult
-    loss = LossWeights(perceptual=1.0, kl=0.0)
+    loss = LossWeights(perceptual=1.0 if scale.perceptual else 0.0, kl=0.0)
     if arm in ("low", "high"):
         phase = Phase(arm, steps, r if arm == "low" else 2 * r, scale.batch_size, 6.4e-5 * m,
                       optimizer="adamw", weight_decay=0.1, losses=loss)
         return create_model(preset(scale)), Recipe(arm, (phase,))
     if arm == "p3":
+        if not scale.perceptual:
+            raise InputError("arm p3 (phase 3) continues an LPIPS-trained phase 1: run it "
+                             "at a scale with LPIPS-VGG in the loss (--scale gpu)")
         phase = Phase("p3", steps, r, scale.batch_size, 5.4e-5 * m, optimizer="adamw",
                       betas=(0.5, 0.9), train_groups=("decoder.head",),
                       losses=LossWeights(perceptual=1.0, kl=0.0, adversarial=0.1),

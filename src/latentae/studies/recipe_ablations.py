@@ -15,17 +15,25 @@ arms warm-start from base's final model of the same seed (``PARENTS``) and run t
 phase for the budgets. The constant weight is set to the median adaptive weight the
 ``gan-unet-adaptive`` run of that seed logged, when it exists (else 0.1: run the adaptive
 arm first, as ``--jobs 1`` does). GAN arms are judged by LPIPS and KID.
+
+Sizes (``SCALES``): ``--scale cpu`` is ``design.SCALES["cpu"]`` (64², batch 8, budgets
+200/400/800, 3 paired seeds) at lr × 16 (the ``litevae-vs-sdvae`` sweep's best for
+``litevae-tiny``) with the PSNR-judged arms only (``SCALE_ARMS``: base, wavelet, smc;
+L1 + KL, no LPIPS: rule 5). The GAN arms need LPIPS-VGG in the loss of base and of the
+GAN phase, which on this CPU costs several times an L1 step: they run at ``--scale gpu``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import sys
 from pathlib import Path
 
+from latentae.errors import InputError
 from latentae.registry import create_model
-from latentae.studies import common
+from latentae.studies import common, design
 from latentae.studies.design import Scale, litevae_phase
 from latentae.studies.runner import Contrast
 from latentae.train.recipes import Recipe
@@ -33,12 +41,14 @@ from latentae.train.recipes import Recipe
 NAME = "recipe_ablations"
 CLAIM = ("LiteVAE tables 4, 8–10: wavelet/high-pass losses +0.40 dB, SMC +0.08 dB, a "
          "constant GAN weight ≈ the adaptive one, U-Net D better rFID than PatchGAN")
-ARMS = {"base": "L1 + LPIPS + KL, GroupNorm", "wavelet": "+ wavelet 0.1 + high-pass 0.1",
+ARMS = {"base": "L1 + KL (+ LPIPS at gpu), GroupNorm", "wavelet": "+ wavelet 0.1 + high-pass 0.1",
         "smc": "SMC decoder", "gan-unet-adaptive": "base → U-Net D, adaptive weight",
         "gan-unet-const": "base → U-Net D, constant weight",
         "gan-patchgan-adaptive": "base → PatchGAN D, adaptive weight"}
 QUICK_ARMS = ("base", "wavelet")
 PARENTS = {a: "base" for a in ARMS if a.startswith("gan-")}
+SCALES = {**design.SCALES, "cpu": dataclasses.replace(design.SCALES["cpu"], lr_mult=16.0)}
+SCALE_ARMS = {"cpu": ("base", "wavelet", "smc")}  # the GAN arms need LPIPS: --scale gpu
 CONTRASTS = (
     Contrast("wavelet", "base", "psnr", 0.40, "LiteVAE table 9"),
     Contrast("smc", "base", "psnr", 0.08, "LiteVAE table 4"),
@@ -65,10 +75,13 @@ def build(arm: str, scale: Scale, init_from: Path | None = None):
     steps, r = scale.budgets[-1], scale.resolution
     if arm in ("base", "wavelet", "smc"):
         extra = dict(wavelet=0.1, highpass=0.1) if arm == "wavelet" else {}
-        extra["perceptual"] = 1.0  # the GAN arms start from a converged L1+LPIPS model
         model = create_model("litevae-tiny", **({"decoder_norm": "smc"} if arm == "smc"
                                                 else {}))
         return model, Recipe(arm, (litevae_phase("main", steps, r, scale, **extra),))
+    if not scale.perceptual:
+        raise InputError(f"arm {arm} warm-starts from an L1+LPIPS base and is judged by "
+                         "LPIPS/KID: run it at a scale with LPIPS-VGG in the loss "
+                         "(--scale gpu)")
     const = arm == "gan-unet-const"
     weight = adaptive_median(init_from) if const else 0.5  # LDM disc_weight 0.5 × adaptive
     phase = litevae_phase("gan", steps, r, scale, adversarial=weight, adaptive=not const,

@@ -3,7 +3,8 @@ resumable), tested at each budget on the held-out and kodak crops, then the pair
 contrasts with bootstrap CIs, the MDE and the verdict (``stats.py``).
 
 A study module declares ``NAME``, ``CLAIM`` (text), ``ARMS`` (name -> description),
-``QUICK_ARMS``, ``CONTRASTS`` (:class:`Contrast` records), optionally ``PARENTS``
+``QUICK_ARMS``, ``CONTRASTS`` (:class:`Contrast` records), optionally ``SCALE_ARMS``
+(scale name -> the arms run by default there), ``SCALES`` (its own sizes), ``PARENTS``
 (arm -> the arm whose final model it starts from, e.g. GAN arms warm-started from the
 converged L1+LPIPS run) and ``build(arm, scale, init_from) -> (model | None, Recipe)``
 (a fresh model, built after ``torch.manual_seed(run seed)``; ``None`` with ``init_from``
