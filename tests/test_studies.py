@@ -235,6 +235,21 @@ def test_study_refuses_an_old_folder_without_resume(shared_data, tmp_path, monke
         common.run_study(dcae_shortcuts, ["--quick", "--out", str(tmp_path)])
 
 
+def test_a_resume_with_other_settings_is_refused_but_more_seeds_are_not(shared_data, tmp_path,
+                                                                       monkeypatch):
+    # finished runs are reused as they are: a resume that changed the lr (or budgets,
+    # crops...) would have labelled the old runs with the new settings
+    monkeypatch.setattr(common, "TRAIN_DATA", shared_data / "bsds400-train")
+    monkeypatch.setattr(common, "EVAL_DATA", shared_data / "kodak24")
+    common.keep_scale(tmp_path, design.get_scale("quick"))
+    (tmp_path / "dcae-f32").mkdir()
+    for extra, field in ((["--lr-mult", "2"], "lr_mult"), (["--budgets", "1,2"], "budgets")):
+        with pytest.raises(InputError, match=field):
+            common.run_study(dcae_shortcuts, ["--quick", "--out", str(tmp_path), "--resume",
+                                              *extra])
+    common.keep_scale(tmp_path, design.get_scale("quick", seeds=5))  # more seeds: allowed
+
+
 def test_study_list_shows_the_diffusion_studies_runnable(capsys):
     assert main(["study", "list"]) == 0
     out = capsys.readouterr().out

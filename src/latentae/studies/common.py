@@ -123,6 +123,29 @@ def setup(args: argparse.Namespace, name: str) -> Path:
     return out
 
 
+# Scale fields a resumed study may change: more seeds add runs; data workers do not
+# change what a run computes.
+RESUMABLE_FIELDS = ("seeds", "workers")
+
+
+def keep_scale(out: Path, scale: design.Scale) -> None:
+    """Record how ``out``'s runs are made (``OUT/scale.json``), or check a resumed study
+    against it: finished runs are reused as they are, so a resume with other budgets, lr,
+    crops... would mix two designs under one label -> InputError naming the fields."""
+    path = out / "scale.json"
+    ours = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(scale))).items()
+            if k not in RESUMABLE_FIELDS}
+    if not path.is_file():
+        atomic_write_text(path, json.dumps(ours, indent=1))
+        return
+    theirs = json.loads(path.read_text())
+    differ = [f"{k} {theirs.get(k)} ≠ {v}" for k, v in ours.items() if theirs.get(k) != v]
+    if differ:
+        raise InputError(f"{out} holds runs made with other settings ({'; '.join(differ)}): "
+                         "--resume with the same options, --fresh to start over, or "
+                         "another --out")
+
+
 def chosen_arms(mod: ModuleType, args: argparse.Namespace, scale: design.Scale
                 ) -> tuple[str, ...]:
     """``--arms``, else ``QUICK_ARMS`` (``--quick``), else the study's ``SCALE_ARMS`` for
@@ -142,6 +165,7 @@ def run_study(mod: ModuleType, argv: list[str] | None = None) -> dict[str, Any]:
     args = parser(mod.NAME, mod.__doc__).parse_args(argv)
     started, scale = time.perf_counter(), scale_from(args, getattr(mod, "SCALES", None))
     out, arms = setup(args, mod.NAME), chosen_arms(mod, args, scale)
+    keep_scale(out, scale)
     if args.runs_from:
         link_runs(Path(args.runs_from), out, mod, arms, scale, args.seed)
     results = runner.run_all(mod, arms, scale, out, args.seed, TRAIN_DATA, EVAL_DATA,
