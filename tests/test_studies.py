@@ -227,6 +227,37 @@ def test_failed_runs_are_reported_together_naming_each(tmp_path):
                        tmp_path / "no-data", tmp_path / "no-kodak", jobs=2)
 
 
+def test_a_run_is_trained_by_one_worker_while_another_waits_for_it(tmp_path):
+    # two workers can need the same parent run (highres-adaptation: p3 on p2-2 while
+    # another worker trains p2-2); the second must wait, not train the folder too
+    import threading
+
+    from latentae.studies.runner import run_lock
+    log, inside, release = [], threading.Event(), threading.Event()
+
+    def first():
+        with run_lock(tmp_path / "p2-2" / "s0"):
+            inside.set()
+            release.wait(10)
+            log.append("first done")
+
+    def second():
+        inside.wait(10)
+        with run_lock(tmp_path / "p2-2" / "s0"):
+            log.append("second in")
+
+    threads = [threading.Thread(target=f) for f in (first, second)]
+    for t in threads:
+        t.start()
+    inside.wait(10)
+    threads[1].join(0.5)  # without the lock, "second in" is logged here
+    assert log == []
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert log == ["first done", "second in"]
+
+
 def test_study_refuses_an_old_folder_without_resume(shared_data, tmp_path, monkeypatch):
     monkeypatch.setattr(common, "TRAIN_DATA", shared_data / "bsds400-train")
     monkeypatch.setattr(common, "EVAL_DATA", shared_data / "kodak24")

@@ -16,9 +16,12 @@ only (the diffusion studies: a diffusion model trained on its latents, in ``fold
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib
 import json
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -118,18 +121,35 @@ def run_one(module_name: str, arm: str, seed_index: int, scale: design.Scale, ou
     mod = importlib.import_module(f"latentae.studies.{module_name}")
     folder = Path(out) / arm / f"s{seed_index}"
     cached = folder / "result.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())
-    parent = getattr(mod, "PARENTS", {}).get(arm)
-    init_from = None
-    if parent:
-        pres = run_one(module_name, parent, seed_index, scale, out, study_seed, data, kodak,
-                       threads)
-        init_from = Path(pres["final_model"])
-    res = train_and_test(mod, arm, seed_index, scale, Path(out), study_seed, Path(data),
-                         Path(kodak), init_from)
-    atomic_write_text(cached, json.dumps(res))
-    return res
+    with run_lock(folder):  # a worker that needs this run as a parent waits for it
+        if cached.is_file():
+            return json.loads(cached.read_text())
+        parent = getattr(mod, "PARENTS", {}).get(arm)
+        init_from = None
+        if parent:
+            pres = run_one(module_name, parent, seed_index, scale, out, study_seed, data,
+                           kodak, threads)
+            init_from = Path(pres["final_model"])
+        res = train_and_test(mod, arm, seed_index, scale, Path(out), study_seed, Path(data),
+                             Path(kodak), init_from)
+        atomic_write_text(cached, json.dumps(res))
+        return res
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder/.lock`` (``flock``, exclusive) while one process trains the run: two
+    workers may reach the same parent run (``PARENTS``: p2-2 for p3 while another worker
+    trains it); the second waits and then finds it cached. Locks are taken child before
+    parent, never the other way, so they cannot deadlock; the OS drops them if a worker
+    dies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def train_and_test(mod: ModuleType, arm: str, seed_index: int, scale: design.Scale,
