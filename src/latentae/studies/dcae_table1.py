@@ -22,8 +22,8 @@ better); reconstruction PSNR/LPIPS in the table for context.
 Sizes (``SCALES``): ``--scale cpu`` 128² (16 tokens in every arm), AE batch 8, cap 150
 steps (validation every 50), 3 seeds, 256 test / 64 kodak crops; U-ViT 1,000 steps of
 batch 32 on 1,050 training crops (3 per image), 256 samples (25 steps) against 256
-held-out crops, KID subsets of 128 — about 40 minutes at ``--jobs 2`` on the 2-core
-CPU (estimated from component timings, not a run). ``--scale gpu`` 256² (64 tokens, the
+held-out crops, KID subsets of 128 — 43 minutes at ``--jobs 2`` on the 2-core CPU
+(measured; docs/results.md). ``--scale gpu`` 256² (64 tokens, the
 paper's count), AE batch 32 for 2,000 steps with LPIPS, ``uvit-s`` 20,000 steps of
 batch 256 on 8,750 crops, 2,048 samples (30 steps) against 2,048 crops (not run).
 """
