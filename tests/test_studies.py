@@ -258,6 +258,19 @@ def test_a_run_is_trained_by_one_worker_while_another_waits_for_it(tmp_path):
     assert log == ["first done", "second in"]
 
 
+def test_the_constant_gan_arm_runs_after_the_adaptive_one_whose_log_it_reads(tmp_path,
+                                                                         monkeypatch):
+    # with two workers, gan-unet-const could start while gan-unet-adaptive still writes
+    # the log its constant weight is the median of (a partial log: another weight)
+    from latentae.studies import runner
+    order = []
+    monkeypatch.setattr(runner, "train_and_test", lambda mod, arm, *a: order.append(arm)
+                        or {"final_model": str(tmp_path / arm)})
+    runner.run_one("recipe_ablations", "gan-unet-const", 0, design.get_scale("quick"),
+                   str(tmp_path), 0, "data", "kodak", 1)
+    assert order == ["base", "gan-unet-adaptive", "gan-unet-const"]
+
+
 def test_study_refuses_an_old_folder_without_resume(shared_data, tmp_path, monkeypatch):
     monkeypatch.setattr(common, "TRAIN_DATA", shared_data / "bsds400-train")
     monkeypatch.setattr(common, "EVAL_DATA", shared_data / "kodak24")

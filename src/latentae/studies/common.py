@@ -37,14 +37,15 @@ EVAL_DATA = DATA / "kodak24"
 DEFAULT_OUT = Path("runs") / "studies"
 
 
-def parser(name: str, doc: str) -> argparse.ArgumentParser:
-    """The options every study takes."""
+def parser(name: str, doc: str, scales: dict | None = None) -> argparse.ArgumentParser:
+    """The options every study takes (``--scale`` from ``scales``, a study's own, or
+    ``design.SCALES``)."""
     p = argparse.ArgumentParser(prog=f"latentae study {name.replace('_', '-')}",
                                 description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="tiny settings (--scale quick: 32², a few steps): a smoke run")
-    p.add_argument("--scale", default="cpu", choices=sorted(design.SCALES),
+    p.add_argument("--scale", default="cpu", choices=sorted(scales or design.SCALES),
                    help="cpu: 64², this 2-core machine; gpu: 128², bf16, one large GPU "
                         "(a study may size its own: see its description)")
     p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT}/{name})")
@@ -162,7 +163,7 @@ def chosen_arms(mod: ModuleType, args: argparse.Namespace, scale: design.Scale
 
 def run_study(mod: ModuleType, argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, run every (arm, seed), write results.json/table.md/curves.png."""
-    args = parser(mod.NAME, mod.__doc__).parse_args(argv)
+    args = parser(mod.NAME, mod.__doc__, getattr(mod, "SCALES", None)).parse_args(argv)
     started, scale = time.perf_counter(), scale_from(args, getattr(mod, "SCALES", None))
     out, arms = setup(args, mod.NAME), chosen_arms(mod, args, scale)
     keep_scale(out, scale)

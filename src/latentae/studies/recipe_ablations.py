@@ -47,6 +47,7 @@ ARMS = {"base": "L1 + KL (+ LPIPS at gpu), GroupNorm", "wavelet": "+ wavelet 0.1
         "gan-patchgan-adaptive": "base → PatchGAN D, adaptive weight"}
 QUICK_ARMS = ("base", "wavelet")
 PARENTS = {a: "base" for a in ARMS if a.startswith("gan-")}
+AFTER = {"gan-unet-const": ("gan-unet-adaptive",)}  # its weight: the adaptive run's median
 SCALES = {**design.SCALES, "cpu": dataclasses.replace(design.SCALES["cpu"], lr_mult=16.0)}
 SCALE_ARMS = {"cpu": ("base", "wavelet", "smc")}  # the GAN arms need LPIPS: --scale gpu
 CONTRASTS = (

@@ -6,9 +6,11 @@ A study module declares ``NAME``, ``CLAIM`` (text), ``ARMS`` (name -> descriptio
 ``QUICK_ARMS``, ``CONTRASTS`` (:class:`Contrast` records), optionally ``SCALE_ARMS``
 (scale name -> the arms run by default there), ``SCALES`` (its own sizes), ``PARENTS``
 (arm -> the arm whose final model it starts from, e.g. GAN arms warm-started from the
-converged L1+LPIPS run) and ``build(arm, scale, init_from) -> (model | None, Recipe)``
-(a fresh model, built after ``torch.manual_seed(run seed)``; ``None`` with ``init_from``
-continues the parent's model). Optional hooks, merged into the tested ``test`` metrics:
+converged L1+LPIPS run), ``AFTER`` (arm -> arms that must be finished first, e.g. the
+one whose logged adaptive weight sets this arm's constant) and
+``build(arm, scale, init_from) -> (model | None, Recipe)`` (a fresh model, built after
+``torch.manual_seed(run seed)``; ``None`` with ``init_from`` continues the parent's
+model). Optional hooks, merged into the tested ``test`` metrics:
 ``extra_metrics(model, scale, data, cache)`` at every budget, and
 ``generation_metrics(model_path, scale, data, cache, folder, seed)`` on the final model
 only (the diffusion studies: a diffusion model trained on its latents, in ``folder``).
@@ -124,6 +126,9 @@ def run_one(module_name: str, arm: str, seed_index: int, scale: design.Scale, ou
     with run_lock(folder):  # a worker that needs this run as a parent waits for it
         if cached.is_file():
             return json.loads(cached.read_text())
+        for before in getattr(mod, "AFTER", {}).get(arm, ()):  # runs whose logs it reads
+            run_one(module_name, before, seed_index, scale, out, study_seed, data, kodak,
+                    threads)
         parent = getattr(mod, "PARENTS", {}).get(arm)
         init_from = None
         if parent:
