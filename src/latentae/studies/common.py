@@ -163,8 +163,9 @@ def chosen_arms(mod: ModuleType, args: argparse.Namespace, scale: design.Scale
 
 def run_study(mod: ModuleType, argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, run every (arm, seed), write results.json/table.md/curves.png."""
-    args = parser(mod.NAME, mod.__doc__, getattr(mod, "SCALES", None)).parse_args(argv)
-    started, scale = time.perf_counter(), scale_from(args, getattr(mod, "SCALES", None))
+    scales = getattr(mod, "SCALES", None)  # a study's own sizes, else design.SCALES
+    args = parser(mod.NAME, mod.__doc__, scales).parse_args(argv)
+    started, scale = time.perf_counter(), scale_from(args, scales)
     out, arms = setup(args, mod.NAME), chosen_arms(mod, args, scale)
     keep_scale(out, scale)
     if args.runs_from:
