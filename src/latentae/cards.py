@@ -4,6 +4,10 @@ A card is a YAML front-matter block between two ``---`` lines at the top of
 ``README.md`` (the Hugging Face model-card layout), holding the machine-readable fields,
 followed by Markdown written from those fields. The front matter is the source of truth:
 each latentae write renders the prose again from it (edit the fields, not the tables).
+A README is a latentae card only when its front matter carries the marker
+``latentae_card: 1`` (:data:`MARKER`; cards written before it: ``latentae_version``);
+any other README, with front matter or not (every Hugging Face model repository has
+some), is the user's and is never rewritten.
 
 Fields (a field that is not known is left out)::
 
@@ -46,18 +50,21 @@ import yaml
 from latentae.files import atomic_write_text
 from latentae.version import __version__
 
-__all__ = ["CARD_NAME", "FINGERPRINT_RULE", "card_fields", "command_line", "data_fingerprint",
-           "files_fingerprint", "flatten", "model_facts", "read_card", "recorded_command",
+__all__ = ["CARD_NAME", "FINGERPRINT_RULE", "MARKER", "card_fields", "command_line",
+           "data_fingerprint", "files_fingerprint", "flatten", "model_facts", "read_card",
+           "recorded_command",
            "render_card", "unrepeated", "with_evaluation", "write_card"]
 
 CARD_NAME = "README.md"
+MARKER = "latentae_card"  # front-matter key that makes a README a latentae card
 FINGERPRINT_RULE = "sha256 of the sorted names, each followed by a newline (UTF-8)"
 # Fields a writer sets afresh (never carried from the card of the folder it came from).
 _WRITER_FIELDS = ("library_name", "format", "kind", "family", "preset", "parameters",
                   "spatial_compression_ratio", "latent_channels", "latent_size",
                   "patch_size", "tokens", "num_classes", "learn_sigma", "scaling_factor",
                   "shift_factor", "latentae_version", "command")
-_ORDER = ("library_name", "tags", "format", "kind", "family", "preset", "parameters",
+_ORDER = (MARKER, "library_name", "tags", "format", "kind", "family", "preset",
+          "parameters",
           "spatial_compression_ratio", "latent_channels", "latent_size", "patch_size",
           "tokens", "num_classes", "learn_sigma", "scaling_factor", "shift_factor",
           "base_model", "objective", "autoencoder", "resolution", "latent_norm", "recipe",
@@ -96,7 +103,8 @@ def data_fingerprint(spec: str | os.PathLike, names: Iterable[str], kind: str) -
     """``{spec, kind, count, sha256}`` of the ``names`` read from ``spec`` (the one rule,
     :data:`FINGERPRINT_RULE`): the same names give the same hash whatever their order."""
     names = sorted(names)
-    digest = hashlib.sha256("".join(n + "\n" for n in names).encode()).hexdigest()
+    text = "".join(n + "\n" for n in names)  # undecodable file names as their bytes
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
     return {"spec": str(spec), "kind": kind, "count": len(names), "sha256": digest}
 
 
@@ -154,7 +162,7 @@ def unrepeated(card: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
     already states with the same value, and without the hub's copies of other fields
     (``library_name`` = ``format``; the tags a writer derives): what ``latentae info``
     prints. A field that disagrees with ``known`` is kept, so the disagreement shows."""
-    out = {k: v for k, v in card.items() if k not in known or known[k] != v}
+    out = {k: v for k, v in card.items() if k != MARKER and (k not in known or known[k] != v)}
     if out.get("library_name") == out.get("format"):
         out.pop("library_name", None)
     derived = {"latentae", card.get("kind", "autoencoder"), card.get("family"), card.get("format")}
@@ -213,6 +221,9 @@ def read_card(directory: str | os.PathLike) -> tuple[dict[str, Any] | None, str]
         return None, f"{CARD_NAME}'s front matter is not valid YAML ({' '.join(str(e).split())})"
     if not isinstance(fields, dict):
         return None, f"{CARD_NAME}'s front matter is not a mapping of fields"
+    if MARKER not in fields and "latentae_version" not in fields:
+        return None, (f"{CARD_NAME} was not written by latentae (its front matter has no "
+                      f"{MARKER!r} field)")
     return fields, ""
 
 
@@ -226,7 +237,7 @@ def write_card(directory: str | os.PathLike, fields: dict[str, Any]) -> Path:
 def render_card(fields: dict[str, Any]) -> str:
     """The card's text: front matter, then a summary, training, evaluation, usage and
     provenance in Markdown."""
-    plain = json.loads(json.dumps(fields, default=str))  # tuples -> lists, paths -> str
+    plain = json.loads(json.dumps({MARKER: 1, **fields}, default=str))  # tuples -> lists
     front = yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, width=4096)
     parts = [_summary(plain), _training(plain), _evaluation(plain), _usage(plain),
              _provenance(plain)]

@@ -18,7 +18,10 @@ empty; an existing file is refused; a non-empty folder is refused unless ``--ove
 (which replaces what it holds), except that the resumable commands (``encode``,
 ``decode``, ``reconstruct``) continue a folder whose run record
 (:data:`RUN_RECORD`, written before their first output) names the same command, input
-and settings. Every command checks this before its slow part.
+and settings. Every command checks this before its slow part. With ``--overwrite``, a
+folder that holds one of the command's inputs, or lies inside one, is refused before
+anything is deleted (:func:`check_inputs_apart`). An OUT that is a symlink to a folder
+is written through (the folder it points to is the output).
 """
 
 from __future__ import annotations
@@ -30,18 +33,20 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from latentae.errors import DiskFullError, InputError
 
-__all__ = ["RUN_RECORD", "atomic_dir", "atomic_path", "atomic_write", "atomic_write_bytes",
-           "atomic_write_text", "check_inside", "disk_error", "prepare_output_dir",
-           "start_run_dir"]
+__all__ = ["LOCK_NAME", "RUN_RECORD", "atomic_dir", "atomic_path", "atomic_write",
+           "atomic_write_bytes", "atomic_write_text", "check_inputs_apart", "check_inside",
+           "disk_error",
+           "is_empty", "prepare_output_dir", "start_run_dir"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 RUN_RECORD = ".latentae-run.json"  # command, input and settings of a resumable run
+LOCK_NAME = ".latentae-lock"  # pid and host of the process writing a folder (locks.py)
 _TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # what _temporary names look like
 
 
@@ -133,12 +138,14 @@ def _remove(tmp: str) -> None:
 
 
 def prepare_output_dir(out: str | os.PathLike, overwrite: bool = False,
-                       run: dict[str, Any] | None = None) -> Path:
+                       run: dict[str, Any] | None = None,
+                       inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
     """The one rule for commands that write a folder (module docstring); checks only,
     creates nothing. ``out`` may be missing or empty; an existing file, a folder above
     that is a file or an unwritable folder is refused; a non-empty folder is refused
     unless ``overwrite`` or, for a resumable command (``run``: its command, input and
-    settings), unless its run record equals ``run``."""
+    settings), unless its run record equals ``run``. With ``overwrite``, ``inputs`` (the
+    command's model, data, checkpoint ... paths) must lie apart from ``out``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is a file, not a folder: choose another output")
@@ -147,13 +154,42 @@ def prepare_output_dir(out: str | os.PathLike, overwrite: bool = False,
         raise InputError(f"cannot write {out}: {above} is a file, not a folder")
     if above is not None and not os.access(above, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {out}: no write permission on {above}")
-    if not out.is_dir() or overwrite or not any(out.iterdir()):
+    if overwrite:
+        check_inputs_apart(out, inputs)
+    if not out.is_dir() or overwrite or is_empty(out):
         return out
     if run is None:
         raise InputError(f"{out} is not empty: choose another output folder or pass "
                          "--overwrite to replace what it holds")
     _check_run_record(out, run)
     return out
+
+
+def is_empty(folder: str | os.PathLike) -> bool:
+    """``folder`` holds nothing but a lock file (:data:`LOCK_NAME`)."""
+    return all(p.name == LOCK_NAME for p in Path(folder).iterdir())
+
+
+def check_inputs_apart(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None],
+                       deletes: Iterable[str | os.PathLike] | None = None) -> None:
+    """Refuse ``--overwrite`` when an input (an existing path among ``inputs``; preset
+    names and ``None`` are skipped) lies inside what it would delete (``deletes``, by
+    default all of ``out``), or is that, or holds it: checked before anything is deleted."""
+    gone = [Path(d) for d in (deletes if deletes is not None else [out])]
+    for given in inputs:
+        if given is None or not str(given) or not os.path.lexists(given):
+            continue
+        src = Path(given).resolve()
+        for d in gone:
+            dst = d.resolve()
+            if src == dst or dst in src.parents:
+                raise InputError(f"--overwrite would delete the input {given}: it lies "
+                                 f"inside the output {out}; choose another output folder "
+                                 "(or move the input out of it first)")
+            if src in dst.parents:
+                raise InputError(f"--overwrite would replace part of the input {given}: "
+                                 f"the output {out} lies inside it; choose an output "
+                                 "folder outside it")
 
 
 def _check_run_record(out: Path, run: dict[str, Any]) -> None:
@@ -207,6 +243,8 @@ def _record_text(run: dict[str, Any]) -> str:
 def _empty(folder: Path) -> None:
     """Remove everything inside ``folder`` (``--overwrite``)."""
     for p in folder.iterdir():
+        if p.name == LOCK_NAME:
+            continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
         else:
@@ -214,36 +252,50 @@ def _empty(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(out: str | os.PathLike, overwrite: bool = False,
+               inputs: Iterable[str | os.PathLike | None] = ()) -> Iterator[Path]:
     """Yield a hidden temporary folder beside ``out``; on success it becomes ``out``
     (replacing an old one only with ``overwrite``), on failure it is removed, with any
-    parent folders made for it."""
-    out = prepare_output_dir(out, overwrite)
+    parent folders made for it. A symlinked ``out`` stays a link: the folder it points
+    to is the one replaced. ``inputs``: as for :func:`prepare_output_dir`."""
+    shown = prepare_output_dir(out, overwrite, inputs=inputs)
+    out = Path(os.path.realpath(shown)) if shown.is_symlink() else shown
     made = _make_parents(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
-        old = None
-        if out.exists():  # moved aside first: a crash now leaves the old or the new folder
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old",
-                                        dir=out.parent))
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_made(made)
         if isinstance(e, DiskFullError):  # name the folder, not its hidden temporary
-            raise DiskFullError(str(e).replace(str(tmp), str(out))) from e
+            raise DiskFullError(str(e).replace(str(tmp), str(shown))) from e
         if isinstance(e, OSError):
-            err = disk_error(e, out)
+            err = disk_error(e, shown)
             if isinstance(err, OSError) and str(tmp) in str(err.filename or ""):
                 err = type(err)(err.errno, err.strerror,
-                                str(err.filename).replace(str(tmp), str(out)))
+                                str(err.filename).replace(str(tmp), str(shown)))
             raise err from e
         raise
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` onto ``out``, an old ``out`` moved aside first (a crash in between
+    leaves the old or the new folder) and removed after; nothing ``.old`` stays."""
+    old = tmp.with_name(tmp.name[:-len(".tmp")] + ".old")
+    moved = False
+    try:
+        if out.exists():
+            os.replace(out, old)
+            moved = True
+        os.replace(tmp, out)
+    except BaseException:
+        if moved and not out.exists():
+            os.replace(old, out)  # put the old folder back
+        raise
+    if moved:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _remove_made(made: list[Path]) -> None:

@@ -193,7 +193,7 @@ def encode_folder(runner: ModelRunner, images: str | os.PathLike, out: str | os.
     run = run_settings(runner, "encode", images, model_name, shard_size=shard_size,
                        apply_scaling=apply_scaling, sample=sample,
                        seed=seed if sample else None, pad=runner.pad)
-    out = prepare_output_dir(out, overwrite, run)
+    out = prepare_output_dir(out, overwrite, run, inputs=[model_name])
     chunks = [(out / f"latents-{j:05d}.safetensors", files[i:i + shard_size],
                keys[i:i + shard_size]) for j, i in enumerate(range(0, len(files), shard_size))]
     if not overwrite:

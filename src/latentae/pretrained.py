@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -177,9 +178,9 @@ def convert_directory(src: str | os.PathLike, out: str | os.PathLike, to: str | 
     if target == source_format:
         raise InputError(f"{src} is already a {source_format} model directory; to make a "
                          f"copy in the same format, copy the folder")
-    prepare_output_dir(out, overwrite)  # refuse before the slow part
+    prepare_output_dir(out, overwrite, inputs=[src])  # refuse before the slow part
     model = load(src)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, inputs=[src]) as tmp:
         save_pretrained(model, tmp, format=target, card=source_card(src))
     return target
 
@@ -201,9 +202,12 @@ def write_scaling_factors(model_dir: str | os.PathLike, scale: float, shift: flo
     else:
         raise InputError(f"{cfg_file} is neither a latentae nor a diffusers config")
     atomic_write_text(cfg_file, json.dumps(meta, indent=2) + "\n")
-    card = read_card(model_dir)[0]
+    card, why = read_card(model_dir)
     if card is not None:  # the card says what config.json says
         write_card(model_dir, {**card, "scaling_factor": scale, "shift_factor": shift})
+    elif (Path(model_dir) / CARD_NAME).exists():  # the user's README: never rewritten
+        print(f"note: {Path(model_dir) / CARD_NAME} is left as it is ({why}); the factors "
+              f"are in {cfg_file}", file=sys.stderr)
 
 
 def card_for_update(model_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ from latentae.diffusion.registry import list_diffusion
 from latentae.diffusion.train import train
 from latentae.errors import InputError
 from latentae.files import atomic_dir, prepare_output_dir
+from latentae.locks import hold
 from latentae.train.config import load_yaml
 
 # Flags that map one-to-one onto DiffusionConfig fields (None = not given: the recipe's
@@ -133,9 +134,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    npz = sample_folder(args.run, args.out, n=args.n, guidance=args.guidance,
-                        sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
-                        seed=args.seed, device=args.device, progress=not args.no_progress)
+    with hold(args.out):  # one writer per folder
+        npz = sample_folder(args.run, args.out, n=args.n, guidance=args.guidance,
+                            sampler=args.sampler, steps=args.steps,
+                            batch_size=args.batch_size, seed=args.seed, device=args.device,
+                            progress=not args.no_progress)
     print(f"wrote {args.n} samples to {args.out} and {npz}")
     return 0
 
@@ -173,11 +176,11 @@ def read_checkpoint(path: str):
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    prepare_output_dir(args.out, overwrite=args.overwrite)  # refuse before the slow part
+    prepare_output_dir(args.out, args.overwrite, inputs=[args.src])  # before the slow part
     model = load_official(read_checkpoint(args.src), args.model, patch_size=args.patch_size,
                           input_size=args.input_size, in_channels=args.in_channels,
                           num_classes=args.num_classes)
-    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
+    with atomic_dir(args.out, overwrite=args.overwrite, inputs=[args.src]) as tmp:
         model.save_pretrained(tmp)
     c = model.config
     print(f"wrote {args.out}: {args.model}/{c.patch_size} on {c.in_channels}x{c.input_size}"

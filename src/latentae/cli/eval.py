@@ -112,7 +112,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     name = Path(args.model).name or str(args.model)
     if args.update_card:
         card_for_update(args.model)  # refuse a preset or a foreign README.md before work
-    out = prepare_output_dir(args.out or f"eval-{name}", args.overwrite)  # fail before work
+    inputs = [args.model, args.data]
+    out = prepare_output_dir(args.out or f"eval-{name}", args.overwrite, inputs=inputs)
     model = shared.load_model(args)
     if proxy is not None and args.resolution % model.spatial_compression_ratio:
         raise InputError("--diffusion-proxy needs a --resolution that is a multiple of the "
@@ -125,7 +126,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputError(f"--diffusion-proxy needs at least 2 readable images, got "
                          f"{len(result.rows)}")
     record, lines = None, []
-    with atomic_dir(out, overwrite=args.overwrite) as tmp:
+    with atomic_dir(out, overwrite=args.overwrite, inputs=inputs) as tmp:
         if proxy is not None:
             record, lines = run_proxy(model, str(args.model), args.random_init, result.kept,
                                       tmp, proxy, device)

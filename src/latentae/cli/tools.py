@@ -19,6 +19,7 @@ from latentae.convert.onnx import export_onnx, require_onnx
 from latentae.diffusion.card import diffusion_folder, diffusion_info
 from latentae.errors import InputError
 from latentae.files import atomic_dir, prepare_output_dir
+from latentae.locks import hold
 from latentae.pretrained import (
     FORMATS,
     model_info,
@@ -118,10 +119,11 @@ def model_name(args: argparse.Namespace) -> str:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     runner = shared.make_runner(args)
-    done, skipped = folders.encode_folder(
-        runner, args.images, args.out, model_name(args), shard_size=args.shard_size,
-        batch_size=args.batch_size, apply_scaling=args.apply_scaling, sample=args.sample,
-        seed=args.seed, overwrite=args.overwrite, labels=args.labels)
+    with hold(args.out):  # one writer per folder
+        done, skipped = folders.encode_folder(
+            runner, args.images, args.out, model_name(args), shard_size=args.shard_size,
+            batch_size=args.batch_size, apply_scaling=args.apply_scaling,
+            sample=args.sample, seed=args.seed, overwrite=args.overwrite, labels=args.labels)
     print(f"encoded {done} images into {args.out} ({skipped} already there, skipped)")
     return 0
 
@@ -178,9 +180,9 @@ def format_stats(stats: dict, model) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         require_onnx()  # a missing package fails before anything slow
-    prepare_output_dir(args.out, args.overwrite)  # refuse before loading the model
+    prepare_output_dir(args.out, args.overwrite, inputs=[args.model])  # before loading
     model = shared.load_model(args)
-    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
+    with atomic_dir(args.out, overwrite=args.overwrite, inputs=[args.model]) as tmp:
         if args.format == "onnx":
             parity = export_onnx(model, tmp, progress=lambda m: print(m, file=sys.stderr))
             write_card(tmp, card_fields(model, "onnx", keep=source_card(args.model)))

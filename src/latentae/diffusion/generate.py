@@ -24,7 +24,7 @@ from tqdm import tqdm
 from latentae.devices import resolve_device
 from latentae.diffusion.pipeline import LatentDiffusion, balanced_labels, load_run, model_folder
 from latentae.errors import InputError
-from latentae.files import atomic_write, atomic_write_bytes, atomic_write_text
+from latentae.files import atomic_write, atomic_write_bytes, atomic_write_text, is_empty
 from latentae.io import to_uint8
 from latentae.train.state import seed_from
 
@@ -55,6 +55,9 @@ def check_settings(out: Path, settings: dict) -> None:
                              f" differ; see {path}): use another --out or the same settings")
     elif any(out.glob("*.png")):
         raise InputError(f"{out} holds PNGs but no {SETTINGS_FILE}: use an empty --out folder")
+    elif not is_empty(out):  # the one output rule: a foreign samples.npz stays
+        raise InputError(f"{out} is not empty and holds no {SETTINGS_FILE} of `latentae "
+                         "diffusion sample`: use an empty --out folder")
     atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
 
 

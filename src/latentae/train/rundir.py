@@ -25,7 +25,8 @@ import torch
 import yaml
 
 from latentae.errors import InputError, StateError
-from latentae.files import atomic_write_text
+from latentae.files import atomic_write_text, check_inputs_apart
+from latentae.locks import lock_folder
 from latentae.train import dist
 from latentae.train.config import LoopConfig
 from latentae.train.monitor import MetricsLog
@@ -60,6 +61,8 @@ class RunFolder:
         ``None`` for a new run. The folder exists afterwards."""
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"--out {self.path} is a file: pass a folder for the run")
+        if dist.is_main():  # one process per run folder (issue 28)
+            lock_folder(self.path)
         saved, clear = None, False
         if cfg.resume == "auto":
             try:
@@ -79,6 +82,8 @@ class RunFolder:
                                  "continue it with --resume auto, delete it and start over "
                                  "with --overwrite, or choose another --out")
             clear = True
+        if clear:  # refused before anything is deleted
+            check_inputs_apart(self.path, run_inputs(cfg), [self.path / n for n in RUN_FILES])
         if dist.is_main():
             if clear:
                 self.clear()
@@ -110,6 +115,13 @@ class RunFolder:
     def newest_checkpoint(self) -> Path | None:
         states = list_states(self.checkpoints)
         return states[-1][1] if states else None
+
+
+def run_inputs(cfg: Any) -> list[str]:
+    """The paths a run reads (model, autoencoder, data ...), which ``--overwrite`` must
+    not delete."""
+    names = ("model", "autoencoder", "data", "val_data", "reference_data")
+    return [str(v) for n in names if isinstance(v := getattr(cfg, n, None), str) and v]
 
 
 def agrees(old: Any, new: Any, added: dict[str, Any] = ADDED_PHASE_FIELDS) -> bool:
