@@ -78,7 +78,7 @@ def test_a_training_run_writes_its_recipe_steps_and_data_into_the_card(trained):
 
 
 # The card's fields that repeat the loaded model's facts, which info prints once, above.
-FACTS = ("library_name", "tags", "family", "preset", "parameters",
+FACTS = ("latentae_card", "library_name", "tags", "family", "preset", "parameters",
          "spatial_compression_ratio", "latent_channels", "scaling_factor", "shift_factor")
 
 

@@ -5,7 +5,8 @@ One safetensors file per shard of images. Each tensor is one image's latent
 separators). The header metadata records what a diffusion pipeline needs to use them:
 
 - ``format``: ``latentae-latents/1``; ``family``, ``model`` (preset or path),
-  ``latent_channels``, ``compression``;
+  ``encoder_sha256`` (:func:`encoder_fingerprint`: the weights that made the latents;
+  shards written before it lack it), ``latent_channels``, ``compression``;
 - ``scaling_factor``, ``shift_factor`` and ``scaling_applied`` (``"true"`` when the
   stored tensors are ``(z - shift) · scale``, the diffusion model's input);
 - ``sizes``: JSON ``{key: [H, W]}``, the original image sizes (images are padded to a
@@ -14,13 +15,20 @@ separators). The header metadata records what a diffusion pipeline needs to use 
 - with ``encode --labels``: ``classes``, JSON list of the class names (sorted names of the
   input folder's subfolders, class ``k`` is ``classes[k]``), and ``labels``, JSON
   ``{key: k}`` for this shard's keys (the key's first folder is its class).
+
+Whoever reads a set of shards checks them as one (:func:`check_shard_set`: every shard
+made by the same autoencoder with the same settings, labels in range, scaling factors
+that can be undone) and against the autoencoder it will decode them with
+(:func:`check_made_by`: family, compression, channels and weights fingerprint).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +42,9 @@ from latentae.version import __version__
 FORMAT = "latentae-latents/1"
 # What makes two encode runs' latents the same kind: resume keeps a shard only when these
 # agree (``latentae_version`` may differ).
-RUN_FIELDS = ("family", "model", "latent_channels", "compression", "scaling_factor",
-              "shift_factor", "scaling_applied", "posterior")
+_fingerprints: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+RUN_FIELDS = ("family", "model", "encoder_sha256", "latent_channels", "compression",
+              "scaling_factor", "shift_factor", "scaling_applied", "posterior")
 
 
 @dataclass
@@ -78,6 +87,7 @@ def shard_metadata(model, model_name: str, scaling_applied: bool, posterior: str
     """The metadata every shard of one ``encode`` run carries (``sizes`` and ``labels``
     added per shard); ``classes`` when the run writes labels."""
     meta = {"format": FORMAT, "family": model.family, "model": model_name,
+            "encoder_sha256": encoder_fingerprint(model),
             "latent_channels": str(model.latent_channels),
             "compression": str(model.spatial_compression_ratio),
             "scaling_factor": repr(float(model.scaling_factor)),
@@ -201,7 +211,7 @@ def check_same_run(meta: dict[str, str], expected: dict[str, str], path: Path) -
 
 def _same(field: str, a: str | None, b: str | None) -> bool:
     """Metadata values agree; a model directory may be spelled by two relative paths."""
-    if a == b:
+    if a == b or (field == "encoder_sha256" and a is None):  # a shard from before it
         return True
     return (field == "model" and a is not None and b is not None and Path(a).is_dir()
             and Path(a).resolve() == Path(b).resolve())
@@ -271,3 +281,84 @@ def check_compatible(shard: LatentShard, model, path: Path) -> None:
                          f"({shard.meta.get('model')}, f={shard.meta.get('compression')}); "
                          f"the given model is {model.family} "
                          f"(f={model.spatial_compression_ratio})")
+    check_made_by(shard.meta, model, path, "the given model")
+
+
+def encoder_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of the weights that make the latents: ``model``'s state dict without the
+    decoder (a fine-tuned decoder decodes the same latents), each tensor's name, dtype,
+    shape and bytes in name order, so the same weights give the same hash whichever
+    format they were loaded from. Cached until a tensor changes in place."""
+    state = {k: t for k, t in model.state_dict().items()
+             if not k.startswith(("decoder.", "post_quant_conv."))}
+    version = (id(model), sum(t._version for t in state.values()), len(state))
+    cached = _fingerprints.get(model)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    h = hashlib.sha256()
+    for name, t in sorted(state.items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    _fingerprints[model] = (version, h.hexdigest())
+    return h.hexdigest()
+
+
+def _made_by(meta: dict[str, str]) -> str:
+    sha = meta.get("encoder_sha256")
+    return (f"{meta.get('model')} ({meta.get('family')}, f{meta.get('compression')}, "
+            f"{meta.get('latent_channels')} channels"
+            + (f", encoder {sha[:12]}" if sha else "") + ")")
+
+
+def check_shard_set(shards: list[tuple[Path, dict[str, str]]]) -> None:
+    """Shards read as one set must come from one ``encode`` run's autoencoder and settings
+    (``RUN_FIELDS``), carry labels within their classes and factors that can be undone;
+    an ``InputError`` names the shards and fields that differ."""
+    first, meta0 = shards[0]
+    for path, meta in shards:
+        _check_factors(path, meta)
+        _check_labels(path, meta)
+        diff = [f"{k} {meta0.get(k)!r} vs {meta.get(k)!r}" for k in RUN_FIELDS
+                if not _same(k, meta.get(k), meta0.get(k))]
+        if diff:
+            raise InputError(f"{first} and {path} hold latents of different autoencoders or "
+                             f"settings ({'; '.join(diff)}): a set of shards must come from "
+                             "one `latentae encode` run; put them in separate folders")
+
+
+def _check_labels(path: Path, meta: dict[str, str]) -> None:
+    if "labels" not in meta:
+        return
+    try:
+        labels = json.loads(meta["labels"])
+        n = len(json.loads(meta["classes"])) if "classes" in meta else 0
+        bad = next(((k, v) for k, v in labels.items()
+                    if not isinstance(v, int) or not 0 <= v < n), None)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise InputError(f"{path}: the 'labels'/'classes' metadata is not JSON as `latentae "
+                         f"encode --labels` writes it ({e}): re-encode the images") from e
+    if bad is not None:
+        raise InputError(f"{path}: the label of {bad[0]!r} is {bad[1]!r}, outside the "
+                         f"{n} classes of the shard (0 … {n - 1}): re-encode the images "
+                         "with `latentae encode --labels`")
+
+
+def check_made_by(meta: dict[str, str], model, where: str | os.PathLike,
+                  name: str = "the autoencoder") -> None:
+    """Raise ``InputError`` unless ``model`` is the autoencoder that made the latents
+    whose metadata is ``meta``: family, compression, channels and (where the shards
+    record it) the weights fingerprint; the message names both."""
+    mine = {"family": model.family, "compression": str(model.spatial_compression_ratio),
+            "latent_channels": str(model.latent_channels)}
+    differ = [k for k, v in mine.items() if meta.get(k) is not None and meta.get(k) != v]
+    sha = meta.get("encoder_sha256")
+    if not differ and sha and sha != encoder_fingerprint(model):
+        differ = ["encoder weights"]
+    if differ:
+        raise InputError(f"the latents in {where} were made by {_made_by(meta)}; {name} is "
+                         f"{model.family} (f{model.spatial_compression_ratio}, "
+                         f"{model.latent_channels} channels, encoder "
+                         f"{encoder_fingerprint(model)[:12]}): its {', '.join(differ)} "
+                         "differ; pass the autoencoder that encoded them, or encode the "
+                         "images again with this one")

@@ -34,7 +34,13 @@ from safetensors import safe_open
 
 from latentae.errors import InputError
 from latentae.io import resize_center_crop, to_tensor
-from latentae.latents import folder_labels, list_shards, read_header
+from latentae.latents import (
+    check_made_by,
+    check_shard_set,
+    folder_labels,
+    list_shards,
+    read_header,
+)
 from latentae.train.data import (
     ShardMember,
     Source,
@@ -130,14 +136,16 @@ class CachedLatents(torch.utils.data.Dataset):
     in the sorted-path order of the images they were encoded from."""
 
     def __init__(self, path: str | Path, seed: int) -> None:
-        entries, self.meta, shapes, labels, classes = [], None, set(), {}, None
+        entries, metas, shapes, labels, classes = [], [], set(), {}, None
         for shard in list_shards(path):
             meta, shard_shapes = read_header(shard)
-            self.meta = self.meta or meta
+            metas.append((shard, meta))
             entries += [(shard, k) for k in shard_shapes]
             shapes |= set(shard_shapes.values())
             labels.update(_shard_labels(shard, meta, shard_shapes))
             classes = _same_classes(classes, meta, shard)
+        check_shard_set(metas)  # one autoencoder and settings, labels in range
+        self.meta = metas[0][1]
         if len(shapes) != 1:
             raise InputError(f"the latents in {path} have {len(shapes)} shapes "
                              f"{sorted(shapes)[:3]}: encode images of one size (resize and "
@@ -232,6 +240,7 @@ def open_training_data(cfg, autoencoder: torch.nn.Module) -> TrainingData:
                          f"f{ds.meta.get('compression')}, made by {made_by}; the autoencoder "
                          f"{cfg.autoencoder} has {c} channels at f{f}: pass the autoencoder "
                          "that encoded them")
+    check_made_by(ds.meta, autoencoder, cfg.data, f"the autoencoder {cfg.autoencoder}")
     if ds.shape[-1] * f != cfg.resolution or ds.shape[-2] != ds.shape[-1]:
         raise InputError(f"the cached latents are {ds.shape[-2]}x{ds.shape[-1]} (images of "
                          f"{ds.shape[-1] * f}²) but --resolution is {cfg.resolution}: pass "
