@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from latentae.cards import read_card
 from latentae.errors import InputError
 from latentae.serialization import save_safetensors
 from latentae.version import __version__
@@ -345,7 +346,7 @@ def _check_labels(path: Path, meta: dict[str, str]) -> None:
 
 
 def check_made_by(meta: dict[str, str], model, where: str | os.PathLike,
-                  name: str = "the autoencoder") -> None:
+                  name: str = "the autoencoder", what: str = "") -> None:
     """Raise ``InputError`` unless ``model`` is the autoencoder that made the latents
     whose metadata is ``meta``: family, compression, channels and (where the shards
     record it) the weights fingerprint; the message names both."""
@@ -356,9 +357,21 @@ def check_made_by(meta: dict[str, str], model, where: str | os.PathLike,
     if not differ and sha and sha != encoder_fingerprint(model):
         differ = ["encoder weights"]
     if differ:
-        raise InputError(f"the latents in {where} were made by {_made_by(meta)}; {name} is "
+        what = f"{what} ({where})" if what else f"the latents in {where}"
+        raise InputError(f"{what} were made by {_made_by(meta)}; {name} is "
                          f"{model.family} (f{model.spatial_compression_ratio}, "
                          f"{model.latent_channels} channels, encoder "
                          f"{encoder_fingerprint(model)[:12]}): its {', '.join(differ)} "
                          "differ; pass the autoencoder that encoded them, or encode the "
                          "images again with this one")
+
+
+def run_autoencoder(model_dir: str | os.PathLike) -> dict[str, str]:
+    """What the card of a diffusion model folder records of the autoencoder whose latents
+    it learned, as shard metadata names it (for :func:`check_made_by`; ``{}``: nothing)."""
+    ae = (read_card(model_dir)[0] or {}).get("autoencoder")
+    if not isinstance(ae, dict):
+        return {}
+    meta = {"model": ae.get("path") or ae.get("model"), "family": ae.get("family"),
+            "encoder_sha256": ae.get("encoder_sha256")}
+    return {k: str(v) for k, v in meta.items() if v is not None}

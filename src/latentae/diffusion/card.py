@@ -33,11 +33,12 @@ from latentae.cards import (
     write_card,
 )
 from latentae.diffusion.data import CachedLatents, TrainingData
-from latentae.diffusion.generate import SETTINGS_FILE
+from latentae.diffusion.generate import SETTINGS_FILE, model_fingerprint
 from latentae.diffusion.pipeline import RUN_FILE, RunInfo, model_folder
 from latentae.diffusion.registry import FAMILIES, load
 from latentae.errors import InputError
 from latentae.io import list_images
+from latentae.latents import encoder_fingerprint
 from latentae.pretrained import card_and_provenance, card_for_update, model_dir_provenance
 from latentae.serialization import CONFIG_NAME, read_json
 from latentae.train.data import sources_fingerprint
@@ -68,7 +69,8 @@ def run_card(info: RunInfo, autoencoder: nn.Module, *, recipe: str, steps: int,
           "random_init": info.autoencoder_random_init or None,
           "family": autoencoder.family, "preset": autoencoder.preset,
           "scaling_factor": float(autoencoder.scaling_factor),
-          "shift_factor": float(autoencoder.shift_factor or 0.0)}
+          "shift_factor": float(autoencoder.shift_factor or 0.0),
+          "encoder_sha256": encoder_fingerprint(autoencoder)}  # sample checks it
     return {"objective": info.objective,
             "autoencoder": {k: v for k, v in ae.items() if v is not None},
             "resolution": info.resolution, "latent_norm": _norm(info),
@@ -138,6 +140,17 @@ def samples_model_folder(samples: str | os.PathLike) -> tuple[Path, dict[str, An
                          f"({type(e).__name__})") from e
     target = model_folder(run)
     card_for_update(target)  # a README.md that is not a card is refused before work
+    drew = settings.get("model_sha256")
+    if drew is None:
+        raise InputError(f"{path} records no fingerprint of the model that drew the samples "
+                         "(they come from an older latentae): draw them again with `latentae "
+                         "diffusion sample` to put their metrics into a card")
+    if drew != model_fingerprint(target):
+        raise InputError(f"the samples were not drawn by the model in {target}: {path} "
+                         f"names that run, but its weights sha256 is "
+                         f"{model_fingerprint(target)[:12]}, not {str(drew)[:12]} (the run "
+                         "was trained further, or sampling.json was edited): draw the "
+                         "samples again from the run whose card should take the metrics")
     return target, settings
 
 

@@ -140,11 +140,11 @@ class CachedLatents(torch.utils.data.Dataset):
         for shard in list_shards(path):
             meta, shard_shapes = read_header(shard)
             metas.append((shard, meta))
+            check_shard_set([metas[0], (shard, meta)])  # one autoencoder, labels in range
             entries += [(shard, k) for k in shard_shapes]
             shapes |= set(shard_shapes.values())
             labels.update(_shard_labels(shard, meta, shard_shapes))
             classes = _same_classes(classes, meta, shard)
-        check_shard_set(metas)  # one autoencoder and settings, labels in range
         self.meta = metas[0][1]
         if len(shapes) != 1:
             raise InputError(f"the latents in {path} have {len(shapes)} shapes "

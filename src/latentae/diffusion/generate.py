@@ -26,10 +26,18 @@ from latentae.diffusion.pipeline import LatentDiffusion, balanced_labels, load_r
 from latentae.errors import InputError
 from latentae.files import atomic_write, atomic_write_bytes, atomic_write_text, is_empty
 from latentae.io import to_uint8
+from latentae.serialization import WEIGHTS_NAME
 from latentae.train.state import seed_from
+from latentae.weights import sha256_file
 
 SETTINGS_FILE = "sampling.json"
 NPZ_FILE = "samples.npz"
+
+
+def model_fingerprint(folder: Path) -> str:
+    """sha256 of the weights file of the model folder that draws the samples
+    (``diffusion eval --update-card`` checks that the card it updates is that model's)."""
+    return sha256_file(folder / WEIGHTS_NAME)
 
 
 def png_name(index: int) -> str:
@@ -39,7 +47,8 @@ def png_name(index: int) -> str:
 def sample_settings(run: Path, pipe: LatentDiffusion, n: int, sampler: str, steps: int,
                     guidance: float, seed: int) -> dict:
     """What decides the images (not the batch size or device)."""
-    return {"run": str(run.resolve()), "n": n, "sampler": sampler, "steps": steps,
+    return {"run": str(run.resolve()), "model_sha256": model_fingerprint(model_folder(run)),
+            "n": n, "sampler": sampler, "steps": steps,
             "guidance": guidance, "seed": seed, "objective": pipe.info.objective,
             "classes": list(pipe.info.classes)}
 

@@ -30,6 +30,7 @@ from latentae.diffusion.registry import load
 from latentae.diffusion.samplers import SAMPLERS, sample
 from latentae.errors import InputError
 from latentae.files import atomic_write_text
+from latentae.latents import check_made_by, run_autoencoder
 from latentae.pretrained import load as load_pretrained
 from latentae.runtime import autocast
 
@@ -185,6 +186,8 @@ def load_run(run: str | os.PathLike, device: torch.device | str = "cpu",
         raise InputError(f"the run's autoencoder {spec} is gone: restore it there (the run "
                          "does not copy it)")
     autoencoder = load_autoencoder(spec, info.autoencoder_random_init, device)
+    check_made_by(run_autoencoder(folder), autoencoder, folder, f"the autoencoder {spec}",
+                  what="the latents this model learned")
     return LatentDiffusion(model, autoencoder, info, device)
 
 
