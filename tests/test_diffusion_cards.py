@@ -22,6 +22,7 @@ from latentae.cli import main  # noqa: E402
 from latentae.diffusion import count_params, load  # noqa: E402
 from latentae.diffusion.card import CACHED_KIND  # noqa: E402
 from latentae.diffusion.train import export_latest, train  # noqa: E402
+from latentae.latents import encoder_fingerprint  # noqa: E402
 
 TINY = ("--model dit-tiny --patch 1 --steps 3 --batch-size 4 --sample-every 0 --grid-images 2 "
         "--grid-steps 2 --resolution 32 --norm-images 4 --no-progress --device cpu")
@@ -63,7 +64,8 @@ def test_a_run_writes_its_model_autoencoder_steps_and_data_into_the_card(runs):
     assert card["autoencoder"] == {
         "model": str(runs / "my_ae"), "path": str((runs / "my_ae").resolve()),
         "family": "litevae", "preset": "litevae-tiny",
-        "scaling_factor": ae.scaling_factor, "shift_factor": ae.shift_factor}
+        "scaling_factor": ae.scaling_factor, "shift_factor": ae.shift_factor,
+        "encoder_sha256": encoder_fingerprint(ae)}
     assert card["latent_norm"] == {"kind": "model"} and card["resolution"] == 32
     assert card["data"]["count"] == 6 and card["data"]["sha256"] == _sha(IMAGES)
     assert card["command"].startswith("latentae diffusion train --autoencoder")

@@ -39,6 +39,7 @@ from latentae.io import (
 )
 from latentae.latents import (
     check_compatible,
+    check_keys_storable,
     check_same_run,
     encode_labels,
     list_shards,
@@ -134,7 +135,7 @@ def load_rgb(path: Path, notice: Notice = stderr_notice) -> torch.Tensor:
     try:
         with Image.open(path) as im:
             mode = im.mode
-    except OSError:
+    except (OSError, Image.DecompressionBombError):
         mode = "RGB"  # load_image raises the precise error below
     img = load_image(path)
     if mode != "RGB":
@@ -186,6 +187,7 @@ def encode_folder(runner: ModelRunner, images: str | os.PathLike, out: str | os.
     the next run encodes the rest, byte-identical to an uninterrupted run. ``labels``
     stores each image's class (its subfolder) and the class list (``latents.folder_labels``)."""
     files, keys = image_keys(images)
+    check_keys_storable(keys, images)  # before any work
     label_of, classes = encode_labels(keys, labels)
     check_apart(images, out)
     meta = shard_metadata(runner.model, model_name, apply_scaling,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,21 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 class CorruptImageError(InputError):
     """An image file that exists but cannot be decoded."""
+
+
+class ImageTooLargeError(CorruptImageError):
+    """An image over PIL's pixel limit (a decompression bomb, or a really huge image):
+    training skips and counts it like a corrupt file; elsewhere it is this message."""
+
+
+def set_max_image_pixels(limit: int | None) -> None:
+    """Raise (or lower) the pixel count over which an image is refused as a possible
+    decompression bomb (``--max-image-pixels``; PIL's default is 89,478,485, refused
+    outright above twice that). ``None`` keeps the current limit."""
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"--max-image-pixels must be >= 1, got {limit}")
+        Image.MAX_IMAGE_PIXELS = int(limit)
 
 
 def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
@@ -64,6 +80,12 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
+    except Image.DecompressionBombError as e:
+        n, limit = (re.findall(r"\d+", str(e)) + ["?", "?"])[:2]
+        raise ImageTooLargeError(
+            f"cannot decode image {path}: it has {n} pixels, over the limit of {limit} (a "
+            "decompression bomb?): if the image is genuine, pass --max-image-pixels N "
+            "with N above its pixel count") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, FileNotFoundError):
             raise

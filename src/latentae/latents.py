@@ -298,7 +298,7 @@ def encoder_fingerprint(model: torch.nn.Module) -> str:
         return cached[1]
     h = hashlib.sha256()
     for name, t in sorted(state.items()):
-        t = t.detach().to("cpu").contiguous()
+        t = t.detach().to("cpu").reshape(-1).clone()  # stride 1, as view() needs
         h.update(f"{name} {t.dtype} {tuple(t.shape)}\n".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     _fingerprints[model] = (version, h.hexdigest())
@@ -375,3 +375,17 @@ def run_autoencoder(model_dir: str | os.PathLike) -> dict[str, str]:
     meta = {"model": ae.get("path") or ae.get("model"), "family": ae.get("family"),
             "encoder_sha256": ae.get("encoder_sha256")}
     return {k: str(v) for k, v in meta.items() if v is not None}
+
+
+def check_keys_storable(keys: list[str], root: str | os.PathLike) -> None:
+    """Refuse, before any work, an image whose name is not valid UTF-8 (a shard's keys
+    and metadata are JSON text, which cannot hold the raw bytes), naming the file."""
+    for k in keys:
+        try:
+            k.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = os.fsencode(k)
+            raise InputError(f"{os.path.join(os.fsencode(root), raw)!r}: the file name is "
+                             "not valid UTF-8, and latent shards store names as UTF-8 JSON: "
+                             "rename it (e.g. `convmv -f latin1 -t utf8 -r --notest "
+                             "FOLDER`)") from None

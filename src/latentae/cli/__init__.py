@@ -28,6 +28,7 @@ from latentae.cli import tools as _tools
 from latentae.cli import train as _train
 from latentae.cli import weights as _weights
 from latentae.errors import LatentaeError
+from latentae.io import set_max_image_pixels
 from latentae.version import __version__
 
 COMMAND_MODULES = (_models, _weights, _bench, _eval, _tools, _study, _train, _diffusion)
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"latentae {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of every error")
+    parser.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                        help="refuse images with more pixels than N as possible "
+                             "decompression bombs (default: PIL's limit)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(sub)
@@ -51,11 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_debug_everywhere(sub: argparse._SubParsersAction) -> None:
-    """``--debug`` after the command too (``latentae eval ... --debug``); SUPPRESS keeps
-    a subcommand from resetting a ``--debug`` given before it."""
+    """``--debug`` and ``--max-image-pixels`` after the command too (``latentae eval ...
+    --debug``); SUPPRESS keeps a subcommand from resetting a value given before it."""
     for parser in sub.choices.values():
         parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                             help=argparse.SUPPRESS)
+        parser.add_argument("--max-image-pixels", type=int, default=argparse.SUPPRESS,
+                            metavar="N", help=argparse.SUPPRESS)
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 _add_debug_everywhere(action)
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     try:
+        set_max_image_pixels(args.max_image_pixels)  # images from the wild (issue 28)
         with recorded_command(sys.argv[1:] if argv is None else argv):  # for model cards
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
