@@ -206,6 +206,7 @@ def build_fixtures(w: Path) -> None:
     _tars(w)
     (w / "afile").write_text("an existing file\n")
     (w / "o").mkdir()
+    _wild().build(w)
 
 
 # --- running a case --------------------------------------------------------------------
@@ -650,6 +651,18 @@ CASES = [
          "--set resolution=64 --set steps=1 --no-progress --device cpu --out $O/t44", 2,
          r"b\.tar is not a readable tar shard", before="poor message"),
 ]
+
+
+def _wild():
+    """``scripts/fault_sweep_wild.py``: the cases of the 2026-12-04 sweep (issue 28)."""
+    sys.modules.setdefault("fault_sweep", sys.modules[__name__])  # it imports Case from here
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
+    import fault_sweep_wild
+    return fault_sweep_wild
+
+
+CASES += _wild().CASES
 
 
 def run(only: list[str] | None = None, workdir: Path | None = None,

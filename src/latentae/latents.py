@@ -306,10 +306,11 @@ def encoder_fingerprint(model: torch.nn.Module) -> str:
 
 
 def _made_by(meta: dict[str, str]) -> str:
-    sha = meta.get("encoder_sha256")
-    return (f"{meta.get('model')} ({meta.get('family')}, f{meta.get('compression')}, "
-            f"{meta.get('latent_channels')} channels"
-            + (f", encoder {sha[:12]}" if sha else "") + ")")
+    facts = [meta.get("family"),
+             f"f{meta['compression']}" if meta.get("compression") else None,
+             f"{meta['latent_channels']} channels" if meta.get("latent_channels") else None,
+             f"encoder {meta['encoder_sha256'][:12]}" if meta.get("encoder_sha256") else None]
+    return f"{meta.get('model')} ({', '.join(f for f in facts if f)})"
 
 
 def check_shard_set(shards: list[tuple[Path, dict[str, str]]]) -> None:

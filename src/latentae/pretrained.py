@@ -79,9 +79,10 @@ def load(spec: str | os.PathLike, device: str | torch.device = "cpu", *,
         return _load_latentae_dir(path, device)
     if str(spec) in list_models():
         if not random_init:
-            raise InputError(f"{spec!r} is a preset name, not saved weights: pass "
-                             "--random-init (random_init=True) for a smoke run with random "
-                             "weights, or give a model directory")
+            raise InputError(f"{spec!r} is a preset name, not saved weights: for a smoke "
+                             "run with random weights pass --random-init (`diffusion "
+                             "train`: --autoencoder-random-init; Python: random_init=True), "
+                             "or give a model directory")
         return create_model(str(spec)).to(device)
     raise _not_a_model(spec)
 

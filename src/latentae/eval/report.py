@@ -16,7 +16,7 @@ from latentae.cards import command_line, files_fingerprint
 from latentae.eval import fid, inception, lpips, mmd, psnr_ssim
 from latentae.eval.reconstruction import EvalConfig, EvalResult
 from latentae.eval.spectrum import plot_spectra
-from latentae.files import atomic_write_bytes
+from latentae.files import atomic_write_bytes, atomic_write_text
 from latentae.io import list_images, save_image
 from latentae.version import __version__
 from latentae.weights import weight_sha256s
@@ -250,13 +250,12 @@ def write_report(out: str | Path, result: EvalResult, proto: dict,
            **(extra_json or {})}
     atomic_write_bytes(out / "metrics.json",
                        (json.dumps(json_safe(doc), indent=2) + "\n").encode())
-    atomic_write_bytes(out / "report.md", _markdown(result, proto, list(extra_markdown))
-                       .encode())
+    atomic_write_text(out / "report.md", _markdown(result, proto, list(extra_markdown)))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["file", "psnr", "ssim", "lpips"])
     w.writeheader()
     w.writerows(result.rows)
-    atomic_write_bytes(out / "per_image.csv", buf.getvalue().encode())
+    atomic_write_text(out / "per_image.csv", buf.getvalue())  # names as their bytes
     paths = {name: out / name for name in FILES}
     if result.grid is not None:
         save_image(result.grid, out / "recon_grid.png")
