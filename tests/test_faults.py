@@ -11,9 +11,11 @@ import argparse
 import ast
 import errno
 import importlib.util
+import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,7 +85,7 @@ FAST = ["E04", "E05", "D04", "D06", "D07", "D08", "D10", "D14", "D15", "K03", "K
         "I10b", "I10c", "I10e", "I10f", "I11", "X03", "S05", "H02", "H03", "T44", "V08"]
 
 
-@pytest.mark.parametrize("case_id", FAST)
+@pytest.mark.parametrize("case_id", FAST + [c.id for c in SWEEP._wild().CASES])
 def test_sweep_case_is_ok_now(case_id, w):
     case = next(c for c in SWEEP.CASES if c.id == case_id)
     now, verdict = SWEEP.run_case(case, w)
@@ -437,3 +439,128 @@ def test_a_killed_encode_reruns_to_the_same_bytes(how, w, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == names
     for n in names:
         assert (out / n).read_bytes() == (ref / n).read_bytes(), n
+
+
+# --- issue 28: the one output rule, cards, latents, locks, files from the wild -----------
+def test_every_torch_load_passes_weights_only_true():
+    """A checkpoint is data, never code: ``weights_only=True`` on every ``torch.load``
+    (it also holds under ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, which only changes the
+    default)."""
+    bad = []
+    for path in [*SRC.rglob("*.py"), *(ROOT / "scripts").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                kw = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                if kw.get("weights_only") != "True":
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert bad == []
+
+
+def test_a_planted_pickle_in_the_study_cache_never_runs(tmp_path, monkeypatch):
+    from latentae.studies import design
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'PWNED'}",))
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    torch.save(Payload(), cache / "crops-test-4-64.pt")
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(Exception):  # noqa: B017 - any refusal; what matters is below
+        design.crop_set("test", tmp_path, 4, 64, cache)
+    assert not (tmp_path / "PWNED").exists()
+
+
+_HOLDER = ("import sys; from latentae.locks import lock_folder; lock_folder(sys.argv[1]); "
+           "print('locked', flush=True); sys.stdin.read()")
+
+
+def test_a_second_process_is_refused_at_once_naming_the_first(tmp_path):
+    from latentae.locks import FolderLockedError, lock_folder, release_folder
+    env = {**os.environ, "PYTHONPATH": str(SRC.parent)}
+    first = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path / "run")], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "locked"
+        with pytest.raises(FolderLockedError, match=rf"in use by .*pid {first.pid} on host"):
+            lock_folder(tmp_path / "run")
+    finally:
+        first.kill()
+        first.wait()
+    lock_folder(tmp_path / "run")  # the kernel dropped the dead process's flock: taken over
+    release_folder(tmp_path / "run")
+
+
+def test_a_stale_lock_of_a_killed_process_is_taken_over_with_a_note(w, tmp_path, capsys):
+    out = tmp_path / "run"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out.mkdir()
+    (out / ".latentae-lock").write_text(f'{{"pid": {dead.pid}, "host": "h", "command": '
+                                        '"latentae train", "since": "t"}')
+    argv = SWEEP._expand(f"train $TR --resume auto --out {out}", w)
+    assert main(argv) == 0
+    assert f"took over the lock of `latentae train` (pid {dead.pid}" in _err(capsys)
+
+
+def test_encode_leaves_no_lock_or_folder_when_it_fails(w, tmp_path):
+    out = tmp_path / "enc"
+    assert run("encode", w / "m/litevae-tiny", w / "fx/trunc", out) == 2
+    assert not out.exists()
+    assert run("encode", w / "m/litevae-tiny", w / "fx/good", out) == 0
+    assert sorted(p.name for p in out.iterdir())[0] == ".latentae-run.json"
+    assert not (out / ".latentae-lock").exists()
+
+
+@pytest.mark.parametrize("layout", ["input inside", "output inside"])
+def test_overwrite_never_deletes_an_input(layout, tmp_path):
+    from latentae.files import check_inputs_apart, prepare_output_dir
+    out, src = tmp_path / "out", tmp_path / "out" / "model"
+    if layout == "output inside":
+        src, out = tmp_path / "model", tmp_path / "model" / "sub"
+    src.mkdir(parents=True)
+    with pytest.raises(InputError, match="--overwrite would"):
+        prepare_output_dir(out, overwrite=True, inputs=[src])
+    check_inputs_apart(out, ["litevae-tiny", None, tmp_path / "elsewhere"])  # skipped
+    assert src.is_dir()
+
+
+def test_a_symlinked_output_is_replaced_through_the_link(tmp_path):
+    from latentae.files import atomic_dir
+    target, link = tmp_path / "target", tmp_path / "link"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    link.symlink_to(target)
+    with atomic_dir(link, overwrite=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert link.is_symlink() and sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert _temporaries(tmp_path) == [] and not list(tmp_path.glob(".*"))
+
+
+@pytest.mark.parametrize("readme", ["hf", "plain"])
+def test_a_foreign_readme_is_never_rewritten(readme, w, tmp_path, capsys):
+    """The model-card layout of every Hugging Face repository (front matter, then prose)
+    is not a latentae card: --update-card refuses before work, --write leaves it."""
+    from latentae.cards import read_card
+    model = tmp_path / "m"
+    shutil.copytree(w / "m/sd-diff", model)
+    text = SWEEP._wild().HF_README if readme == "hf" else "# My model\n\nnotes\n"
+    (model / "README.md").write_text(text)
+    assert read_card(model)[0] is None
+    rc = run("eval", model, "--data", w / "fx/good", "--resolution", 64, "--device", "cpu",
+             "--no-diffusability", "--out", tmp_path / "ev", "--update-card")
+    assert rc == 2 and "is not a latentae model card" in _err(capsys)
+    assert not (tmp_path / "ev").exists()
+    assert run("latent-stats", model, w / "fx/good", "--write", "--device", "cpu") == 0
+    assert "left as it is" in _err(capsys)
+    assert (model / "README.md").read_text() == text
+    assert json.loads((model / "config.json").read_text())["scaling_factor"] != 0.18215
+
+
+def test_latentae_cards_carry_the_marker_and_stay_cards(w, tmp_path):
+    from latentae.cards import MARKER, read_card
+    save_pretrained(create_model("litevae-tiny"), tmp_path / "m")
+    card, why = read_card(tmp_path / "m")
+    assert card is not None and card[MARKER] == 1, why
+    assert (tmp_path / "m/README.md").read_text().startswith(f"---\n{MARKER}: 1\n")

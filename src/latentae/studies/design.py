@@ -157,7 +157,7 @@ def crop_set(kind: str, data: Path, n: int, size: int, cache: Path) -> torch.Ten
     ``kodak`` (every kodak24 image)."""
     path = cache / f"crops-{kind}-{n}-{size}.pt"
     if path.is_file():
-        return torch.load(path)
+        return torch.load(path, weights_only=True)  # never a pickle payload
     files = list_images(data)
     if kind in ("val", "test"):
         files = split_bsds(files)[1]
