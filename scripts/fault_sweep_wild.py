@@ -23,7 +23,7 @@ from pathlib import Path
 
 import safetensors.torch as st
 import torch
-from fault_sweep import Case, _png, absent, main, no_temporaries
+from fault_sweep import Case, _expand, _png, absent, main, no_temporaries
 from PIL import Image
 
 from latentae.files import LOCK_NAME
@@ -182,6 +182,32 @@ def _stale(w: Path, out: str) -> None:
     time.sleep(0.01)
 
 
+def _nan_weights(w: Path) -> None:
+    shutil.copytree(w / "m/litevae-tiny", w / "o/nanw")
+    tensors = st.load_file(w / "o/nanw/model.safetensors")
+    first = sorted(tensors)[0]
+    st.save_file({**tensors, first: tensors[first] * float("nan")},
+                 w / "o/nanw/model.safetensors", {"format": "pt"})
+
+
+def _stopped_run(w: Path) -> None:
+    """A run stopped at image 4 (2 steps of batch 2, checkpoints every step)."""
+    main([*_tr(w), "--set", "steps=3", "--ckpt-every", "1", "--max-steps", "2",
+          "--out", str(w / "o/rs01")])
+
+
+def _zero_byte_newest(w: Path) -> None:
+    """A run stopped at image 8 plus a 0-byte newer checkpoint (image 16): resume falls
+    back to 8 and, stopped at 10, must name the state it wrote, not the 0-byte one."""
+    main([*_tr(w), "--set", "steps=6", "--ckpt-every", "2", "--max-steps", "4",
+          "--out", str(w / "o/zb07")])
+    (w / "o/zb07/checkpoints/state-000000000016.pt").write_bytes(b"")
+
+
+def _tr(w: Path) -> list[str]:
+    return ["train", *_expand("$TR", w)]
+
+
 LT_DT = f"diffusion train --autoencoder $LT --cached {DT}"
 HF_EVAL = "--data $FX/good --resolution 64 --no-progress --device cpu --no-diffusability"
 
@@ -277,6 +303,18 @@ CASES = [
     Case("NU05", "new: files from the wild", f"eval $LT {HF_EVAL.replace('good', 'nonutf8')} "
          "--out $O/nu05", 0, "wrote", before="bug"),
     # messages
+    Case("WD03", "new: messages", "train $TR --data pipe:false --out $O/wd03", 2,
+         "exited with status 1|it is empty", before="poor message"),
+    Case("WD04", "new: messages", "train $TR --data pipe:cat+$W/nonexistent.tar --out $O/wd04",
+         2, "it is empty", before="poor message"),
+    Case("OX06", "new: messages", "export $O/nanw --format onnx $O/ox06", 2,
+         "non-finite weights .* the model itself is broken", absent("o/ox06"), _nan_weights,
+         before="poor message"),
+    Case("RS01", "new: messages", "train $TR --set steps=3 --resume auto --out $O/rs01", 0,
+         r"resuming from .*state-0+4\.pt", setup=_stopped_run, before="poor message"),
+    Case("ZB07", "new: messages", "train $TR --set steps=6 --resume auto --max-steps 1 --out "
+         "$O/zb07", 0, r"checkpoint \S*state-0+10\.pt", setup=_zero_byte_newest,
+         before="poor message"),
     Case("DN14", "new: messages", f"{LT_DT} --data $O/dlat --out $O/dn14".replace(
         "$LT", "litevae-tiny"), 2, "--autoencoder-random-init", before="poor message"),
 ]

@@ -204,6 +204,12 @@ def export_onnx(model: Autoencoder, folder: str | os.PathLike, progress=None) ->
     if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in model.parameters()):
         raise InputError("ONNX export takes a float32 model on the CPU; call "
                          "model.float().cpu() first")
+    bad = [n for n, t in model.state_dict().items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:  # its outputs are NaN: the parity check would blame the export
+        raise InputError(f"{model.preset or model.family} has non-finite weights (NaN or "
+                         f"Inf) in {len(bad)} tensor(s), e.g. {bad[0]}: the model itself "
+                         "is broken; export one whose weights are finite")
     training = model.training
     model.eval()  # the graphs are inference graphs (DC-AE's BatchNorm: running statistics)
     try:

@@ -76,6 +76,8 @@ class RunFolder:
                 clear = True
             if saved is None and not clear:
                 dist.print0(f"note: no checkpoint in {self.checkpoints}: a new run")
+            elif saved is not None:  # say where (a fallback past unreadable files shows)
+                dist.print0(f"resuming from {saved['path']}", file=sys.stderr)
         elif self.holds_run():
             if not cfg.overwrite:
                 raise StateError(f"{self.path} holds a run (config.yaml or checkpoints): "
@@ -113,8 +115,11 @@ class RunFolder:
         return MetricsLog(self.path, after_nimg=resumed_nimg, after_step=resumed_step)
 
     def newest_checkpoint(self) -> Path | None:
+        """The state written last (by time: after a fallback past an unreadable newer
+        file, the one this run wrote, not that file)."""
         states = list_states(self.checkpoints)
-        return states[-1][1] if states else None
+        return max((p for _, p in states), key=lambda p: p.stat().st_mtime_ns,
+                   default=None)
 
 
 def run_inputs(cfg: Any) -> list[str]:

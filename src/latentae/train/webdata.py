@@ -29,6 +29,7 @@ import contextlib
 import functools
 import io
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -104,7 +105,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                         found += 1
                         yield read["cursor"], k, sample[ext]
             except Exception as e:  # what webdataset, curl or the pipe raised, and where
-                raise InputError(f"cannot read shard {read['url']}: {e}") from e
+                raise InputError(f"cannot read shard {read['url']}: {stream_error(e)}") from e
             empty = 0 if found else empty + 1
             if empty >= len(self.urls):
                 raise InputError(f"{empty} shards in a row hold no images (members ending "
@@ -222,6 +223,21 @@ class _AtomicShards:
             manager, _ = self.open_shard
             self.open_shard = None
             manager.__exit__(type(exc), exc, exc.__traceback__)
+
+
+def stream_error(e: BaseException) -> str:
+    """What webdataset's exception says, without the Python reprs it wraps it in
+    (``("…: exit 1 (read) {}", <Pipe object at 0x…>, url)``)."""
+    text = str(e.args[0]) if e.args and isinstance(e.args[0], str) else str(e)
+    if m := re.search(r"exit (-?\d+) \(read\)", text):
+        return (f"the command that reads it exited with status {m.group(1)} (for a URL: is "
+                "the network reachable and the file there?)")
+    if text == "empty file":
+        return ("it is empty (the command or download gave no data: for a URL, is the "
+                "network reachable and the file there?)")
+    if text.startswith("unexpected end of data"):
+        return "the stream ended in the middle of a tar member (a cut or truncated shard)"
+    return re.sub(r"<[^<>]* object at 0x[0-9a-f]+>", "", text).strip() or type(e).__name__
 
 
 def write_shards(folder: str | Path, out: str | Path, max_bytes: int = 1 << 30,
