@@ -23,11 +23,11 @@ from tqdm import tqdm
 
 from latentae.devices import resolve_device
 from latentae.diffusion.pipeline import LatentDiffusion, balanced_labels, load_run, model_folder
+from latentae.engine.state import seed_from
 from latentae.errors import InputError
 from latentae.files import atomic_write, atomic_write_bytes, atomic_write_text, is_empty
 from latentae.io import to_uint8
 from latentae.serialization import WEIGHTS_NAME
-from latentae.train.state import seed_from
 from latentae.weights import sha256_file
 
 SETTINGS_FILE = "sampling.json"
