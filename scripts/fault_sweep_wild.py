@@ -126,6 +126,14 @@ def _edit_shards(w: Path, name: str, labels: dict | None = None, **meta: str) ->
         write_shard(w / "o" / name / p.name, s.latents, s.sizes, m, labels or s.labels)
 
 
+def _one_latent(w: Path, name: str, key: str, shape: tuple, **meta: str) -> None:
+    """``o/NAME.safetensors``: one litevae-tiny latent under ``key`` (metadata edited)."""
+    s = read_shard(next((w / "o/dlat").glob("*.safetensors")))
+    m = {k: v for k, v in s.meta.items() if k not in ("sizes", "labels", "classes")}
+    write_shard(w / "o" / f"{name}.safetensors", {key: torch.zeros(shape)}, {key: (64, 64)},
+                m | meta)
+
+
 def _swap_autoencoder(w: Path) -> None:
     """A copy of the run whose autoencoder path now holds another family (DS12)."""
     shutil.copytree(w / "o/dref", w / "o/dae")
@@ -240,6 +248,9 @@ CASES = [
     Case("PS15", "new: inputs inside OUT", "shards $FX/good $O/ps15", 0, "wrote 1 shard",
          _through_link("o/ps15", "shard-000000.tar"), lambda w: _symlink(w, "o/ps15"),
          before="bug"),
+    Case("PS17", "new: inputs inside OUT", f"eval $LT {HF_EVAL} --out $O/ps17", 0, "wrote",
+         _through_link("o/ps17", "metrics.json"), lambda w: _symlink(w, "o/ps17"),
+         before="bug"),
     Case("PS16", "new: inputs inside OUT", "export $SD $O/ps16 --overwrite", 0, "wrote",
          _through_link("o/ps16", "config.json"), lambda w: _symlink(w, "o/ps16"),
          before="bug"),
@@ -268,6 +279,24 @@ CASES = [
          "$O/dn17", 2, "non-zero factor", absent("o/dn17/model"),
          lambda w: _edit_shards(w, "dscale0", scaling_applied="true", scaling_factor="0.0"),
          before="poor message"),
+    Case("DN18", "new: latents and their autoencoder", f"{LT_DT} --data $O/dbadcls --out "
+         "$O/dn18", 2, r"dbadcls/latents-0+\.safetensors: the 'labels'/'classes' metadata",
+         setup=lambda w: _edit_shards(w, "dbadcls", classes="not json"),
+         before="poor message"),
+    Case("DN21", "new: latents and their autoencoder", f"{LT_DT} --data $O/dlat --model "
+         "uvit-tiny --resume auto --out $O/dn21", 2, r"model: 'dit-tiny' \(saved\) vs "
+         "'uvit-tiny'", setup=lambda w: shutil.copytree(w / "o/dref", w / "o/dn21"),
+         before="poor message"),
+    Case("D13d", "new: latents and their autoencoder", "decode $LT $O/nul.safetensors "
+         "$O/d13d", 2, r"nul\.safetensors: the name 'a\\x00b\.png' holds a NUL", absent("o/d13d"),
+         lambda w: _one_latent(w, "nul", "a\0b", (4, 8, 8)), before="poor message"),
+    Case("D20", "new: latents and their autoencoder", "decode $LT $O/badcomp.safetensors "
+         "$O/d20", 2, r"badcomp\.safetensors: the 'compression' metadata is 'abc'",
+         setup=lambda w: _one_latent(w, "badcomp", "a", (4, 8, 8), compression="abc"),
+         before="poor message"),
+    Case("ZB08", "new: latents and their autoencoder", "decode $LT $O/zero.safetensors "
+         "$O/zb08", 2, r"zero\.safetensors: latent 'a' has shape \(4, 0, 0\)",
+         setup=lambda w: _one_latent(w, "zero", "a", (4, 0, 0)), before="poor message"),
     Case("DN12", "new: latents and their autoencoder", f"{LT_DT} --data $O/dlabel --out "
          "$O/dn12", 2, "outside the 2 classes",
          setup=lambda w: _edit_shards(w, "dlabel", labels={
@@ -287,6 +316,16 @@ CASES = [
     # files from the wild
     Case("HB01", "new: files from the wild", "encode $LT $FX/bomb $O/hb01", 2,
          r"bomb.*--max-image-pixels", before="poor message"),
+    Case("HB02", "new: files from the wild", "train $TR --data $FX/bomb --out $O/hb02", 2,
+         r"no usable .*1 corrupt", before="poor message"),
+    Case("HB04", "new: files from the wild", "reconstruct $LT $FX/bomb $O/hb04", 2,
+         r"bomb\.png.*--max-image-pixels", absent("o/hb04"), before="poor message"),
+    Case("HB05", "new: files from the wild", "latent-stats $LT $FX/bomb", 2,
+         r"bomb\.png.*--max-image-pixels", before="poor message"),
+    Case("HB07", "new: files from the wild", "train $TR --data $O/hb07 --set steps=4 --out "
+         "$O/hb07t", 0, "1 corrupt",
+         setup=lambda w: main(["shards", str(w / "fx/bombmix"), str(w / "o/hb07")]),
+         before="bug"),
     Case("HB06", "new: files from the wild", "train $TR --data $FX/bombmix --set steps=4 "
          "--out $O/hb06", 0, "1 corrupt", before="bug"),
     Case("HB03", "new: files from the wild", f"eval $LT {HF_EVAL.replace('good', 'bombmix')} "

@@ -564,3 +564,23 @@ def test_latentae_cards_carry_the_marker_and_stay_cards(w, tmp_path):
     card, why = read_card(tmp_path / "m")
     assert card is not None and card[MARKER] == 1, why
     assert (tmp_path / "m/README.md").read_text().startswith(f"---\n{MARKER}: 1\n")
+
+
+def test_an_unwritable_folder_names_the_file_not_the_temporary(tmp_path, monkeypatch):
+    from latentae.files import atomic_write_bytes
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".s.json.x.tmp"))
+    monkeypatch.setattr("tempfile.mkstemp", read_only)
+    with pytest.raises(OSError, match=r"Read-only file system: '.*/s\.json'"):
+        atomic_write_bytes(tmp_path / "s.json", b"{}")
+
+
+def test_a_resume_with_other_options_names_the_fields(tmp_path):
+    from latentae.engine.rundir import RunFolder
+    from latentae.errors import StateError
+    folder = RunFolder(tmp_path)
+    folder.write_config({"diffusion": {"model": "dit-tiny", "lr": 1e-4}}, False, ("diffusion",))
+    with pytest.raises(StateError, match=r"diffusion\.model: 'dit-tiny' \(saved\) vs 'uvit"):
+        folder.write_config({"diffusion": {"model": "uvit-tiny", "lr": 1e-4}}, True,
+                            ("diffusion",))

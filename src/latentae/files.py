@@ -91,7 +91,10 @@ def _commit(tmp: str, path: Path, needed: int | None) -> Iterator[None]:
 def _temporary(path: Path) -> tuple[int, str]:
     if path.is_dir():
         raise InputError(f"cannot write {path}: it is a folder; give a file name")
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # name the file the user asked for, not our hidden temporary
+        raise disk_error(type(e)(e.errno, e.strerror or str(e), str(path)), path) from e
 
 
 @contextlib.contextmanager
@@ -317,6 +320,9 @@ def _make_parents(folder: Path) -> list[Path]:
 def check_inside(root: str | os.PathLike, name: str) -> Path:
     """``root / name`` resolved, refused unless it lies under ``root``: a name read from
     a file (a shard key, a tar member, a config field) must never leave the folder."""
+    if "\0" in name:
+        raise InputError(f"the name {name!r} holds a NUL byte, which no file name can: "
+                         "refusing it")
     root_r = Path(root).resolve()
     target = (root_r / name).resolve()
     if name.startswith(("/", "\\")) or (target != root_r and root_r not in target.parents):

@@ -94,7 +94,9 @@ def output_paths(out: Path, keys: list[str], source: str | os.PathLike = "the in
     for k, name in output_names(keys).items():
         try:
             paths[k] = check_inside(out, name)
-        except InputError:
+        except InputError as e:
+            if "\0" in k:  # a NUL byte, not a path that leaves OUT
+                raise InputError(f"{source}: {e}") from None
             raise InputError(f"{source}: the key {k!r} would be written outside {out} "
                              f"(as {name}): refusing it; keys are relative paths without "
                              "'..'") from None

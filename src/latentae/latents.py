@@ -234,10 +234,14 @@ def _check(path: Path, meta: dict[str, str], shapes: dict[str, tuple[int, ...]])
         raise InputError(f"{path} is not a latentae latent shard (format "
                          f"{meta.get('format')!r}, expected {FORMAT!r}); write one with "
                          "`latentae encode`")
-    bad = [k for k, s in shapes.items() if len(s) != 3]
+    bad = [k for k, s in shapes.items() if len(s) != 3 or 0 in s]
     if bad:
         raise InputError(f"{path}: latent {bad[0]!r} has shape {shapes[bad[0]]}, expected "
-                         "(channels, h, w)")
+                         "(channels, h, w), each at least 1")
+    for field in ("latent_channels", "compression"):
+        if field in meta and not meta[field].isdigit():
+            raise InputError(f"{path}: the {field!r} metadata is {meta[field]!r}, not a "
+                             "positive integer: re-encode the images with `latentae encode`")
 
 
 def read_header(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:

@@ -103,9 +103,10 @@ class RunFolder:
             old = yaml.safe_load(path.read_text()) or {}
             differ = [k for k in keys if not agrees(old.get(k), doc.get(k), added or {})]
             if differ:
-                raise StateError(f"the {', '.join(differ)} differs from the one in {path}: "
-                                 "resume with the same options, or start a new run with "
-                                 "another --out")
+                fields = [f for k in differ for f in _differing(k, old.get(k), doc.get(k))]
+                raise StateError(f"the {', '.join(differ)} differs from the one in {path} "
+                                 f"({'; '.join(fields[:4])}): resume with the same options, "
+                                 "or start a new run with another --out")
         if dist.is_main():
             atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
 
@@ -121,6 +122,14 @@ class RunFolder:
         states = list_states(self.checkpoints)
         return max((p for _, p in states), key=lambda p: p.stat().st_mtime_ns,
                    default=None)
+
+
+def _differing(name: str, old: Any, new: Any) -> list[str]:
+    """``"name.field: OLD (saved) vs NEW"`` for each leaf where two documents differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [f for k in sorted(set(old) | set(new), key=str)
+                for f in _differing(f"{name}.{k}", old.get(k), new.get(k))]
+    return [] if old == new else [f"{name}: {old!r} (saved) vs {new!r}"]
 
 
 def run_inputs(cfg: Any) -> list[str]:
