@@ -346,6 +346,8 @@ CASES = [
          "exited with status|it is empty", before="poor message"),
     Case("WD04", "new: messages", "train $TR --data pipe:cat+$W/nonexistent.tar --out $O/wd04",
          2, "exited with status|it is empty", before="poor message"),
+    Case("WD10", "new: messages", "train $TR --data $FX/trunctar/*.tar --out $O/wd10", 2,
+         r"wildcards are not expanded: pass the folder", before="poor message"),
     Case("OX06", "new: messages", "export $O/nanw --format onnx $O/ox06", 2,
          "non-finite weights .* the model itself is broken", absent("o/ox06"), _nan_weights,
          before="poor message"),

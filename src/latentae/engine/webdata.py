@@ -62,6 +62,10 @@ def shard_urls(spec: str) -> list[str]:
     urls = wds.shardlists.expand_urls(spec)
     local = [u for u in urls if "://" not in u and not u.startswith("pipe:")]
     missing = [u for u in local if not Path(u).is_file()]
+    if missing and any(c in spec for c in "*?["):  # a glob the shell did not expand
+        raise InputError(f"--data {spec}: wildcards are not expanded: pass the folder that "
+                         "holds the .tar shards, or a brace pattern such as "
+                         "DIR/shard-{000000..000009}.tar")
     if missing:
         raise InputError(f"--data {spec}: {len(missing)} of {len(urls)} shards do not "
                          f"exist, e.g. {', '.join(missing[:3])}")
