@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import safetensors.torch as st
 import torch
 from fault_sweep import Case, _expand, _png, absent, main, no_temporaries
@@ -348,6 +349,13 @@ CASES = [
          2, "exited with status|it is empty", before="poor message"),
     Case("WD10", "new: messages", "train $TR --data $FX/trunctar/*.tar --out $O/wd10", 2,
          r"wildcards are not expanded: pass the folder", before="poor message"),
+    Case("DE02", "new: messages", "diffusion eval $FX/good --ref $W/nonexistent.npz "
+         "--device cpu --no-progress", 2, r"latentae diffusion ref-stats REAL_DIR",
+         before="poor message"),
+    Case("DE03e", "new: messages", "diffusion eval $FX/good --ref $O/bad_ref.npz --device "
+         "cpu --no-progress", 2, r"not a latentae-ref-stats/1 file.*diffusion ref-stats",
+         setup=lambda w: np.savez(w / "o/bad_ref.npz", foo=np.zeros(3)),
+         before="poor message"),
     Case("OX06", "new: messages", "export $O/nanw --format onnx $O/ox06", 2,
          "non-finite weights .* the model itself is broken", absent("o/ox06"), _nan_weights,
          before="poor message"),

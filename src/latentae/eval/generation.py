@@ -158,7 +158,8 @@ def _reference(ref, size, cfg, device, batch_size, net, progress) -> ReferenceSt
                                batch_size=batch_size, inception=net, progress=progress)
     else:
         raise InputError(f"--ref {ref} is neither a folder of real images nor a "
-                         "statistics .npz file (make one with reference_stats)")
+                         "statistics .npz file (make one with `latentae diffusion "
+                         "ref-stats REAL_DIR --out STATS.npz`)")
     if got.protocol != cfg.fid_protocol:
         raise InputError(f"reference statistics {ref} use FID protocol {got.protocol!r}, "
                          f"not {cfg.fid_protocol!r}: recompute them or pass "
@@ -176,6 +177,13 @@ def _check(cfg: GenerationConfig) -> None:
     for name in ("is_splits", "pr_k", "kid_subsets", "kid_subset_size", "ref_max_features"):
         if getattr(cfg, name) < 1:
             raise InputError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+
+
+def _check_ref_folder(ref: str | os.PathLike) -> str | os.PathLike:
+    """``ref`` when it is a folder; else the error :func:`_reference` would give later."""
+    if not Path(ref).is_dir():
+        _reference(ref, None, GenerationConfig(), torch.device("cpu"), 1, None, False)
+    return ref
 
 
 def evaluate_samples(samples: SampleSource, ref: str | os.PathLike | ReferenceStats, *,
@@ -197,6 +205,8 @@ def evaluate_samples(samples: SampleSource, ref: str | os.PathLike | ReferenceSt
     if protocol is not None:
         cfg = dataclasses.replace(cfg, fid_protocol=protocol)
     _check(cfg)
+    if not isinstance(ref, ReferenceStats):  # a wrong --ref fails before the slow part
+        ref = load_reference(ref) if Path(ref).is_file() else _check_ref_folder(ref)
     device = torch.device(device)
     net, is_note = _inception(device, logits_path)
     skipped: list[str] = []

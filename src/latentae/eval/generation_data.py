@@ -80,8 +80,8 @@ def load_reference(path: str | os.PathLike) -> ReferenceStats:
     missing = {"format", "mu", "sigma", "n", "features", "protocol", "resolution"} - set(d)
     if missing or str(d["format"]) != FORMAT:
         raise InputError(f"{path} is not a {FORMAT} file (missing {sorted(missing)}): "
-                         "make one with `latentae diffusion eval … --save-ref` or "
-                         "latentae.eval.generation.reference_stats")
+                         "make one with `latentae diffusion ref-stats REAL_DIR --out "
+                         "STATS.npz` (or `diffusion eval … --save-ref`)")
     feats, n = torch.from_numpy(d["features"].astype(np.float32)), int(d["n"])
     if bool(d.get("features_complete", False)):  # rebuild exactly (low-rank FID path too)
         stats = FeatureStats(feats.shape[1])
