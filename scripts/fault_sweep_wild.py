@@ -356,6 +356,8 @@ CASES = [
          "cpu --no-progress", 2, r"not a latentae-ref-stats/1 file.*diffusion ref-stats",
          setup=lambda w: np.savez(w / "o/bad_ref.npz", foo=np.zeros(3)),
          before="poor message"),
+    Case("DM03", "new: messages", "models --diffusion --resolution 0 --f 0", 2,
+         r"--resolution: must be a positive integer", before="poor message"),
     Case("OX06", "new: messages", "export $O/nanw --format onnx $O/ox06", 2,
          "non-finite weights .* the model itself is broken", absent("o/ox06"), _nan_weights,
          before="poor message"),

@@ -19,10 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diffusion", action="store_true",
                    help="list the diffusion presets (params, tokens, GFLOPs) for latents of "
                         "--resolution images through an f --f, --latent-channels autoencoder")
-    p.add_argument("--resolution", type=int, default=256)
-    p.add_argument("--f", type=int, default=8, help="autoencoder spatial factor")
-    p.add_argument("--latent-channels", type=int, default=4)
-    p.add_argument("--patch", type=int, default=2)
+    p.add_argument("--resolution", type=shared.positive_int, default=256)
+    p.add_argument("--f", type=shared.positive_int, default=8,
+                   help="autoencoder spatial factor")
+    p.add_argument("--latent-channels", type=shared.positive_int, default=4)
+    p.add_argument("--patch", type=shared.positive_int, default=2)
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("convert", help="convert weights between diffusers and latentae")
