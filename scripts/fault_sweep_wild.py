@@ -311,9 +311,9 @@ CASES = [
          2, r"in use by .*pid \d+", _release, lambda w: _held_by_other(w, "o/cc04"),
          before="bug"),
     Case("CC05", "new: run-folder locks", "encode $LT $FX/good $O/cc05", 2, r"in use by",
-         _release, lambda w: _held_by_other(w, "o/cc05"), before="bug"),
+         _release, lambda w: _held_by_other(w, "o/cc05"), before="new case"),
     Case("CC06", "new: run-folder locks", "train $TR --resume auto --out $O/cc06", 0,
-         "took over the lock", setup=lambda w: _stale(w, "o/cc06"), before="bug"),
+         "took over the lock", setup=lambda w: _stale(w, "o/cc06"), before="new case"),
     # files from the wild
     Case("HB01", "new: files from the wild", "encode $LT $FX/bomb $O/hb01", 2,
          r"bomb.*--max-image-pixels", before="poor message"),
@@ -327,6 +327,9 @@ CASES = [
          "$O/hb07t", 0, "1 corrupt",
          setup=lambda w: main(["shards", str(w / "fx/bombmix"), str(w / "o/hb07")]),
          before="bug"),
+    Case("HB08", "new: files from the wild", "diffusion ref-stats $FX/bomb --out $O/hb08.npz "
+         "--resolution 64 --device cpu --no-progress", 2, r"skipped as unreadable.*bomb\.png",
+         absent("o/hb08.npz"), before="poor message"),
     Case("HB06", "new: files from the wild", "train $TR --data $FX/bombmix --set steps=4 "
          "--out $O/hb06", 0, "1 corrupt", before="bug"),
     Case("HB03", "new: files from the wild", f"eval $LT {HF_EVAL.replace('good', 'bombmix')} "

@@ -96,7 +96,8 @@ def _inception(device: torch.device, logits_path: str | os.PathLike | None):
 
 @torch.no_grad()
 def extract(batches: Iterable[torch.Tensor], net: torch.nn.Module, device: torch.device,
-            protocol: str = "tf1", progress: bool = False) -> Extracted:
+            protocol: str = "tf1", progress: bool = False,
+            skipped: list[str] | None = None) -> Extracted:
     """Inception pool3 features (and logits if ``net`` has them) of image batches
     ``(B, 3, H, W)`` in [-1, 1] or uint8, under FID protocol ``protocol``."""
     stats, feats, logits, sizes = FeatureStats(), [], [], set()
@@ -112,7 +113,9 @@ def extract(batches: Iterable[torch.Tensor], net: torch.nn.Module, device: torch
             if getattr(net, "fc", None) is not None:
                 logits.append(net.logits(f).float().cpu())           # (B, 1008)
     if stats.n == 0:
-        raise InputError("no images to evaluate")
+        why = (f": all {len(skipped)} were skipped as unreadable, e.g. {skipped[0]}"
+               if skipped else "")
+        raise InputError(f"no images to evaluate{why}")
     return Extracted(stats, torch.cat(feats), torch.cat(logits) if logits else None,
                      next(iter(sizes)) if len(sizes) == 1 else None)
 
@@ -133,7 +136,7 @@ def reference_stats(real_dir: str | os.PathLike, out_npz: str | os.PathLike | No
     net = inception or load_inception(device)
     skipped: list[str] = []
     ext = extract(iter_reference(real_dir, resolution, crop, batch_size, skipped), net,
-                  device, config.fid_protocol, progress)
+                  device, config.fid_protocol, progress, skipped)
     feats = ext.features
     if feats.shape[0] > config.ref_max_features:
         g = torch.Generator().manual_seed(config.seed)
@@ -211,7 +214,7 @@ def evaluate_samples(samples: SampleSource, ref: str | os.PathLike | ReferenceSt
     net, is_note = _inception(device, logits_path)
     skipped: list[str] = []
     fake = extract(iter_samples(samples, batch_size, skipped), net, device,
-                   cfg.fid_protocol, progress)
+                   cfg.fid_protocol, progress, skipped)
     real = _reference(ref, fake.size, cfg, device, batch_size, net, progress)
     if save_ref is not None:
         save_reference(real, save_ref)
