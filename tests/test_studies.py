@@ -85,7 +85,7 @@ def test_workers_starting_together_share_one_train_folder_and_crop_set(shared_da
                               range(6)))
     assert len(set(folders)) == 1 and len(list(folders[0].iterdir())) == 350
     assert all(torch.equal(c, crops[0]) for c in crops)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bsds-train", "crops-val-3-32.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bsds-train", "crops-val-3-32-split2.pt"]
 
 
 @pytest.mark.slow

@@ -35,7 +35,6 @@ from typing import IO, Any
 
 import torch
 import torch.distributed as tdist
-import webdataset as wds
 
 from latentae.errors import InputError, StateError
 from latentae.files import atomic_dir, atomic_write, prepare_output_dir
@@ -43,6 +42,19 @@ from latentae.io import IMAGE_SUFFIXES, list_images, load_image, to_tensor
 from latentae.train import dist
 from latentae.train.data import crop_flip, decode_usable
 from latentae.train.state import seed_from
+
+
+class _Deferred:
+    """``webdataset``, imported on first use: training from a folder (the studies, the GPU
+    machine, where it is not installed) never needs it."""
+
+    def __getattr__(self, name: str) -> Any:
+        import webdataset
+
+        return getattr(webdataset, name)
+
+
+wds = _Deferred()
 
 __all__ = ["ShardStream", "StreamPosition", "StreamedData", "is_streamed", "shard_urls",
            "write_shards"]
