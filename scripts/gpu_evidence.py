@@ -45,6 +45,8 @@ LR = ["--lr-mult", "16", "--arm-lr-mult", "sd-enc=4"]  # the CPU sweep's choice 
 SEEDS, MIN_SEEDS = 20, 3
 LADDER = (1600, 1200, 1000, 800, 600, 400, 300, 200)  # step caps, largest first
 MARGIN_S = 30
+REST = 0.35  # of the time: scale-dependency, latent-mmd and the bench, after section 1
+BENCH_S = 45  # kept for the bench (LiteVAE table 3, DC-AE phase-2 memory: seconds each)
 # The GPU machine's limits (/work/.library/device/README.md).
 MAX_FILES, MAX_FILE, MAX_BACK, MAX_TREE, MAX_DEPTH = 8, 16 << 20, 64 << 20, 64 << 20, 2
 NAME_OK = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -147,15 +149,25 @@ def finish_study(name: str, args: list[str], folder: Path, arms: list[str], stat
         if k < 2:
             return {"status": f"{status}; {k} complete seed(s): no paired contrast"}
         log(f"{name}: {status}; aggregating its {k} complete seeds")
-        fixed = [a for a in args if a != "--jobs"]
-        seeds_at = fixed.index("--seeds") if "--seeds" in fixed else None
-        if seeds_at is not None:
-            del fixed[seeds_at:seeds_at + 2]
-        again, _ = run_study(name, [*fixed, "--seeds", str(k)], time.time() + 120, env)
+        again, _ = run_study(name, reaggregate_args(args, k), time.time() + 120, env)
         status = f"{status}; aggregated over {k} complete seeds ({again})"
     record_path = folder / "results.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else None
     return {"status": status, "record": record}
+
+
+def reaggregate_args(args: list[str], seeds: int) -> list[str]:
+    """``args`` with ``--seeds seeds`` and ``--jobs 1`` (every run is cached: only the
+    record is written)."""
+    out, skip = [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+        elif a in ("--seeds", "--jobs") and i + 1 < len(args):
+            skip = True
+        else:
+            out.append(a)
+    return [*out, "--seeds", str(seeds), "--jobs", "1"]
 
 
 # --- the plan ----------------------------------------------------------------------------
@@ -183,19 +195,19 @@ def calibrate(common: list[str], jobs: int, env: dict, deadline: float) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     seeds = max(2, jobs // 3)
     args = [*common, "--arms", ARMS, "--seeds", str(seeds), "--budgets", "50",
-            "--eval-every", "25", "--test-crops", "256", "--jobs", str(jobs),
-            "--out", str(folder)]
+            "--eval-every", "25", "--jobs", str(jobs), "--out", str(folder)]
     status, wall = run_study(DECISIVE, args, deadline, env)
-    chunks = []
+    chunks = []  # seconds per step of each run (training and validation, both chunks)
     for arm_json in folder.glob("*/s*/run/arm.json"):
         rec = json.loads(arm_json.read_text())
-        if len(rec["curve"]) == 2:
-            chunks.append(rec["seconds"] / 50)
+        if rec["curve"]:
+            chunks.append(rec["seconds"] / rec["curve"][-1]["step"])
     if not chunks:
         raise RuntimeError(f"calibration measured nothing ({status})")
     step_s = sorted(chunks)[len(chunks) // 2]
     waves = math.ceil(3 * seeds / jobs)
-    overhead = max(5.0, wall / waves - 50 * step_s)
+    steps = json.loads(next(folder.glob("*/s*/run/arm.json")).read_text())["curve"][-1]["step"]
+    overhead = max(5.0, wall / waves - steps * step_s)  # start, test, aggregation
     return {"status": status, "wall_s": round(wall, 1), "seconds_per_step": step_s,
             "run_overhead_s": round(overhead, 1), "runs": len(chunks), "jobs": jobs}
 
@@ -316,26 +328,24 @@ def evidence(out: Path, budget: float, jobs: int | None, smallest: bool) -> dict
     WORK.mkdir(parents=True, exist_ok=True)
     write_back(out, report)
     common = ["--scale", "h200", "--device", device, "--workers", "0", "--resume", *LR]
+    common += ["--dry-run"] if smallest else []  # every size forced tiny, on the CPU
+    section_end = end - REST * (end - start)  # the rest: sections 2 and 3
+    try:
+        report["calibration"] = cal = calibrate(common, jobs, env,
+                                                start + min(120, budget / 4))
+        report["plan"] = plan(cal["seconds_per_step"], cal["run_overhead_s"], jobs,
+                              0.9 * (section_end - time.time()))
+    except Exception as e:  # no measurement: a middling plan; the deadline still holds
+        report["calibration"] = {"status": f"failed: {type(e).__name__}: {e}"}
+        report["plan"] = {"cap": 400, "seeds": SEEDS, "estimate_s": None}
     if smallest:
-        common.append("--dry-run")
-        report["plan"] = {"cap": 1, "seeds": 2, "estimate_s": None}
-    else:
-        left = lambda: end - time.time() - 0.25 * (end - start)  # noqa: E731 (rest: 2, 3)
-        try:
-            report["calibration"] = cal = calibrate(common, jobs, env,
-                                                    start + min(120, budget / 4))
-            report["plan"] = plan(cal["seconds_per_step"], cal["run_overhead_s"], jobs,
-                                  0.9 * left())
-        except Exception as e:  # no measurement: a middling plan; the deadline still holds
-            report["calibration"] = {"status": f"failed: {type(e).__name__}: {e}"}
-            report["plan"] = {"cap": 400, "seeds": SEEDS, "estimate_s": None}
+        report["plan"] |= {"planned": dict(report["plan"]), "cap": 1, "seeds": 2}
     log(f"plan: {report['plan']}; calibration: {report.get('calibration')}")
     write_back(out, report)
     cap, seeds = report["plan"]["cap"], report["plan"]["seeds"]
     sized = ["--budgets", f"{max(1, cap // 2)},{cap}", "--eval-every", str(max(1, cap // 8))]
     decisive = [*common, *sized, "--arms", ARMS, "--seeds", str(seeds), "--jobs", str(jobs),
                 "--out", str(WORK / DECISIVE)]
-    section_end = end - 0.25 * (end - start) if not smallest else end
     section(report, out, DECISIVE, lambda: finish_study(
         DECISIVE, decisive, WORK / DECISIVE, ARMS.split(","),
         run_study(DECISIVE, decisive, section_end, env)[0], env, smallest))
@@ -346,7 +356,7 @@ def evidence(out: Path, budget: float, jobs: int | None, smallest: bool) -> dict
             continue
         args = [*common, *sized, "--seeds", str(k), "--jobs", str(jobs), "--runs-from",
                 str(WORK / DECISIVE), "--out", str(WORK / name)]
-        share = (end - 60 - time.time()) / (2 - i)  # keep a minute for the bench
+        share = (end - BENCH_S - time.time()) / (2 - i)
         section(report, out, name, lambda n=name, a=args, d=share: finish_study(
             n, a, WORK / n, ["lite-tiny", "sd-enc"],
             run_study(n, a, time.time() + max(20, d), env)[0], env, smallest))
