@@ -231,8 +231,9 @@ def write_back(out: Path, report: dict) -> None:
         if (folder / "table.md").is_file() and sec.get("record"):
             lines += [(folder / "table.md").read_text(), ""]
     put("tables.md", "\n".join(lines))
-    figure(out / "figure.png", [p for n in report["sections"] for p in
-                                sorted((WORK / n).glob("*.png"))])
+    figure(out / "figure.png", [p for n in report["sections"] for p in  # curves: once
+                                sorted((WORK / n).glob("*.png"))
+                                if n == DECISIVE or p.name != "curves.png"])
 
 
 def figure(path: Path, pngs: list[Path]) -> None:

@@ -254,6 +254,7 @@ def run_config(init: Path, data: Path, run_dir: Path, seed: int, scale: Scale, c
         "resume": "auto", "restart": True, "max_steps": chunk, "val_every": 0,
         "ckpt_every": 0, "keep_checkpoints": 1, "log_every": 25, "progress": False,
         "grad_clip": 0.0,  # neither paper clips (issue 17, rule 6)
+        "compile": False,  # a run trains in chunks: each would compile again
         "device": scale.device, "workers": scale.workers, **(overrides or {})})
 
 
