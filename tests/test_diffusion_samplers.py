@@ -17,7 +17,8 @@ from gaussian_oracle import (
     random_law,
 )
 
-from latentae.diffusion import ddpm_sampling_schedule, guided_model, sample, samplers
+from latentae.diffusion import ddpm_sampling_schedule, get_schedule, guided_model, sample, samplers
+from latentae.diffusion.sampling import SamplerOptions
 from latentae.errors import InputError
 
 diffusers = pytest.importorskip("diffusers")
@@ -25,6 +26,7 @@ diffusers = pytest.importorskip("diffusers")
 SHAPE = (2, 2, 2)  # C = 2, 2×2 latents: d = 8
 D = 8
 N = 2000
+OPTS = SamplerOptions(get_schedule("linear"))
 
 
 def _fake_eps(x, t, labels):
@@ -103,8 +105,8 @@ def test_ddim_steps_match_diffusers_on_ddim_spacing():
     x_t = torch.randn(shape, generator=torch.Generator().manual_seed(3))
     denoise = guided_model(_recording(_fake_eps, ours), None, guidance=1.0, null_label=None,
                            channels=2)
-    out = samplers._ddim(denoise, x_t.clone(), "ddim50", learn_sigma=False, generator=None,
-                         progress=False)
+    out = samplers._RUNNERS["ddim"](denoise, x_t.clone(), "ddim50", OPTS, learn_sigma=False,
+                                    generator=None, progress=False)
     sched = diffusers.DDIMScheduler(
         num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
         clip_sample=False, set_alpha_to_one=True, timestep_spacing="leading")
@@ -276,10 +278,10 @@ def _zeros(x, t, labels):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    (dict(objective="ddpm", sampler="euler", steps=10), ["ddpm: ddpm, ddim, dpm++2m",
-                                                         "flow: euler, heun"]),
+    (dict(objective="ddpm", sampler="euler", steps=10), [
+        "ddpm: ddpm, ddim, dpm++2m, dpm++3m, dpm++s", "flow: euler, heun, dopri5"]),
     (dict(objective="flow", sampler="ddim", steps=10), ["flow: euler, heun"]),
-    (dict(objective="edm", sampler="euler", steps=10), ["ddpm, flow"]),
+    (dict(objective="edm", sampler="euler", steps=10), ["ddpm, flow, flow-sit"]),
     (dict(objective="ddpm", sampler="ddpm", steps=0), ["1 … 1000"]),
     (dict(objective="ddpm", sampler="dpm++2m", steps=1000), ["1 … 999"]),
     (dict(objective="flow", sampler="euler", steps=5, learn_sigma=True), ["ddpm objective only"]),
