@@ -110,7 +110,7 @@ LOSS_LIMIT = (0.0, 1e6)  # every LossWeights weight
 CHOICES: dict[str, tuple[str, ...]] = {
     "resume": ("none", "auto"), "small_images": ("upscale", "skip"),
     "optimizer": ("adam", "adamw"), "gan_loss": ("hinge", "non-saturating"),
-    "objective": ("ddpm", "flow"), "latent_norm": ("model", "channel"),
+    "objective": ("ddpm", "flow", "flow-sit"), "latent_norm": ("model", "channel"),
     "crop": ("random", "center"), "posterior": ("sample", "mode"),
     "t_sampling": ("uniform", "logit_normal"), "lr_decay": ("constant", "cosine", "linear"),
 }
