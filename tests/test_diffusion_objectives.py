@@ -436,3 +436,19 @@ def test_run_records_name_their_schedule_and_old_ones_load_as_linear(tmp_path):
     path.write_text(json.dumps(old))
     with pytest.raises(InputError, match="objective"):
         RunInfo.read(path)
+
+
+def test_model_call_feeds_sit_raw_t_and_ours_999_t():
+    """The network sees 999·t for ``flow`` (ours) and the raw t for ``flow-sit`` (SiT), the
+    schedule's own timesteps for ``ddpm``."""
+    from latentae.diffusion.pipeline import model_call
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x, t, labels):
+            self.t = t
+            return x
+
+    net, t = Recorder(), torch.tensor([0.25, 1.0])
+    for objective, want in (("flow", t * 999), ("flow-sit", t), ("ddpm", t)):
+        model_call(net, objective, torch.device("cpu"))(torch.zeros(2, 1), t, None)
+        assert torch.equal(net.t, want), objective
