@@ -13,7 +13,7 @@ dropped; the study is re-aggregated over the seeds whose every arm finished):
    training step; the step cap is then the largest of ``LADDER`` at which 20 seeds fit the
    section's time, else fewer seeds at the smallest cap.
 2. ``scale_dependency`` and ``latent_mmd`` on the same runs (``--runs-from``).
-3. ``scripts/gpu_bench.sh --budget S`` (LiteVAE table 3, DC-AE phase-2 memory, the bench
+3. ``scripts/gpu_bench.sh S`` (w29's: LiteVAE table 3, DC-AE phase-2 memory, the bench
    columns), if the file exists, with what is left minus a 30 s margin.
 
 ``--rehearse`` (:func:`rehearse`): on this CPU, a fresh clone of HEAD with only the carried
@@ -263,7 +263,7 @@ def figure(path: Path, pngs: list[Path]) -> None:
 
 
 def bench(out: Path, seconds: float, env: dict) -> dict:
-    """``scripts/gpu_bench.sh --budget S`` (w29's, if present) into /tmp, folded into
+    """``scripts/gpu_bench.sh S`` (w29's, if present; it stops within S) into /tmp, folded into
     ``out/bench.md`` and ``out/bench.json`` (two files, whatever it writes)."""
     script = ROOT / "scripts" / "gpu_bench.sh"
     if not script.is_file():
@@ -275,8 +275,9 @@ def bench(out: Path, seconds: float, env: dict) -> dict:
     folder.mkdir(parents=True)
     t0 = time.time()
     try:
-        done = subprocess.run(["bash", str(script), "--budget", str(int(seconds))],
-                              env={**env, "OUT": str(folder)}, timeout=seconds,
+        done = subprocess.run(["bash", str(script), str(int(seconds))],  # w29's call
+                              env={**env, "OUT": str(folder), "PYTHON": sys.executable},
+                              timeout=seconds + 15,
                               capture_output=True, text=True, cwd=ROOT)
         status = "done" if done.returncode == 0 else f"failed (exit {done.returncode})"
         tail = (done.stdout + done.stderr)[-4000:]

@@ -459,7 +459,7 @@ def test_held_out_split_selects_on_images_the_test_never_sees(shared_data):
 
 
 def test_a_resized_train_folder_streams_the_same_pixels(shared_data, tmp_path):
-    from latentae.train.data import TrainImages, list_sources
+    from latentae.engine.data import TrainImages, list_sources
     data = shared_data / "bsds400-train"
     links = design.train_folder(data, tmp_path)
     resized = design.train_folder(data, tmp_path, 48)
