@@ -262,7 +262,7 @@ def figure(path: Path, pngs: list[Path]) -> None:
     os.replace(tmp, path)
 
 
-def bench(out: Path, seconds: float, env: dict) -> dict:
+def bench(out: Path, seconds: float, env: dict, smallest: bool = False) -> dict:
     """``scripts/gpu_bench.sh S`` (w29's, if present; it stops within S) into /tmp, folded into
     ``out/bench.md`` and ``out/bench.json`` (two files, whatever it writes)."""
     script = ROOT / "scripts" / "gpu_bench.sh"
@@ -275,7 +275,8 @@ def bench(out: Path, seconds: float, env: dict) -> dict:
     folder.mkdir(parents=True)
     t0 = time.time()
     try:
-        done = subprocess.run(["bash", str(script), str(int(seconds))],  # w29's call
+        done = subprocess.run(["bash", str(script), str(int(seconds)),  # w29's call
+                               *(["--rehearse"] if smallest else [])],
                               env={**env, "OUT": str(folder), "PYTHON": sys.executable},
                               timeout=seconds + 15,
                               capture_output=True, text=True, cwd=ROOT)
@@ -362,7 +363,7 @@ def evidence(out: Path, budget: float, jobs: int | None, smallest: bool) -> dict
         section(report, out, name, lambda n=name, a=args, d=share: finish_study(
             n, a, WORK / n, ["lite-tiny", "sd-enc"],
             run_study(n, a, time.time() + max(20, d), env)[0], env, smallest))
-    section(report, out, "gpu_bench", lambda: bench(out, end - time.time(), env))
+    section(report, out, "gpu_bench", lambda: bench(out, end - time.time(), env, smallest))
     report["wall_s"] = round(time.time() - start, 1)
     write_back(out, report)
     log(f"done in {report['wall_s']} s; results in {out}")
