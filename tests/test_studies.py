@@ -468,3 +468,11 @@ def test_a_resized_train_folder_streams_the_same_pixels(shared_data, tmp_path):
     a, b = (TrainImages(list_sources(f), 48, seed=3) for f in (links, resized))
     for i in (0, 1, 351):
         assert torch.equal(a[i][0], b[i][0])
+
+
+def test_curves_average_complete_seed_sets_only():
+    runs = [{"arm": "a", "curve": [{"step": 50, "val": 10.0}, {"step": 100, "val": 12.0},
+                                   {"step": 150, "val": 13.0}]},
+            {"arm": "a", "curve": [{"step": 50, "val": 12.0}, {"step": 100, "val": 14.0}]},
+            {"arm": "b", "curve": [{"step": 50, "val": 9.0}]}]
+    assert common.curve_means(runs) == {"a": ([50, 100], [11.0, 13.0]), "b": ([50], [9.0])}

@@ -315,15 +315,28 @@ def plot_metric_series(path: Path, record: dict[str, Any], keys: dict[Any, str],
     plot(path, series, xlabel, ylabel, f"{record['study']} ({record['scale']['name']})", logx)
 
 
-def plot_curves(path: Path, results: list[dict], title: str) -> None:
-    """Mean held-out validation PSNR against steps, one line per arm."""
-    series: dict[str, dict[int, list[float]]] = {}
+def curve_means(results: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
+    """Per arm, the mean validation PSNR at each step that **every** seed of the arm
+    reached: a run that stopped early (plateau) ends its arm's curve there, so no point
+    averages fewer seeds than the arm has (issue 27 defect 4)."""
+    values: dict[str, dict[int, list[float]]] = {}
+    seeds: dict[str, int] = {}
     for r in results:
+        seeds[r["arm"]] = seeds.get(r["arm"], 0) + 1
         for c in r["curve"]:
-            series.setdefault(r["arm"], {}).setdefault(c["step"], []).append(c["val"])
-    plot(path, {a: (sorted(v), [float(np.mean(v[s])) for s in sorted(v)])
-                for a, v in series.items()}, "training step", "val PSNR (held-out crops)",
-         title)
+            values.setdefault(r["arm"], {}).setdefault(c["step"], []).append(c["val"])
+    out = {}
+    for arm, by_step in values.items():
+        steps = sorted(s for s, v in by_step.items() if len(v) == seeds[arm])
+        out[arm] = (steps, [float(np.mean(by_step[s])) for s in steps])
+    return out
+
+
+def plot_curves(path: Path, results: list[dict], title: str) -> None:
+    """Mean held-out validation PSNR against steps, one line per arm (complete seed sets
+    only: :func:`curve_means`)."""
+    plot(path, curve_means(results), "training step",
+         "val PSNR (held-out selection crops; all seeds)", title)
 
 
 def plot(path: Path, series: dict[str, tuple[list, list]], xlabel: str, ylabel: str,
