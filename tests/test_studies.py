@@ -476,3 +476,25 @@ def test_curves_average_complete_seed_sets_only():
             {"arm": "a", "curve": [{"step": 50, "val": 12.0}, {"step": 100, "val": 14.0}]},
             {"arm": "b", "curve": [{"step": 50, "val": 9.0}]}]
     assert common.curve_means(runs) == {"a": ([50, 100], [11.0, 13.0]), "b": ([50], [9.0])}
+
+
+def test_highres_controls_give_the_difference_in_differences(shared_data, fetched, tmp_path,
+                                                              monkeypatch):
+    from latentae.studies import highres_adaptation as hr
+    monkeypatch.setattr(common, "TRAIN_DATA", shared_data / "bsds400-train")
+    monkeypatch.setattr(common, "EVAL_DATA", shared_data / "kodak24")
+    torch.manual_seed(0)
+    assert hr.f8_model().spatial_compression_ratio == 8
+    record = common.run_study(hr, ["--quick", "--arms", "low,high,high-px,low-f8,high-f8",
+                                   "--out", str(tmp_path)])
+    rows = {r["contrast"]: r for r in record["contrasts"]}
+    did = rows["penalty f32 − penalty f8"]
+    first = np.subtract(*[[r["budgets"]["1"]["test"]["psnr_2R"] for r in record["runs"]
+                           if r["arm"] == a] for a in ("high", "low")])
+    second = np.subtract(*[[r["budgets"]["1"]["test"]["psnr_2R"] for r in record["runs"]
+                            if r["arm"] == a] for a in ("high-f8", "low-f8")])
+    assert did["diffs"] == pytest.approx((first - second).round(5).tolist(), abs=1e-4)
+    assert "Holm" in did["verdict_holm"] and "(high-px − low) at 2R − at R" in rows
+    cpu = hr.SCALES["cpu"]
+    (low,), (px,) = (hr.build(a, cpu)[1].phases for a in ("low", "high-px"))
+    assert px.resolution == 2 * low.resolution and px.batch_size * 4 == low.batch_size

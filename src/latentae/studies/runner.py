@@ -65,6 +65,19 @@ class Contrast:
     noninferiority: float | None = None
 
 
+@dataclass(frozen=True)
+class DiffInDiff:
+    """A difference of two paired differences, per seed: ``(first) − (second)``, each
+    ``(arm, reference, metric)`` on the test set, e.g. the high-resolution penalty net of
+    the high-resolution arm's advantage at R, or f32's penalty minus f8's (direction
+    only: + = the first difference is the larger)."""
+
+    name: str
+    first: tuple[str, str, str]
+    second: tuple[str, str, str]
+    source: str
+
+
 _NETS: dict[str, Any] = {}
 
 
@@ -262,7 +275,26 @@ def contrasts(mod: ModuleType, results: list[dict], scale: design.Scale,
                 if pick[0][0] is None or c.metric not in pick[0][0]:
                     continue
                 rows.append(contrast_row(c, b, where, pick))
-    return adjust(rows)
+    for d in getattr(mod, "DIFF_IN_DIFF", ()):
+        if {d.first[0], d.first[1], d.second[0], d.second[1]} <= set(arms):
+            rows += [did_row(d, b, by, scale.seeds) for b in scale.budgets]
+    return adjust([r for r in rows if r is not None])
+
+
+def did_row(d: DiffInDiff, budget: int, by: dict, seeds: int) -> dict | None:
+    """The row of a :class:`DiffInDiff` at ``budget`` (None when a metric is missing)."""
+    def diff(arm: str, ref: str, metric: str) -> list[float] | None:
+        tested = [(by[(arm, i)]["budgets"][str(budget)]["test"],
+                   by[(ref, i)]["budgets"][str(budget)]["test"]) for i in range(seeds)]
+        if metric not in tested[0][0]:
+            return None
+        return [a[metric] - r[metric] for a, r in tested]
+    first, second = diff(*d.first), diff(*d.second)
+    if first is None or second is None:
+        return None
+    return {"contrast": d.name, "metric": f"{d.first[2]} − {d.second[2]}", "budget": budget,
+            "set": "test", "source": d.source, "arm_mean": float(np.mean(first)),
+            "ref_mean": float(np.mean(second)), **stats.compare(first, second, 0.0)}
 
 
 def contrast_row(c: Contrast, budget: int, where: str, pick: list[tuple[dict, dict]]
