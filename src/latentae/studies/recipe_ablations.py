@@ -26,7 +26,7 @@ Equal budgets (issue 27 defect 4): every arm trains the full budgets (``PLATEAU 
 design.NEVER``): a run the plateau rule stops early (two of three SMC runs stalled at
 300/400 steps) would otherwise be compared at its stop against an 800-step base. The SMC
 decoder gets its own lr from its own sweep (``--arm-lr-mult smc=M``: the sweep is
-``--arms smc --seeds 1 --budgets 200 --lr-mult M`` for M in 4, 16, 64).
+``--arms smc --seeds 1 --budgets 200 --lr-mult M`` for M in 1, 4, 16).
 """
 
 from __future__ import annotations
