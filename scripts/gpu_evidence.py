@@ -392,9 +392,9 @@ def rehearse(python: str, budget: float) -> int:
         raise SystemExit(f"gpu_evidence --rehearse: no {CARRY}: run scripts/gpu_prepare.sh")
     base = Path(tempfile.mkdtemp(prefix="gpu-rehearse-"))
     repo, out, block, tmp = base / "repo", base / "out", base / "block", base / "tmp"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True,
                           capture_output=True, text=True).stdout.strip()
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(ROOT), str(repo)], check=True)
     subprocess.run(["git", "-C", str(repo), "checkout", "-q", head], check=True)
     shutil.copytree(ROOT / CARRY, repo / CARRY)
     for name in ("diffusers", "webdataset"):  # not on the GPU machine
