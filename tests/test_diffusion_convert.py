@@ -330,7 +330,8 @@ def test_dit_patch_bias_starts_at_zero_as_in_the_release():
 def test_official_weights_that_do_not_fit_are_input_errors():
     sd = official_dit()
     cases = [({"depth": 3}, "depth 2; preset dit-s has 32 and 3"),
-             ({"num_classes": 7}, "--num-classes 5 \\(a null row last\\) or 6"), ({"in_channels": 4}, "3 channels"),
+             ({"num_classes": 7}, "--num-classes 5 \\(a null row last\\) or 6"),
+             ({"in_channels": 4}, "3 channels"),
              ({"input_size": 16}, "input-size"), ({"patch_size": 4}, "2x2 patches")]
     for change, match in cases:
         kwargs = {"name": "dit-s", "patch_size": 2, "input_size": 8, "in_channels": 3,
