@@ -22,11 +22,12 @@ from latentae.diffusion.data import cached_resolution
 from latentae.diffusion.recipes import GRID_SAMPLER, GRID_STEPS, get_recipe
 from latentae.diffusion.registry import get_preset
 from latentae.diffusion.samplers import SAMPLERS
+from latentae.diffusion.schedules import get_schedule
 from latentae.errors import InputError
 from latentae.train.config import LoopConfig, check_config, merge_sources
 
 RECIPE_FIELDS = ("lr", "batch_size", "weight_decay", "betas", "warmup_steps", "ema_decay",
-                 "grad_clip", "steps")
+                 "grad_clip", "steps", "objective", "schedule")
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,12 @@ class DiffusionConfig(LoopConfig):
     patch: int = 2
     data: str = ""                  # image folder (DIR/CLASS/img or flat), or latent shards
     cached: bool = False            # data holds `latentae encode [--labels]` shards
-    objective: str = "ddpm"
+    objective: str = "ddpm"         # ddpm | flow | flow-sit (the recipe's when not given)
+    schedule: str = "linear"        # ddpm noise schedule spec (schedules.py; the recipe's)
     learn_sigma: bool | None = None  # None: DiT's choice for ddpm (True), False for flow
     t_sampling: str = "uniform"     # flow: uniform or logit_normal t
     class_dropout: float = 0.1      # label -> null class for guidance (both releases)
-    recipe: str = ""                # "" = the model's family: dit | uvit
+    recipe: str = ""                # "" = the model's family: dit | uvit (or usit)
     lr: float = 1e-4
     batch_size: int = 256
     weight_decay: float = 0.0
@@ -102,6 +104,7 @@ def check_diffusion_config(cfg: DiffusionConfig) -> None:
     if cfg.grid_sampler not in SAMPLERS[cfg.objective]:
         raise InputError(f"grid_sampler {cfg.grid_sampler!r} does not go with objective "
                          f"{cfg.objective!r}: choose one of {', '.join(SAMPLERS[cfg.objective])}")
+    get_schedule(cfg.schedule)  # a bad spec is an InputError naming the valid ones
     if cfg.learn_sigma and cfg.objective != "ddpm":
         raise InputError("learn_sigma applies to the ddpm objective only (flow predicts the "
                          "velocity alone): drop --learn-sigma or use --objective ddpm")
