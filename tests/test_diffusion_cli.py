@@ -140,7 +140,7 @@ def runs(tmp_path_factory):
 
 def test_sampling_resumes_to_the_same_images(runs, tmp_path):
     kw = dict(sampler="dpm++2m", steps=3, guidance=1.5, batch_size=2, device="cpu",
-              progress=False)
+              progress=False, labels="balanced")
     sample_folder(runs / "cond", tmp_path / "a", n=5, **kw)
     sample_folder(runs / "cond", tmp_path / "b", n=3, **kw)  # "interrupted" after 3 …
     (tmp_path / "b" / "000001.png").unlink()  # … with one file lost
