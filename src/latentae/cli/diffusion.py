@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -34,7 +35,6 @@ from latentae.diffusion.registry import list_diffusion
 from latentae.diffusion.train import train
 from latentae.errors import InputError
 from latentae.files import atomic_dir, prepare_output_dir
-from latentae.train import dist
 from latentae.train.config import load_yaml
 
 # Flags that map one-to-one onto DiffusionConfig fields (None = not given: the recipe's
@@ -158,8 +158,9 @@ def add_sample(dsub: argparse._SubParsersAction) -> None:
                                "folder of `latentae diffusion convert`")
     s.add_argument("--out", required=True, help="folder for {index:06d}.png, samples.npz "
                                                 "and grid.png")
-    s.add_argument("--n", type=shared.positive_int, default=None,
-                   help="number of samples (default: the rows of --noise)")
+    s.add_argument("--n", "--num-samples", dest="n", type=shared.positive_int, default=None,
+                   help="number of samples (default: the rows of --noise); under torchrun "
+                        "spell it --num-samples (torchrun reads --n as its own option)")
     s.add_argument("--guidance", type=shared.non_negative_float, default=None,
                    help="classifier-free guidance scale (default: the record's; 1 = off)")
     s.add_argument("--sampler", default=None,
@@ -213,7 +214,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                         labels=args.labels, noise=args.noise,
                         guidance_channels=args.guidance_channels,
                         autoencoder=args.autoencoder, **_record(args))
-    if dist.is_main():
+    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 speaks (the group is gone)
         print(f"wrote {n} samples to {args.out}: {npz} (arr_0, labels, latents) and "
               f"{Path(args.out) / 'grid.png'}")
     return 0

@@ -154,14 +154,15 @@ def resolve_info(folder: str | os.PathLike, *, autoencoder: str | None = None,
                          "diffusion attach`)")
     config = read_config(folder)["config"]
     base = {k: defaults[k] for k in SAMPLING_FIELDS + ("sampler_options",) if k in defaults}
+    values = {"objective": "ddpm", "sampler": "ddpm", "sample_steps": 250, "guidance": 1.0,
+              **base, **given}
     info = RunInfo(autoencoder="", autoencoder_path="", autoencoder_random_init=False,
-                   objective="ddpm", learn_sigma=bool(config.get("learn_sigma", False)),
+                   learn_sigma=bool(config.get("learn_sigma", False)),
                    latent_norm=LatentNorm("model", (0.0,), (1.0,)), resolution=0,
                    latent_size=int(config["input_size"]),
                    latent_channels=int(config["in_channels"]),
-                   num_classes=int(config["num_classes"]), classes=(), sampler="ddpm",
-                   sample_steps=250, guidance=1.0, release=defaults.get("release", ""),
-                   **{**base, **given})
+                   num_classes=int(config["num_classes"]), classes=(),
+                   release=defaults.get("release", ""), **values)
     return _with_autoencoder(
         info, folder, autoencoder, autoencoder_random_init,
         defaults.get("latent_scale") if latent_scale is None else latent_scale,

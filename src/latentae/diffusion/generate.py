@@ -106,7 +106,7 @@ def read_noise(path: str | os.PathLike, n: int, shape: tuple[int, ...]) -> torch
     if a.ndim != 4 or tuple(a.shape[1:]) != shape or a.shape[0] < n:
         raise InputError(f"--noise {path} holds {a.dtype} {tuple(a.shape)}: expected at least "
                          f"{n} initial latents of shape {shape} (N, C, h, w)")
-    return torch.from_numpy(np.asarray(a[:n], dtype=np.float32))
+    return torch.from_numpy(np.array(a[:n], dtype=np.float32))  # a writable copy
 
 
 def _file_digest(path: str | os.PathLike) -> str:
