@@ -385,3 +385,70 @@ def test_sit_flow_convention_runs_the_other_way_with_the_opposite_target():
             mse.std()) / math.sqrt(n) + 1e-6
     with pytest.raises(InputError, match="flow, flow-sit"):
         flow_loss(exact, xs, None, generator=None, objective="sit")
+
+
+def test_recipes_carry_their_release_objective_schedule_and_sampler():
+    """uvit: DC-AE's U-ViT on scaled-linear with dpm++s 30 (order 3, fast, time-uniform),
+    guidance 1.5; usit: the DC-AE README's USiT (AdamW lr 1e-4, wd 0, flow-sit, dopri5 250,
+    guidance 1.2); dit unchanged (ddpm on linear, DDPM 250). Flags still win."""
+    from latentae.diffusion.config import make_diffusion_config
+    from latentae.diffusion.recipes import RECIPES
+
+    base = {"autoencoder": "ae", "data": "d"}
+    uvit = make_diffusion_config({**base, "model": "uvit-s"})
+    assert (uvit.recipe, uvit.objective, uvit.schedule) == ("uvit", "ddpm", "scaled-linear")
+    r = RECIPES["uvit"]
+    assert (r.sampler, r.sample_steps, r.guidance) == ("dpm++s", 30, 1.5)
+    usit = make_diffusion_config({**base, "model": "uvit-s", "recipe": "usit"})
+    assert (usit.objective, usit.lr, usit.weight_decay, usit.learn_sigma) == (
+        "flow-sit", 1e-4, 0.0, False)
+    assert usit.grid_sampler == "heun"
+    r = RECIPES["usit"]
+    assert (r.sampler, r.sample_steps, r.guidance, r.betas) == ("dopri5", 250, 1.2, (0.99, 0.99))
+    dit = make_diffusion_config({**base, "model": "dit-s"})
+    assert (dit.objective, dit.schedule, RECIPES["dit"].sampler) == ("ddpm", "linear", "ddpm")
+    mine = make_diffusion_config({**base, "model": "uvit-s", "schedule": "cosine+zero-snr"})
+    assert mine.schedule == "cosine+zero-snr"
+    with pytest.raises(InputError, match="scaled-linear"):
+        make_diffusion_config({**base, "model": "dit-s", "schedule": "sigmoid"})
+
+
+def test_run_records_name_their_schedule_and_old_ones_load_as_linear(tmp_path):
+    import json
+
+    from latentae.diffusion.data import LatentNorm
+    from latentae.diffusion.pipeline import RunInfo
+
+    info = RunInfo(autoencoder="ae", autoencoder_path="", autoencoder_random_init=True,
+                   objective="ddpm", learn_sigma=True,
+                   latent_norm=LatentNorm("model", (0.0,) * 4, (1.0,) * 4), resolution=64,
+                   latent_size=8, latent_channels=4, num_classes=0, classes=(),
+                   sampler="dpm++s", sample_steps=30, guidance=1.0, schedule="scaled-linear")
+    path = tmp_path / "diffusion_run.json"
+    path.write_text(info.to_json())
+    assert RunInfo.read(path) == info and json.loads(path.read_text())["schedule"] == (
+        "scaled-linear")
+    old = json.loads(info.to_json())
+    del old["schedule"]  # a record from before schedules were data
+    path.write_text(json.dumps(old))
+    assert RunInfo.read(path).schedule == "linear"
+    del old["objective"]
+    path.write_text(json.dumps(old))
+    with pytest.raises(InputError, match="objective"):
+        RunInfo.read(path)
+
+
+def test_model_call_feeds_sit_raw_t_and_ours_999_t():
+    """The network sees 999·t for ``flow`` (ours) and the raw t for ``flow-sit`` (SiT), the
+    schedule's own timesteps for ``ddpm``."""
+    from latentae.diffusion.pipeline import model_call
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x, t, labels):
+            self.t = t
+            return x
+
+    net, t = Recorder(), torch.tensor([0.25, 1.0])
+    for objective, want in (("flow", t * 999), ("flow-sit", t), ("ddpm", t)):
+        model_call(net, objective, torch.device("cpu"))(torch.zeros(2, 1), t, None)
+        assert torch.equal(net.t, want), objective

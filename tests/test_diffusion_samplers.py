@@ -17,7 +17,14 @@ from gaussian_oracle import (
     random_law,
 )
 
-from latentae.diffusion import ddpm_sampling_schedule, get_schedule, guided_model, sample, samplers
+from latentae.diffusion import (
+    ddpm_sampling_schedule,
+    ddpm_solvers,
+    get_schedule,
+    guided_model,
+    sample,
+    samplers,
+)
 from latentae.diffusion.sampling import SamplerOptions
 from latentae.errors import InputError
 
@@ -564,3 +571,26 @@ def test_bad_sampling_arguments_raise_input_error(kwargs, words):
         sample(_zeros, (2, *SHAPE), **kwargs)
     for word in words:
         assert word in str(err.value)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_dc_ae_third_order_final_formula_is_diffusers_midpoint_given_the_same_predictions():
+    """DC-AE's default ("dpmsolver") third-order update ends with diffusers' "midpoint" third
+    order (the D1_1 term): given the same x̂_0 at the three inner times, the same x_t. (Its
+    intermediate points differ from diffusers' midpoint ones; see the test above.)"""
+    ns = get_schedule("linear")
+    steps = [999, 962, 925, 888]
+    times = torch.tensor([(k + 1) / 1000 for k in steps], dtype=torch.float64)
+    g = torch.Generator().manual_seed(9)
+    x, preds = torch.randn(2, 2, 3, 3, generator=g), [torch.randn(2, 2, 3, 3, generator=g)
+                                                       for _ in range(3)]
+    served = iter(preds)
+    ours = ddpm_solvers._singlestep_update(x, times, ns, lambda *a: next(served), "dpmsolver")
+    sched = diffusers.DPMSolverSinglestepScheduler(
+        num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+        solver_order=3, algorithm_type="dpmsolver++", solver_type="midpoint",
+        lower_order_final=True, final_sigmas_type="sigma_min")
+    sched.set_timesteps(timesteps=steps)
+    sched._step_index = 2  # the update from sigmas[0] (999) to sigmas[3] (888)
+    theirs = sched.singlestep_dpm_solver_third_order_update(preds, sample=x)
+    assert float((ours - theirs).abs().max()) < 1e-5

@@ -70,8 +70,8 @@ def _heun(denoise: Denoiser, x: torch.Tensor, steps: int, opts: SamplerOptions, 
 
 def _odeint():
     try:
-        from torchdiffeq import odeint
-    except ImportError as e:  # an optional dependency: only dopri5 needs it
+        from torchdiffeq import odeint  # deferred: optional, only dopri5 needs it
+    except ImportError as e:
         raise InputError("the dopri5 sampler needs torchdiffeq: pip install 'torchdiffeq>=0.2' "
                          "(or choose --sampler heun)") from e
     return odeint

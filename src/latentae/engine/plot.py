@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentae.train.monitor import read_metrics
+from latentae.engine.monitor import read_metrics
 
 LOSS_KEYS = ("loss", "l1", "perceptual", "wavelet", "highpass", "kl", "adversarial", "d_loss")
 
@@ -12,7 +12,7 @@ LOSS_KEYS = ("loss", "l1", "perceptual", "wavelet", "highpass", "kl", "adversari
 def plot_run(run: str | Path, out: str | Path | None = None) -> Path:
     """Draw the training losses (log scale) and validation metrics of ``run`` against
     the step; returns the PNG path (default ``RUN/curves.png``)."""
-    import matplotlib
+    import matplotlib  # deferred: optional, heavy
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
