@@ -16,16 +16,25 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 from diffusion_helpers import save_autoencoder, write_images  # noqa: E402
 
 from latentae.cli import main  # noqa: E402
+from latentae.diffusion import attach as attach_module  # noqa: E402
 from latentae.diffusion import create_diffusion  # noqa: E402
 from latentae.diffusion.attach import RUN_FILE, resolve_info  # noqa: E402
 from latentae.diffusion.generate import sample_labels  # noqa: E402
 
 FAST = ["--steps", "3", "--batch-size", "3", "--device", "cpu", "--no-progress"]
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "diffusion.md"
+RELEASE = "dc-ae-f32c32-in-1.0-usit-h-in-512px"
+DOC_COMMANDS = (
+    f"latentae diffusion convert {RELEASE} usit-h",
+    "latentae diffusion sample usit-h --autoencoder dc-ae-f32c32-in-1.0-diffusers --n 50000 "
+    "--out usit-h-samples",
+    "latentae diffusion eval usit-h-samples/samples.npz --ref imagenet_512_train.npz")
 
 
 def efficientvit_checkpoint(path: Path) -> Path:
@@ -132,3 +141,36 @@ def test_torchrun_two_processes_write_the_images_of_one(converted, tmp_path):
     with np.load(tmp_path / "one/samples.npz") as a, np.load(tmp_path / "two/samples.npz") as b:
         for k in ("arr_0", "labels", "latents"):
             assert np.array_equal(a[k], b[k]), k
+
+
+def test_the_docs_release_commands(tmp_path, monkeypatch, capsys, fetched):
+    """docs/diffusion.md §5 as written, on a stand-in: efficientvit's Hugging Face folder
+    layout (diffusion_model.<key>, config.json model_name) with a uvit-tiny in place of
+    USiT-H, a tiny autoencoder under the diffusers folder's name, random {mu, sigma}."""
+    text = DOCS.read_text()
+    assert all(c in text for c in DOC_COMMANDS)
+    tiny = {**attach_module.RELEASES[RELEASE], "model": "uvit-tiny", "input_size": 4,
+            "in_channels": 4}
+    monkeypatch.setitem(attach_module.RELEASES, RELEASE, tiny)
+    monkeypatch.chdir(tmp_path)
+    save_autoencoder(tmp_path / "dc-ae-f32c32-in-1.0-diffusers")
+    torch.manual_seed(0)
+    model = create_diffusion("uvit-tiny", patch_size=1, in_channels=4, input_size=4,
+                             num_classes=1000)
+    (tmp_path / RELEASE).mkdir()
+    save_file({"diffusion_model." + k: v.contiguous() for k, v in model.state_dict().items()},
+              tmp_path / RELEASE / "model.safetensors")
+    (tmp_path / RELEASE / "config.json").write_text(f'{{"model_name": "{RELEASE}"}}')
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "imagenet_512_train.npz", mu=rng.normal(size=2048) * 0.1,
+             sigma=np.eye(2048) * 0.05)
+    extra = {1: "--n 4 --batch-size 4 --steps 2 --atol 1e-2 --rtol 1e-2 --device cpu "
+                "--no-progress", 2: "--device cpu --no-progress --kid-subsets 2"}
+    for k, command in enumerate(DOC_COMMANDS):
+        assert main(command.split()[1:] + extra.get(k, "").split()) == 0, command
+    out = capsys.readouterr().out
+    assert "samples as dc-ae-f32c32-in-1.0-usit-h-in-512px (flow-sit, dopri5" in out
+    info = resolve_info(tmp_path / "usit-h", autoencoder="dc-ae-f32c32-in-1.0-diffusers")
+    assert (info.objective, info.guidance, info.latent_norm.scale[0]) == ("flow-sit", 1.2,
+                                                                         0.3189)
+    assert "efficientvit {mu, sigma}" in out and "pytorch-fid" in out

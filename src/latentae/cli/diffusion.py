@@ -46,7 +46,10 @@ TRAIN_FLAGS = (
     ("--data", str, "data", "image folder (DIR/CLASS/image for classes) or, with --cached, "
      "the shards of `latentae encode --labels`"),
     ("--out", str, "out", "run folder"),
-    ("--objective", str, "objective", "ddpm (ε, DiT) | flow (velocity, SiT); default ddpm"),
+    ("--objective", str, "objective", "ddpm (ε, DiT/U-ViT) | flow (ours: x_t=(1-t)x+tε) | "
+     "flow-sit (SiT/USiT: x_t=tx+(1-t)ε); default: the recipe's"),
+    ("--schedule", str, "schedule", "ddpm noise schedule: linear (DiT) | scaled-linear "
+     "(SD, U-ViT, DC-AE) | cosine, +zero-snr; default: the recipe's"),
     ("--resolution", int, "resolution", "image size (default 256; --cached: the latents')"),
     ("--batch-size", int, "batch_size", "GLOBAL batch over all processes (recipe: DiT 256, "
      "U-ViT 1024)"),
@@ -172,6 +175,12 @@ def add_sample(dsub: argparse._SubParsersAction) -> None:
                         "balanced: class i mod K")
     s.add_argument("--noise", default=None, metavar="FILE.npy",
                    help="initial latents (N, C, h, w) instead of drawing them")
+    for flag, typ, help_ in (("--eta", float, "ddim: 0 deterministic … 1"),
+                             ("--order", int, "dpm++s: 1-3 (DC-AE: 3)"),
+                             ("--grid", str, "dpm++s: time_uniform | logSNR | time_quadratic"),
+                             ("--atol", float, "dopri5 (SiT: 1e-6)"),
+                             ("--rtol", float, "dopri5 (SiT: 1e-3)")):
+        s.add_argument(flag, type=typ, default=None, help=help_ + "; default: the record's")
     _record_flags(s)
     shared.add_batch_size(s, 16)
     s.add_argument("--seed", type=shared.non_negative_int, default=0,
@@ -202,6 +211,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                                     f"{out.parent} --n 64 --out SAMPLES`)")
 
 
+OPTIONS = ("eta", "order", "grid", "atol", "rtol")  # samplers.sample(**options)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     n = args.n
     if n is None:
@@ -213,6 +225,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
                         seed=args.seed, device=args.device, progress=not args.no_progress,
                         labels=args.labels, noise=args.noise,
                         guidance_channels=args.guidance_channels,
+                        sampler_options={k: getattr(args, k) for k in OPTIONS
+                                         if getattr(args, k) is not None},
                         autoencoder=args.autoencoder, **_record(args))
     if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 speaks (the group is gone)
         print(f"wrote {n} samples to {args.out}: {npz} (arr_0, labels, latents) and "

@@ -19,6 +19,7 @@ before decoding (the model's normalised space; kept per index in ``OUT/latents/`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -119,19 +120,24 @@ def sample_folder(run: str | os.PathLike, out: str | os.PathLike, *, n: int,
                   device: str = "auto", progress: bool = True,
                   autoencoder: torch.nn.Module | str | None = None, labels: str = "random",
                   noise: str | os.PathLike | None = None,
-                  guidance_channels: int | None = None, **record) -> Path:
+                  guidance_channels: int | None = None, sampler_options: dict | None = None,
+                  **record) -> Path:
     """Draw ``n`` samples of ``run`` (a trained run, or a converted model folder) into
     ``out``; returns ``out/samples.npz``. ``sampler``/``steps``/``guidance`` default to the
     run's record; ``autoencoder``: a folder (for a model folder without a record), or the
     run's module when the caller holds it; ``record``: the other values of
     :func:`~latentae.diffusion.attach.resolve_info` (``latent_scale``, ``objective``,
-    ``schedule``…). Under ``torchrun`` each process draws its blocks (module docstring)."""
+    ``schedule``…); ``sampler_options``: eta, order, grid, atol, rtol over the record's.
+    Under ``torchrun`` each process draws its blocks (module docstring)."""
     if n < 1 or batch_size < 1:
         raise InputError(f"--n and --batch-size must be >= 1, got {n} and {batch_size}")
     run, out = Path(run), Path(out)
     if isinstance(autoencoder, (str, os.PathLike)):  # a folder (the record's autoencoder)
         record["autoencoder"], autoencoder = str(autoencoder), None
     info = resolve_info(run, **record)  # a missing or unfinished run fails before the device
+    if sampler_options:  # --eta/--order/... over the record's
+        info = dataclasses.replace(info, sampler_options={**info.sampler_options,
+                                                          **sampler_options})
     started = not torch.distributed.is_initialized()
     dist.init()  # torchrun: join the group (gloo on CPU, NCCL on this rank's GPU)
     try:
