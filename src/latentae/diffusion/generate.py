@@ -139,7 +139,7 @@ def sample_folder(run: str | os.PathLike, out: str | os.PathLike, *, n: int,
         info = dataclasses.replace(info, sampler_options={**info.sampler_options,
                                                           **sampler_options})
     started = not torch.distributed.is_initialized()
-    dist.init()  # torchrun: join the group (gloo on CPU, NCCL on this rank's GPU)
+    device = _join(device)
     try:
         return _sample(run, out, info, n=n, guidance=guidance, sampler=sampler, steps=steps,
                        batch_size=batch_size, seed=seed, device=device, progress=progress,
@@ -148,6 +148,20 @@ def sample_folder(run: str | os.PathLike, out: str | os.PathLike, *, n: int,
     finally:
         if started:  # leave a caller's process group alone
             dist.destroy()
+
+
+def _join(device: str) -> str:
+    """Join the torchrun group (NCCL on this rank's GPU, gloo on CPU: ``dist.init``) and
+    return this rank's device. More processes than GPUs share them round robin, joined
+    by gloo (NCCL refuses two ranks on one GPU; sampling only needs barriers)."""
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    shared = device == "auto" and 0 < gpus < world
+    if shared and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+    dist.init()
+    return f"cuda:{local % gpus}" if shared else device
 
 
 def _sample(run: Path, out: Path, info, *, n: int, guidance: float | None,
