@@ -72,12 +72,12 @@ def autocast(device: torch.device | str, dtype: torch.dtype | str | None = None
 COMPILE_BACKENDS = ("inductor", "eager")
 
 
-def compile_module(module: torch.nn.Module, backend: str | None):
-    """``torch.compile(module, backend=backend)``, or ``module`` itself for ``None``.
-    The compiled wrapper shares the module's parameters; compiling happens at its first
-    calls (a warm-up), and again for a new input shape or train/eval mode: shapes are
-    static (``dynamic=False``), so a second shape gets its own specialised kernels rather
-    than one dynamic-shape graph."""
+def compile_module(module, backend: str | None):
+    """``torch.compile(module, backend=backend)`` (a module or a function of modules), or
+    ``module`` itself for ``None``. The compiled wrapper shares the module's parameters;
+    compiling happens at its first calls (a warm-up), and again for a new input shape or
+    train/eval mode: shapes are static (``dynamic=False``), so a second shape gets its own
+    specialised kernels rather than one dynamic-shape graph."""
     if backend is None:
         return module
     if backend not in COMPILE_BACKENDS:

@@ -170,6 +170,8 @@ def time_columns(columns: list[Column], settings: DiffusionBenchSettings, progre
     runs after each mode (the machine's matmul rate is sampled there). With
     ``settings.compile`` each column's model runs through ``torch.compile`` (compiled in
     the warm-up calls, which are therefore at least one)."""
+    if settings.compile is not None and settings.warmup < 1:
+        settings = dataclasses.replace(settings, warmup=1)
     inputs = [make_inputs(col, settings) for col in columns]
     models = [compile_module(col.model, settings.compile) for col in columns]
     unique = {id(p): p for col in columns for p in col.model.parameters() if p.requires_grad}

@@ -39,6 +39,16 @@ ROWS = [
     ("end-to-end training images/s, best repeat", "e2e_train_best_img_s", "{:.3g}", "ratio"),
     ("end-to-end training GFLOP/s", "e2e_train_gflop_s", "{:.1f}", "matmul"),
     ("end-to-end training peak memory (MiB)", "e2e_train_peak_mem_mb", "{:.0f}", "ratio"),
+    ("best inference batch (--best-batch)", "infer_best_batch", "{:d}", None),
+    ("inference images/s at the best batch", "infer_best_batch_img_s", "{:.3g}", "ratio"),
+    ("best guided inference batch", "infer_cfg_best_batch", "{:d}", None),
+    ("guided inference images/s at the best batch", "infer_cfg_best_batch_img_s", "{:.3g}",
+     "ratio"),
+    ("best training batch", "train_best_batch", "{:d}", None),
+    ("training images/s at the best batch", "train_best_batch_img_s", "{:.3g}", "ratio"),
+    ("best end-to-end training batch", "e2e_best_batch", "{:d}", None),
+    ("end-to-end training images/s at the best batch", "e2e_best_batch_img_s", "{:.3g}",
+     "ratio"),
 ]
 
 
@@ -91,6 +101,11 @@ def header(report: dict) -> list[str]:
         "optimizer state): CUDA max allocated (GPU) or peak RSS (CPU, glibc malloc as "
         "PyTorch leaves it)",
     ]
+    if report.get("best_batch"):
+        first = next(iter(next(iter(report["best_batch"].values())).values()))
+        lines.append(f"- best batch: doubled from 1 while one call's peak memory stays within "
+                     f"{first['memory_limit_bytes'] / 2**20:.0f} MiB, until two doublings gain "
+                     "< 5% images/s; the fixed-batch rows above use the batch stated")
     if s["on_the_fly"]:
         lines.append("- end-to-end: the frozen autoencoder encoder's forward (no grad, "
                      "channels_last, a posterior sample times the scaling factor) on "

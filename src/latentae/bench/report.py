@@ -50,7 +50,10 @@ def header_lines(report: dict) -> list[str]:
         f"- {s['resolution']}² images, batch {s['batch']}, dtype {s['dtype']}"
         + (" (non-float32 by autocast; such columns are named model@dtype)"
            if s["dtype"] != "float32" else "")
-        + f", channels_last: {s['channels_last']}; {s['warmup']} warm-up call(s), "
+        + f", channels_last: {s['channels_last']}"
+        + (f", torch.compile backend {s['compile']} (latentae columns)"
+           if s.get("compile") else "")
+        + f"; {s['warmup']} warm-up call(s), "
         f"median of {s['repeats']}",
         f"- this machine's float32 matmul rate: {m['matmul_float32_gflops']:.0f} GFLOP/s"
         + "".join(f"; {k[7:-7]}: {v:.0f} GFLOP/s" for k, v in m.items()

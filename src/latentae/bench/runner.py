@@ -46,6 +46,7 @@ class BenchSettings:
     tune_allocator: bool = True  # glibc keeps freed large blocks (runtime.tune_allocator)
     seed: int = 0
     matmul_size: int = 1536  # n of the n×n matmul that measures the machine's rate
+    compile: str | None = None  # torch.compile backend of the latentae columns (None: eager)
     extras: dict = field(default_factory=dict)
 
     @property
@@ -67,6 +68,9 @@ class BenchSettings:
                 raise InputError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.warmup < 0:
             raise InputError(f"warmup must be >= 0, got {self.warmup}")
+        if self.compile is not None and self.compile not in runtime.COMPILE_BACKENDS:
+            raise InputError(f"unknown compile backend {self.compile!r}; valid: "
+                             f"{', '.join(runtime.COMPILE_BACKENDS)}")
 
 
 def _uses_channels_last(s: Subject, settings: BenchSettings) -> bool:
@@ -88,8 +92,10 @@ def _inputs(s: Subject, settings: BenchSettings, batch: int, device: torch.devic
 
 
 def _mode_fn(s: Subject, mode: str, x: torch.Tensor, z: torch.Tensor, device: torch.device,
-             dtype: torch.dtype):
+             dtype: torch.dtype, compile: str | None = None):
     fwd = s.encode if mode.endswith("encode") else s.decode
+    if s.kind == "latentae":  # the twins run as their library ships them
+        fwd = runtime.compile_module(fwd, compile)
     inp = x if mode.endswith("encode") else z
     if not mode.startswith("train"):
         def infer() -> torch.Tensor:
@@ -151,8 +157,8 @@ def prepared_call(s: Subject, mode: str, settings: BenchSettings):
     ``settings.warmup`` untimed runs (used here and in the default-process child)."""
     device = torch.device(settings.device)
     x, z = _inputs(s, settings, settings.batch, device)
-    fn = _mode_fn(s, mode, x, z, device, runtime.dtype_from_name(s.dtype))
-    for _ in range(settings.warmup):
+    fn = _mode_fn(s, mode, x, z, device, runtime.dtype_from_name(s.dtype), settings.compile)
+    for _ in range(max(settings.warmup, settings.compile is not None)):  # compiles here
         fn()
     return fn
 

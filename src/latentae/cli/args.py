@@ -27,7 +27,7 @@ from latentae.errors import InputError
 from latentae.files import atomic_write_text
 from latentae.models.autoencoder import Autoencoder
 from latentae.pretrained import load
-from latentae.runtime import DTYPES, ModelRunner, set_threads
+from latentae.runtime import COMPILE_BACKENDS, DTYPES, ModelRunner, set_threads
 
 __all__ = ["add_batch_size", "add_device", "add_dtype", "add_json", "add_limit", "add_model",
            "add_overwrite", "add_pad", "add_runtime", "add_threads", "add_tiles",
@@ -123,6 +123,14 @@ def add_batch_size(p: argparse.ArgumentParser, default: int) -> None:
     p.add_argument("--batch-size", type=positive_int, default=default,
                    help=f"images per batch (default {default})")
     p.add_argument("--batch", dest="batch_size", type=positive_int, help=argparse.SUPPRESS)
+
+
+def add_compile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", nargs="?", const="inductor", default=None,
+                   choices=list(COMPILE_BACKENDS), metavar="BACKEND",
+                   help="run the model through torch.compile (default backend inductor; "
+                        "'eager' only captures the graph). Compiling takes seconds on a GPU "
+                        "but minutes on a small CPU: see docs/benchmarks.md")
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:

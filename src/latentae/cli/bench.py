@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     shared.add_dtype(p, several=True)
     shared.add_device(p)
     shared.add_threads(p)
+    shared.add_compile(p)
     p.add_argument("--warmup", type=shared.non_negative_int, default=1)
     p.add_argument("--repeats", type=shared.positive_int, default=3)
     p.add_argument("--modes", default=",".join(MODES),
@@ -63,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     shared.add_json(p, "the full report")
     p.add_argument("--markdown", metavar="PATH", default=None,
                    help="write the Markdown table to PATH")
-    add_diffusion_args(p, common=False)
+    add_diffusion_args(p)
     p.set_defaults(func=cmd_bench)
 
 
@@ -106,7 +107,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              warmup=args.warmup, repeats=args.repeats,
                              modes=tuple(m for m in args.modes.split(",") if m),
                              channels_last=args.channels_last,
-                             tune_allocator=not args.default_allocator)
+                             tune_allocator=not args.default_allocator,
+                             compile=args.compile)
     settings.check()
     models = [(spec, load(spec, random_init=True)) for spec in args.models]
     subjects = build_subjects(models, compare=args.compare,
