@@ -38,8 +38,10 @@ def protocol(cfg: EvalConfig, model_name: str, model, device: str, n_images: int
         "spatial_compression_ratio": model.spatial_compression_ratio,
         "latent_channels": model.latent_channels,
         "resolution": cfg.resolution,
-        "crop": f"shortest side resized to {cfg.resolution} (PIL bicubic), {cfg.crop} crop "
-                f"{cfg.resolution}x{cfg.resolution}",
+        "crop": (f"ADM center_crop_arr to {cfg.resolution}x{cfg.resolution} (box-halve while "
+                 "the short side >= 2x, then PIL bicubic, centre square)" if cfg.crop ==
+                 "center" else f"shortest side resized to {cfg.resolution} (PIL bicubic), "
+                 f"random crop {cfg.resolution}x{cfg.resolution}"),
         "images": n_images, "corrupt": n_corrupt, "limit": cfg.limit,
         "latent": "posterior mode", "model_dtype": cfg.dtype,
         "padding": "reflect to a multiple of f, cropped back" if cfg.pad else "none",
