@@ -49,7 +49,7 @@ class _Deferred:
     machine, where it is not installed) never needs it."""
 
     def __getattr__(self, name: str) -> Any:
-        import webdataset  # deferred: not installed on the GPU machine
+        import webdataset  # deferred: not on the GPU machine, only streams need it
 
         return getattr(webdataset, name)
 
