@@ -34,11 +34,12 @@ from latentae.bench.diffusion_columns import (
     static_row,
 )
 from latentae.bench.measure import (
+    interleave,
     machine_info,
     matmul_gflops,
     peak_memory_bytes,
     synchronize,
-    time_calls,
+    time_once,
 )
 from latentae.runtime import autocast, compile_module
 
@@ -135,13 +136,9 @@ def time_interleaved(calls: dict[str, Callable[[], object]], settings: Diffusion
     for fn in calls.values():
         for _ in range(settings.warmup):
             fn()
-    gc.collect()  # cyclic garbage would distort the RSS baselines
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for r in range(settings.repeats):
-        progress(f"bench:   round {r + 1}/{settings.repeats}")
-        for key, fn in calls.items():
-            times[key] += time_calls(fn, device, warmup=0, repeats=1)
-    peaks = {key: peak_memory_bytes(fn, device) for key, fn in calls.items()}
+    times, peaks = interleave({key: (lambda fn=fn: time_once(fn, device),
+                                     lambda fn=fn: peak_memory_bytes(fn, device))
+                               for key, fn in calls.items()}, settings.repeats, progress)
     return {key: {"times_s": ts, "median_s": statistics.median(ts),
                   "peak_memory_bytes": peaks[key]} for key, ts in times.items()}
 

@@ -4,12 +4,10 @@ convention and how each number was taken; JSON as a list of rows, one per column
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
+from latentae.bench.report import machine_lines, write_files
 from latentae.errors import InputError
-from latentae.files import atomic_write_text
 
 # (label, JSON key, format, how the cell is annotated: "ratio" to the baseline column,
 # "matmul" as a share of the machine's matmul rate, None: the value alone)
@@ -76,11 +74,7 @@ def header(report: dict) -> list[str]:
         f"start and after each mode: {', '.join(f'{x:.0f}' for x in m[k[:-7] + '_samples'])})"
         for k, v in m.items() if k.startswith("matmul_") and k.endswith("_gflops"))
     lines = [
-        f"- machine: {m['cpu']} ({m['cpu_count']} CPUs), device {m['device']}"
-        + (f" ({m['gpu']})" if "gpu" in m else "")
-        + f"; torch {m['torch']}, {m['threads']} threads; {m['date']}",
-        f"- load average (1 min) at start/end: {m.get('load_average_1m')} / "
-        f"{m.get('load_average_1m_end')}",
+        *machine_lines(m),
         f"- {s['diffusion']} ({s['num_classes']} classes + null), {s['resolution']}² images, "
         f"batch {s['batch']}, dtype {dtype}; {s['warmup']} warm-up call(s), then the median "
         f"of {s['repeats']} repeats interleaved across the columns (\"best repeat\" rows: the "
@@ -149,17 +143,5 @@ def write_report(report: dict, json_path: str | os.PathLike | None = None,
                  baseline: str | None = None) -> str:
     """Write the JSON rows and/or the Markdown atomically; returns the Markdown."""
     text = to_markdown(report, baseline)
-    for path, data in ((json_path, json.dumps(json_rows(report), indent=2) + "\n"),
-                       (markdown_path, text)):
-        if path is not None:
-            check_writable(path)
-            atomic_write_text(path, data)
+    write_files(json_path, json_rows(report), markdown_path, text)
     return text
-
-
-def check_writable(path: str | os.PathLike) -> None:
-    """Raise :class:`InputError` unless ``path``'s folder exists and is writable (called
-    before minutes of measuring, and again before writing)."""
-    parent = Path(path).resolve().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {path}: folder {parent} is missing or not writable")

@@ -4,14 +4,13 @@ the measuring is ``latentae/bench/``, the protocol ``docs/benchmarks.md``."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
 import torch
 
 from latentae.bench import MODES, BenchSettings, build_subjects, run_bench, write_report
 from latentae.bench.precision import load_images, psnr_change
+from latentae.bench.report import check_writable
 from latentae.cli import args as shared
 from latentae.cli.bench_diffusion import add_diffusion_args, run_diffusion_bench
 from latentae.devices import resolve_device
@@ -80,14 +79,6 @@ def cmd_bench_diffusion(args: argparse.Namespace) -> int:
     return run_diffusion_bench(args)
 
 
-def _check_out(path: str | None) -> None:
-    if path is None or path == "-":
-        return
-    parent = Path(path).resolve().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {path}: {parent} is missing or not writable")
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.diffusion or args.autoencoders:
         return cmd_bench_diffusion(args)
@@ -97,7 +88,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     args.device = str(resolve_device(args.device))  # a clear error for a missing GPU
     set_threads(args.threads)
     for path in (args.json, args.markdown):
-        _check_out(path)  # fail before minutes of measuring, not after
+        check_writable(path)  # fail before minutes of measuring, not after
     low = [d for d in args.dtype if d != "float32"]
     if args.psnr_images and not low:
         raise InputError("--psnr-images compares a lower precision with float32: "

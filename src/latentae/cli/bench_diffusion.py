@@ -24,7 +24,8 @@ from latentae.bench.diffusion_columns import (
     build_columns,
     parse_autoencoders,
 )
-from latentae.bench.diffusion_report import check_writable, write_report
+from latentae.bench.diffusion_report import write_report
+from latentae.bench.report import check_writable
 from latentae.devices import resolve_device
 from latentae.diffusion import list_diffusion
 from latentae.errors import InputError
