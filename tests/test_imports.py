@@ -111,7 +111,7 @@ def test_function_level_imports_only_defer_heavy_optional_dependencies():
 
 
 BOTTOM = ("latentae.version", "latentae.errors", "latentae.files", "latentae.devices",
-          "latentae.serialization", "latentae.cards")
+          "latentae.serialization", "latentae.cards", "latentae.progress")
 # module prefix -> the prefixes it may import (docs/architecture.md)
 ALLOWED = {"latentae.nn": ("latentae.nn", *BOTTOM),
            "latentae.models": ("latentae.nn", "latentae.models", *BOTTOM),

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
+from latentae import progress
 from latentae.errors import InputError
 from latentae.eval.psnr_ssim import psnr_per_image
 from latentae.files import check_inside, prepare_output_dir, start_run_dir
@@ -165,7 +165,7 @@ def image_batches(files: list[Path], keys: list[str], batch_size: int,
     ``batch_size`` each (a progress bar on a terminal); ``resize`` / ``crop``: see
     :func:`framed`."""
     pending: list[tuple[str, torch.Tensor]] = []
-    for f, k in tqdm(list(zip(files, keys)), unit="img", disable=None, file=sys.stderr):
+    for f, k in progress.bar(list(zip(files, keys)), unit="img"):
         x = load_rgb(f, notice, resize, crop)
         if pending and (x.shape != pending[0][1].shape or len(pending) == batch_size):
             yield [k for k, _ in pending], torch.stack([t for _, t in pending])

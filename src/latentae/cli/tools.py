@@ -27,6 +27,7 @@ from latentae.pretrained import (
     source_card,
     write_scaling_factors,
 )
+from latentae.runtime import set_threads
 
 EXPORT_FORMATS = (*FORMATS, "onnx")  # onnx: latentae/convert/onnx.py, two graphs
 
@@ -108,8 +109,11 @@ def _register_model_tools(sub: argparse._SubParsersAction) -> None:
                        "checked against PyTorch with onnxruntime (docs/deployment.md).")
     shared.add_model(p)
     shared.add_overwrite(p, "a non-empty output folder")
-    p.add_argument("--format", choices=EXPORT_FORMATS, default="diffusers")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="diffusers",
+                   help="diffusers (the default: AutoencoderKL / AutoencoderDC folders that "
+                        "diffusers loads), latentae, or onnx")
     p.add_argument("out", help="output folder (missing or empty, or --overwrite)")
+    shared.add_threads(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="family, preset, parameters, compression, scaling "
@@ -194,6 +198,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         require_onnx()  # a missing package fails before anything slow
     prepare_output_dir(args.out, args.overwrite)  # refuse before loading the model
+    set_threads(args.threads)
     model = shared.load_model(args)
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         if args.format == "onnx":

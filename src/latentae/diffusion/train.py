@@ -33,7 +33,12 @@ from torch import nn
 
 from latentae.devices import resolve_device
 from latentae.diffusion.card import run_card, training_data_fingerprint
-from latentae.diffusion.config import DiffusionConfig, check_diffusion_config
+from latentae.diffusion.config import (
+    RENAMED,
+    DiffusionConfig,
+    check_diffusion_config,
+    renamed,
+)
 from latentae.diffusion.data import LatentNorm, channel_norm, latent_batches, open_training_data
 from latentae.diffusion.ddpm import NUM_TIMESTEPS, ddpm_loss_terms
 from latentae.diffusion.dit import DiTBlock
@@ -134,9 +139,9 @@ def model_from_state(config: dict[str, Any], saved: dict[str, Any],
                      device: str | torch.device = "cpu") -> nn.Module:
     """The EMA diffusion model of ``saved`` (an ``engine.state.read_state`` dict) of the
     run whose ``config.yaml`` is ``config`` (what :meth:`DiffusionTask.config` wrote)."""
-    run, data = config["diffusion"], config["data"]
+    run, data = renamed(config["diffusion"]), config["data"]
     c, h, _ = data["latent_shape"]
-    model = create_diffusion(run["model"], patch_size=run["patch"], in_channels=c,
+    model = create_diffusion(run["model"], patch_size=run["patch_size"], in_channels=c,
                              input_size=h, num_classes=len(data["classes"]),
                              learn_sigma=run["learn_sigma"],
                              class_dropout_prob=run["class_dropout"])
@@ -161,6 +166,7 @@ class DiffusionTask:
     """A diffusion model on an autoencoder's latents, as a :class:`~latentae.engine.loop.Task`."""
 
     resume_keys = ("diffusion",)
+    resume_renames = RENAMED  # an old run folder's "patch" is "patch_size"
 
     def __init__(self, cfg: DiffusionConfig, device: torch.device,
                  autoencoder: nn.Module | None = None) -> None:
@@ -175,7 +181,7 @@ class DiffusionTask:
         self.data = open_training_data(cfg, self.autoencoder)
         c, h, _ = self.data.latent_shape
         self.model = create_diffusion(
-            cfg.model, patch_size=cfg.patch, in_channels=c, input_size=h,
+            cfg.model, patch_size=cfg.patch_size, in_channels=c, input_size=h,
             num_classes=len(self.data.classes), learn_sigma=cfg.learn_sigma,
             class_dropout_prob=cfg.class_dropout).to(device)
         for m in self.model.modules():  # dropped by step() for the global batch instead
@@ -240,6 +246,16 @@ class DiffusionTask:
                 "data": {"items": len(self.data.dataset), "classes": list(self.data.classes),
                          "latent_shape": list(self.data.latent_shape),
                          "tokens": self.model.tokens}}
+
+    def summary(self) -> str:
+        """The resolved run (recipe values included), printed when the run starts."""
+        cfg, (c, h, w) = self.cfg, self.data.latent_shape
+        return (f"{cfg.model}/{cfg.patch_size} ({self.model.tokens} tokens) on latents "
+                f"({c}, {h}, {w}) of {cfg.autoencoder}, {len(self.data.classes)} classes, "
+                f"{cfg.objective} objective; recipe {cfg.recipe}: {cfg.steps} steps, batch "
+                f"{cfg.batch_size} (global), AdamW lr {cfg.lr:g}, warm-up {cfg.warmup_steps}, "
+                f"EMA {cfg.ema_decay}, grad clip {cfg.grad_clip:g}; latent norm "
+                f"{self.norm.kind}")
 
     def begin_phase(self, index: int) -> None:
         cfg = self.cfg

@@ -2,8 +2,9 @@
 :class:`Phase` records, each saying what trains, at which resolution, with which
 optimizer and which losses (DESIGN.md, "Training"). The autoencoder task
 (``autoencoder.py``) runs them in order through the generic loop (``loop.py``). A phase
-is ``steps`` optimizer steps; one step consumes ``batch_size`` images per process times
-the number of processes (the loop counts images). Values are checked in ``config.py``.
+is ``steps`` optimizer steps; one step consumes ``batch_size`` images, the global batch
+over all processes (each takes ``batch_size / processes``; the loop counts images).
+Values are checked in ``config.py``.
 
 Where a paper (or the LDM config a paper follows) states a value it is cited; every
 value that is our choice is marked ``# ours:`` with the reason, and listed in
