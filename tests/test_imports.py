@@ -17,7 +17,7 @@ PACKAGE = Path(latentae.__file__).resolve().parent
 # Modules of other owners that keep function-level imports for now (listed for the lead).
 INNER_IMPORTS_ALLOWED_IN = ("latentae.train.", "latentae.cli.train", "latentae.losses.")
 HEAVY_OPTIONAL = ("diffusers", "matplotlib", "scipy", "skimage", "torch.utils.tensorboard",
-                  "onnx", "onnxruntime", "onnxscript")
+                  "onnx", "onnxruntime", "onnxscript", "torchdiffeq")
 
 
 def module_names() -> dict[str, Path]:

@@ -86,6 +86,8 @@ class DiffusionBenchSettings:
     seed: int = 0
     overrides: dict = field(default_factory=dict)
     mode_subset: tuple[str, ...] = ()  # time only these of MODES (empty: all that apply)
+    compile: str | None = None  # torch.compile backend for the timed calls (None: eager)
+    matmul_size: int = 1536  # n of the n×n matmul that measures the machine's rate
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -188,10 +190,10 @@ def build_columns(settings: DiffusionBenchSettings, progress=print) -> list[Colu
     for spec, ae, n in shapes:
         progress(f"bench: building {settings.diffusion} on {spec.label} latents "
                  f"({ae.latent_channels}×{n}×{n})")
-        model = create_diffusion(settings.diffusion, patch_size=spec.patch,
-                                 in_channels=ae.latent_channels, input_size=n,
-                                 num_classes=settings.num_classes,
-                                 **settings.overrides).to(device)
+        with device:  # initialised where it runs (a DiT-XL on a GPU: no CPU detour)
+            model = create_diffusion(settings.diffusion, patch_size=spec.patch,
+                                     in_channels=ae.latent_channels, input_size=n,
+                                     num_classes=settings.num_classes, **settings.overrides)
         if columns:
             tie_parameters(model, columns[0].model)
             gc.collect()  # free the untied copies before building the next column

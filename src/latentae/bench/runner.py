@@ -45,6 +45,7 @@ class BenchSettings:
     channels_last: str = "latentae"  # "latentae", "all" or "none"
     tune_allocator: bool = True  # glibc keeps freed large blocks (runtime.tune_allocator)
     seed: int = 0
+    matmul_size: int = 1536  # n of the n×n matmul that measures the machine's rate
     extras: dict = field(default_factory=dict)
 
     @property
@@ -276,11 +277,12 @@ def run_bench(subjects: list[Subject], settings: BenchSettings, progress=print) 
     torch.manual_seed(settings.seed)
     machine = measure.machine_info(device)
     machine["allocator_tuned"] = settings.tune_allocator and runtime.tune_allocator()
-    machine["matmul_float32_gflops"] = measure.matmul_gflops(device)
+    n = settings.matmul_size
+    machine["matmul_float32_gflops"] = measure.matmul_gflops(device, n=n)
     for dt in settings.dtypes:
         if dt != "float32":
             machine[f"matmul_{dt}_gflops"] = measure.matmul_gflops(
-                device, runtime.dtype_from_name(dt))
+                device, runtime.dtype_from_name(dt), n=n)
     machine["haar"] = measure.copy_vs_haar(device, settings.batch, settings.resolution)
     by_name = {s.name: s for s in subjects}
     results = {}

@@ -23,6 +23,7 @@ from latentae.diffusion.data import cached_resolution
 from latentae.diffusion.recipes import GRID_SAMPLER, GRID_STEPS, get_recipe
 from latentae.diffusion.registry import get_preset
 from latentae.diffusion.samplers import SAMPLERS
+from latentae.diffusion.schedules import get_schedule
 from latentae.engine.config import (
     BIG,
     LOOP_CHOICES,
@@ -34,7 +35,7 @@ from latentae.engine.config import (
 from latentae.errors import InputError
 
 RECIPE_FIELDS = ("lr", "batch_size", "weight_decay", "betas", "warmup_steps", "ema_decay",
-                 "grad_clip", "steps")
+                 "grad_clip", "steps", "objective", "schedule")
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,12 @@ class DiffusionConfig(LoopConfig):
     patch_size: int = 2
     data: str = ""                  # image folder (DIR/CLASS/img or flat), or latent shards
     cached: bool = False            # data holds `latentae encode [--labels]` shards
-    objective: str = "ddpm"
+    objective: str = "ddpm"         # ddpm | flow | flow-sit (the recipe's when not given)
+    schedule: str = "linear"        # ddpm noise schedule spec (schedules.py; the recipe's)
     learn_sigma: bool | None = None  # None: DiT's choice for ddpm (True), False for flow
     t_sampling: str = "uniform"     # flow: uniform or logit_normal t
     class_dropout: float = 0.1      # label -> null class for guidance (both releases)
-    recipe: str = ""                # "" = the model's family: dit | uvit
+    recipe: str = ""                # "" = the model's family: dit | uvit (or usit)
     lr: float = 1e-4
     batch_size: int = 256
     weight_decay: float = 0.0
@@ -85,7 +87,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "grid_images": (1, 256), "grid_steps": (1, 1000), "grid_guidance": (0.0, 100.0),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
-    **LOOP_CHOICES, "objective": ("ddpm", "flow"), "latent_norm": ("model", "channel"),
+    **LOOP_CHOICES, "objective": tuple(SAMPLERS),  # ddpm, flow, flow-sit
+    "latent_norm": ("model", "channel"),
     "crop": ("random", "center"), "posterior": ("sample", "mode"),
     "t_sampling": ("uniform", "logit_normal"),
 }
@@ -136,6 +139,7 @@ def check_diffusion_config(cfg: DiffusionConfig) -> None:
     if cfg.grid_sampler not in SAMPLERS[cfg.objective]:
         raise InputError(f"grid_sampler {cfg.grid_sampler!r} does not go with objective "
                          f"{cfg.objective!r}: choose one of {', '.join(SAMPLERS[cfg.objective])}")
+    get_schedule(cfg.schedule)  # a bad spec is an InputError naming the valid ones
     if cfg.learn_sigma and cfg.objective != "ddpm":
         raise InputError("learn_sigma applies to the ddpm objective only (flow predicts the "
                          "velocity alone): drop --learn-sigma or use --objective ddpm")

@@ -57,6 +57,7 @@ class RunInfo:
     sampler: str                  # the recipe's evaluation sampler, steps, guidance
     sample_steps: int
     guidance: float
+    schedule: str = "linear"      # the ddpm noise schedule's spec (records before it: linear)
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -72,9 +73,10 @@ class RunInfo:
             raise InputError(f"cannot read {path}: {e}") from e
         if not isinstance(d, dict) or d.get("format") != RUN_FORMAT:
             raise InputError(f"{path} is not a {RUN_FORMAT} record")
-        names = [f.name for f in dataclasses.fields(cls)]
+        fields = dataclasses.fields(cls)
+        optional = {f.name for f in fields if f.default is not dataclasses.MISSING}
         try:
-            values = {k: d[k] for k in names}
+            values = {f.name: d[f.name] for f in fields if f.name in d or f.name not in optional}
         except KeyError as e:
             raise InputError(f"{path} lacks the field {e}") from e
         values.update(latent_norm=LatentNorm.from_dict(d["latent_norm"]),
@@ -138,7 +140,7 @@ class LatentDiffusion:
                       objective=info.objective, sampler=sampler, steps=steps,
                       guidance=guidance, labels=labels, generator=generators,
                       learn_sigma=info.learn_sigma, null_label=info.num_classes,
-                      progress=progress, device=self.device)
+                      progress=progress, device=self.device, schedule=info.schedule)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:

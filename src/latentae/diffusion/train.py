@@ -40,7 +40,7 @@ from latentae.diffusion.config import (
     renamed,
 )
 from latentae.diffusion.data import LatentNorm, channel_norm, latent_batches, open_training_data
-from latentae.diffusion.ddpm import NUM_TIMESTEPS, ddpm_loss_terms
+from latentae.diffusion.ddpm import ddpm_loss_terms, ddpm_schedule
 from latentae.diffusion.dit import DiTBlock
 from latentae.diffusion.flow import flow_loss_terms, sample_flow_t
 from latentae.diffusion.layers import LabelEmbedder
@@ -55,6 +55,7 @@ from latentae.diffusion.pipeline import (
 )
 from latentae.diffusion.recipes import get_recipe, warmup_lr
 from latentae.diffusion.registry import create_diffusion
+from latentae.diffusion.schedules import get_schedule
 from latentae.diffusion.uvit import UViTBlock
 from latentae.engine import dist
 from latentae.engine.config import LoopConfig
@@ -199,9 +200,9 @@ class DiffusionTask:
             objective=cfg.objective, learn_sigma=bool(cfg.learn_sigma), latent_norm=self.norm,
             resolution=cfg.resolution, latent_size=h, latent_channels=c,
             num_classes=len(self.data.classes), classes=tuple(self.data.classes),
-            sampler=recipe.sampler if cfg.objective == "ddpm" else "heun",
-            sample_steps=recipe.sample_steps if cfg.objective == "ddpm" else 50,
-            guidance=guidance)
+            sampler=recipe.sampler if cfg.objective == recipe.objective else "heun",
+            sample_steps=recipe.sample_steps if cfg.objective == recipe.objective else 50,
+            guidance=guidance, schedule=str(get_schedule(cfg.schedule)))
         self.opt: torch.optim.Optimizer | None = None
         self.net: nn.Module = self.model
         self.trained_steps = cfg.steps  # fewer when export_latest exports a stopped run
@@ -304,12 +305,14 @@ class DiffusionTask:
                    draw: GlobalDraws) -> dict[str, torch.Tensor]:
         fn = model_call(self.net, self.cfg.objective, self.device)
         if self.cfg.objective == "ddpm":
-            t = draw.take(randint(NUM_TIMESTEPS, (draw.total,), draw.generator))
+            schedule = ddpm_schedule(noise=self.cfg.schedule)
+            t = draw.take(randint(len(schedule), (draw.total,), draw.generator))
             noise = draw.take(randn((draw.total, *z.shape[1:]), draw.generator))
-            return ddpm_loss_terms(fn, z, labels, t, noise, learn_sigma=self.cfg.learn_sigma)
+            return ddpm_loss_terms(fn, z, labels, t, noise, learn_sigma=self.cfg.learn_sigma,
+                                   schedule=schedule)
         t = draw.take(sample_flow_t(draw.total, draw.generator, t_sampling=self.cfg.t_sampling))
         noise = draw.take(randn((draw.total, *z.shape[1:]), draw.generator))
-        return {"loss": flow_loss_terms(fn, z, labels, t, noise)}
+        return {"loss": flow_loss_terms(fn, z, labels, t, noise, self.cfg.objective)}
 
     def checkpoint_items(self) -> dict[str, Stateful]:
         return {"model": self.model, "opt": self.opt}
