@@ -116,9 +116,9 @@ def test_torchrun_two_processes_train_as_one(workdir):
 def test_the_docs_python_example_runs(workdir):
     code = re.search(r"```python\n(.*?)```", DOCS.read_text(), flags=re.S).group(1)
     assert cli(ENCODE) == 0
-    shown = 'model="dit-s", patch=2, out="runs/dit"'
+    shown = 'model="dit-s", patch_size=2, out="runs/dit"'
     assert shown in code
-    code = code.replace(shown, 'model="dit-tiny", patch=1, out="runs/py", steps=2, '
+    code = code.replace(shown, 'model="dit-tiny", patch_size=1, out="runs/py", steps=2, '
                         'batch_size=2, progress=False, device="cpu", val_every=0')
     code = code.replace("steps=30", "steps=2").replace('load_run("runs/dit")',
                                                        'load_run("runs/py")')

@@ -101,7 +101,7 @@ def test_export_eval_info_take_a_run_folder_and_a_checkpoint(fetched, paused_run
     assert doc["protocol"]["images"] == 1 and doc["metrics"]["psnr"] > 0
 
 
-def test_a_diffusion_run_folder_loads_its_ema_model(tmp_path):
+def test_a_diffusion_run_folder_loads_its_ema_model(tmp_path, capsys):
     ae = save_autoencoder(tmp_path / "ae")
     data = write_images(tmp_path / "data")
     run = tmp_path / "drun"
@@ -115,3 +115,19 @@ def test_a_diffusion_run_folder_loads_its_ema_model(tmp_path):
     with pytest.raises(InputError, match="needs an autoencoder"):
         latentae.loader.load(run, kind="autoencoder")
     assert main(["export", str(run), str(tmp_path / "x")]) == 2  # a one-line error
+    capsys.readouterr()
+    assert main(["info", str(run)]) == 0  # paused: no RUN/model yet, the checkpoint's model
+    out = capsys.readouterr().out
+    assert "diffusion run folder" in out and "dit" in out
+
+
+def test_info_of_an_onnx_export_folder(tmp_path, capsys):
+    from latentae.cards import card_fields, write_card
+    folder = tmp_path / "onnx"
+    folder.mkdir()
+    for name in ("encoder.onnx", "decoder.onnx"):
+        (folder / name).write_bytes(b"\0" * 2048)  # info reads the files' sizes, not graphs
+    write_card(folder, card_fields(latentae.create_model("litevae-tiny"), "onnx"))
+    assert main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "ONNX export folder" in out and "encoder.onnx" in out and "litevae" in out

@@ -26,6 +26,7 @@ import torch
 import yaml
 from torch import nn
 
+from latentae.cards import read_card
 from latentae.diffusion import registry as diffusion_registry
 from latentae.diffusion.train import model_from_state as diffusion_from_state
 from latentae.engine.state import NAME, load_latest, read_state
@@ -86,22 +87,47 @@ def _from_run(run: RunSource, device: str | torch.device) -> nn.Module:
 
 
 def run_info(run: RunSource) -> dict[str, Any]:
-    """What ``latentae info`` prints for an autoencoder run folder or checkpoint: the
-    model its EMA weights make, and where they come from."""
+    """What ``latentae info`` prints for a run folder or checkpoint (autoencoder, or a
+    diffusion run that has not exported yet): the model its EMA weights make, and where
+    they come from."""
     saved = (read_state(run.checkpoint) if run.checkpoint is not None
              else load_latest(run.folder / "checkpoints"))
     if saved is None:
         raise InputError(f"{run.folder} holds no checkpoint yet")
-    model = autoencoder_from_state(run.config, saved)
     state = saved.get("state", {})
-    source = (f"autoencoder run folder {run.folder} (EMA weights of checkpoint "
+    source = (f"{run.kind} run folder {run.folder} (EMA weights of checkpoint "
               f"{Path(saved['path']).name})")
-    return loaded_facts(model, source) | {
+    if run.kind == "diffusion":
+        model = diffusion_from_state(run.config, saved)
+        facts = {"source": source, "family": model.family, "preset": model.preset,
+                 "parameters": model.parameter_counts(), "tokens": model.tokens}
+    else:
+        facts = loaded_facts(autoencoder_from_state(run.config, saved), source)
+    return facts | {
         "provenance": {"training_config": str(run.folder / "config.yaml"),
                        "checkpoint": saved["path"], "images_seen": state.get("nimg"),
-                       "phase": state.get("phase"), "recipe": run.config.get("recipe", {})
-                       .get("name"), "started_from": run.config["train"].get("model")},
+                       "phase": state.get("phase"), "recipe": _recipe_name(run.config),
+                       "started_from": run.config["train"].get("model")},
         "card": "no card (a run's checkpoint; `latentae export RUN OUT` writes one)"}
+
+
+def _recipe_name(config: dict[str, Any]) -> Any:
+    recipe = config.get("recipe")
+    return recipe.get("name") if isinstance(recipe, dict) else config["train"].get("recipe")
+
+
+def onnx_info(path: Path) -> dict[str, Any]:
+    """What ``latentae info`` prints for an ONNX export folder (``export --format onnx``):
+    its graphs and what its model card says (the weights are not loaded)."""
+    graphs = {p.name: f"{p.stat().st_size / 2**20:.1f} MiB" for p in
+              sorted(path.glob("*.onnx"))}
+    fields, why = read_card(path)
+    return {"source": f"ONNX export folder {path}", "graphs": graphs,
+            "card": fields if fields is not None else f"no card ({why})"}
+
+
+def is_onnx_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "encoder.onnx").is_file()
 
 
 def is_diffusion_folder(path: Path) -> bool:
@@ -141,4 +167,5 @@ def load(spec: str | os.PathLike, device: str | torch.device = "cpu", *,
     return model.eval().requires_grad_(False)
 
 
-__all__ = ["KINDS", "RunSource", "find_run", "kind_of", "load", "run_info"]
+__all__ = ["KINDS", "RunSource", "find_run", "is_onnx_folder", "kind_of", "load", "onnx_info",
+           "run_info"]

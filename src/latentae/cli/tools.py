@@ -19,7 +19,7 @@ from latentae.convert.onnx import export_onnx, require_onnx
 from latentae.diffusion.card import diffusion_folder, diffusion_info
 from latentae.errors import InputError
 from latentae.files import atomic_dir, prepare_output_dir
-from latentae.loader import find_run, run_info
+from latentae.loader import find_run, is_onnx_folder, onnx_info, run_info
 from latentae.pretrained import (
     FORMATS,
     model_info,
@@ -217,8 +217,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     run = find_run(args.model)
     folder = diffusion_folder(args.model)  # a DiT / U-ViT folder or run, else an autoencoder
-    if run is not None and run.kind == "autoencoder":
-        info = run_info(run)
+    if run is not None and (run.kind == "autoencoder" or folder is None):
+        info = run_info(run)  # an autoencoder run, or a diffusion run not exported yet
+    elif is_onnx_folder(Path(args.model)):
+        info = onnx_info(Path(args.model))
     else:
         info = diffusion_info(folder) if folder else model_info(args.model, args.random_init)
     if args.json:
