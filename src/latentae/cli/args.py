@@ -25,8 +25,8 @@ import torch
 from latentae.devices import resolve_device
 from latentae.errors import InputError
 from latentae.files import atomic_write_text
+from latentae.loader import load
 from latentae.models.autoencoder import Autoencoder
-from latentae.pretrained import load
 from latentae.runtime import COMPILE_BACKENDS, DTYPES, ModelRunner, set_threads
 
 __all__ = ["add_batch_size", "add_device", "add_dtype", "add_json", "add_limit", "add_model",
@@ -186,10 +186,11 @@ def add_runtime(p: argparse.ArgumentParser, batch_size: int = 8, pad: bool = Tru
 
 # --- what the commands do with them ----------------------------------------------------
 def load_model(args: argparse.Namespace, device: str | torch.device = "cpu") -> Autoencoder:
-    """``latentae.load(args.model)``; ``--random-init`` weights come from ``--seed``."""
+    """``latentae.load(args.model)`` (a model folder, a run folder or checkpoint file: its
+    EMA weights), an autoencoder; ``--random-init`` weights come from ``--seed``."""
     if args.random_init:
         torch.manual_seed(args.seed)  # the same random weights in every run (smoke tests)
-    return load(args.model, device, random_init=args.random_init)
+    return load(args.model, device, random_init=args.random_init, kind="autoencoder")
 
 
 def make_runner(args: argparse.Namespace, model: Autoencoder | None = None) -> ModelRunner:

@@ -36,13 +36,15 @@ from latentae.diffusion.train import train
 from latentae.engine.config import load_yaml
 from latentae.errors import InputError
 from latentae.files import atomic_dir, prepare_output_dir
+from latentae.runtime import set_threads
 
 # Flags that map one-to-one onto DiffusionConfig fields (None = not given: the recipe's
 # value or the default). (flag, type, config field, help)
 TRAIN_FLAGS = (
     ("--autoencoder", str, "autoencoder", "saved latentae or diffusers autoencoder folder"),
     ("--model", str, "model", "diffusion preset (latentae models --diffusion), default dit-s"),
-    ("--patch", int, "patch", "patch size (tokens = (resolution / f / patch)²), default 2"),
+    ("--patch-size", int, "patch_size", "patch size (tokens = (resolution / f / patch)²), "
+     "default 2; also --patch"),
     ("--data", str, "data", "image folder (DIR/CLASS/image for classes) or, with --cached, "
      "the shards of `latentae encode --labels`"),
     ("--out", str, "out", "run folder"),
@@ -67,8 +69,8 @@ TRAIN_FLAGS = (
      "channel (per-channel mean/std of the first --norm-images latents)"),
     ("--norm-images", int, "norm_images", None),
     ("--workers", int, "workers", "image loader processes (on the fly)"),
-    ("--sample-every", int, "val_every", "draw a sample grid into OUT/samples every N steps "
-     "(0: only at the end; default 5000)"),
+    ("--val-every", int, "val_every", "draw a sample grid into OUT/samples every N steps "
+     "(0: only at the end; default 5000), as `train --val-every`; also --sample-every"),
     ("--grid-images", int, "grid_images", None), ("--grid-sampler", str, "grid_sampler", None),
     ("--grid-steps", int, "grid_steps", None), ("--grid-guidance", float, "grid_guidance", None),
     ("--resume", str, "resume", "'auto': continue from the newest checkpoint in OUT"),
@@ -118,6 +120,11 @@ def add_train(dsub: argparse._SubParsersAction) -> None:
                    help="on the fly: no random horizontal flips")
     t.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     t.add_argument("--config", help="YAML file of config keys (the command line wins)")
+    t.add_argument("--patch", type=int, dest="patch_size", default=None,
+                   help=argparse.SUPPRESS)  # the earlier spelling of --patch-size
+    t.add_argument("--sample-every", type=int, dest="val_every", default=None,
+                   help=argparse.SUPPRESS)  # the earlier spelling of --val-every
+    shared.add_threads(t)
     t.set_defaults(func=cmd_train)
 
 
@@ -186,6 +193,7 @@ def add_sample(dsub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=shared.non_negative_int, default=0,
                    help="sample i's noise is seeded by (seed, i), its label by (seed, i, 1)")
     shared.add_device(s)
+    shared.add_threads(s)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_sample)
 
@@ -203,6 +211,7 @@ def add_attach(dsub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Exit 0 when finished or stopped with a checkpoint; 130 after Ctrl-C."""
+    set_threads(args.threads)
     file = load_yaml(args.config) if args.config else {}
     fields = [dest for _, _, dest, _ in TRAIN_FLAGS] + [dest for _, dest, _ in SWITCHES]
     cli = {k: getattr(args, k) for k in fields + ["learn_sigma", "flip", "progress"]}
@@ -215,6 +224,7 @@ OPTIONS = ("eta", "order", "grid", "atol", "rtol")  # samplers.sample(**options)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     n = args.n
     if n is None:
         if args.noise is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from latentae.cli.args import add_threads
 from latentae.devices import resolve_device
 from latentae.diffusion.card import add_generation, generation_entry, samples_model_folder
 from latentae.eval.generation import (
@@ -21,6 +22,7 @@ from latentae.eval.generation import (
     reference_stats,
 )
 from latentae.files import atomic_write_text
+from latentae.runtime import set_threads
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -35,6 +37,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the KID subsets and of the kept reference features")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads(p)
 
 
 def _configure_eval(p: argparse.ArgumentParser) -> None:
@@ -98,6 +101,7 @@ def _config(args: argparse.Namespace, **extra):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     cfg = _config(args, is_splits=args.is_splits, pr_k=args.pr_k,
                   kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size)
     target = samples_model_folder(args.samples) if args.update_card else None  # before work
@@ -118,6 +122,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_ref_stats(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     ref = reference_stats(args.real_dir, args.out, resolution=args.resolution,
                           crop=args.crop, device=resolve_device(args.device),
                           batch_size=args.batch_size, config=_config(args),

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--f", type=int, default=8, help="autoencoder spatial factor")
     p.add_argument("--latent-channels", type=int, default=4)
-    p.add_argument("--patch", type=int, default=2)
+    p.add_argument("--patch-size", "--patch", dest="patch", type=int, default=2)
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("convert", help="convert weights between diffusers and latentae")

@@ -6,7 +6,7 @@ import argparse
 
 import yaml
 
-from latentae.cli.args import byte_size, non_negative_int, positive_float
+from latentae.cli.args import add_threads, byte_size, positive_float, positive_int
 from latentae.errors import InputError
 
 # Command-line flags that map one-to-one onto TrainConfig fields (None = not given).
@@ -59,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "OUT/model/discriminator (continue GAN fine-tuning)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field: lr=2e-4, p256.batch_size=8, losses.kl=0")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="GLOBAL batch over all processes, every phase (= --set batch_size=N; "
+                        "default: the recipe's)")
+    add_threads(p)
     p.add_argument("--channels-last", action="store_true", default=None)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
@@ -96,8 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "report KID/FID (OUT/diffusion/report.md; ~5 min on 2 CPU cores)")
     p.add_argument("--autoencoder", default=None,
                    help="with --diffusion: this autoencoder folder instead of OUT/model")
-    p.add_argument("--threads", type=non_negative_int, default=0,
-                   help="torch threads (0: half the cores)")
+    add_threads(p)
     p.add_argument("--perceptual", action="store_true",
                    help="add the LPIPS-VGG loss (slower; needs more than 4 minutes)")
     p.set_defaults(func=cmd_demo)
@@ -121,8 +124,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Exit 0 when finished or stopped with a checkpoint (SIGTERM, --max-*); 130 after
     Ctrl-C (checkpoint written on the first, none on a second)."""
     from latentae.engine.config import load_yaml
+    from latentae.runtime import set_threads
     from latentae.train.autoencoder import train
     from latentae.train.config import make_config
+    set_threads(args.threads)
     file = load_yaml(args.config) if args.config else {}
     cli = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
            for flag, _, _ in FLAGS}
@@ -130,7 +135,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                gradient_checkpointing=args.gradient_checkpointing, progress=args.progress,
                overwrite=args.overwrite, restart=args.restart,
                init_discriminator=args.init_discriminator,
-               recipe_overrides=parse_sets(args.set))
+               recipe_overrides={**({"batch_size": args.batch_size} if args.batch_size
+                                    else {}), **parse_sets(args.set)})
     return run_training(lambda: train(make_config(file, cli)),
                         lambda out: f"model: {out}  (load with latentae.load('{out}'))")
 

@@ -45,7 +45,7 @@ class DiffusionConfig(LoopConfig):
     autoencoder: str = ""           # saved latentae / diffusers folder (or a preset, see below)
     autoencoder_random_init: bool = False  # allow a preset name: random weights (smoke tests)
     model: str = "dit-s"            # diffusion preset (latentae models --diffusion)
-    patch: int = 2
+    patch_size: int = 2
     data: str = ""                  # image folder (DIR/CLASS/img or flat), or latent shards
     cached: bool = False            # data holds `latentae encode [--labels]` shards
     objective: str = "ddpm"         # ddpm | flow | flow-sit (the recipe's when not given)
@@ -80,7 +80,7 @@ class DiffusionConfig(LoopConfig):
 
 # Allowed range (inclusive) of every numeric field, and the choices (the loop's too).
 LIMITS: dict[str, tuple[float, float]] = {
-    **LOOP_LIMITS, "patch": (1, 64), "lr": (0.0, 10.0), "batch_size": (1, 65_536),
+    **LOOP_LIMITS, "patch_size": (1, 64), "lr": (0.0, 10.0), "batch_size": (1, 65_536),
     "weight_decay": (0.0, 100.0), "betas": (0.0, 1.0), "warmup_steps": (0, BIG),
     "steps": (1, BIG), "resolution": (8, 16_384), "crop_scale": (1.0, 64.0),
     "norm_images": (1, 10**7), "workers": (0, 1024), "class_dropout": (0.0, 1.0),
@@ -99,9 +99,20 @@ def family_recipe(model: str, recipe: str) -> str:
     return recipe or get_preset(model)[0]
 
 
+# Fields renamed since run folders were first written: old name -> new (one vocabulary:
+# ``patch_size`` as the models and diffusers spell it). Old names are still read.
+RENAMED = {"patch": "patch_size"}
+
+
+def renamed(source: dict[str, Any]) -> dict[str, Any]:
+    """``source`` with old field names replaced by their new ones."""
+    return {RENAMED.get(k, k): v for k, v in source.items()}
+
+
 def make_diffusion_config(*sources: dict[str, Any]) -> DiffusionConfig:
-    """Merge dicts (later wins, ``None`` ignored) over the recipe's values; check."""
-    values = merge_sources(DiffusionConfig, sources)
+    """Merge dicts (later wins, ``None`` ignored; old field names read, :data:`RENAMED`)
+    over the recipe's values; check."""
+    values = merge_sources(DiffusionConfig, tuple(renamed(s) for s in sources))
     if values.get("cached") and values.get("data") and "resolution" not in values:
         values["resolution"] = cached_resolution(values["data"])  # the latents' images
     recipe = get_recipe(family_recipe(values.get("model", "dit-s"), values.get("recipe", "")))

@@ -87,13 +87,15 @@ class RunFolder:
         return saved
 
     def write_config(self, doc: dict[str, Any], resuming: bool, keys: tuple[str, ...],
-                     added: dict[str, Any] | None = None) -> None:
+                     added: dict[str, Any] | None = None,
+                     renamed: dict[str, str] | None = None) -> None:
         """Save ``doc`` as ``config.yaml`` (rank 0). When resuming, the saved file must
         agree on every top-level key in ``keys`` (e.g. ``"recipe"``), fields introduced
-        later (``added``: name -> the value runs had before, from the task) aside."""
+        later (``added``: name -> the value runs had before, from the task) aside, and
+        fields renamed since (``renamed``: old name -> new) read under their new name."""
         path = self.path / "config.yaml"
         if resuming and path.is_file():
-            old = yaml.safe_load(path.read_text()) or {}
+            old = with_names(yaml.safe_load(path.read_text()) or {}, renamed or {})
             differ = [k for k in keys if not agrees(old.get(k), doc.get(k), added or {})]
             if differ:
                 raise StateError(f"the {', '.join(differ)} differs from the one in {path}: "
@@ -111,6 +113,15 @@ class RunFolder:
     def newest_checkpoint(self) -> Path | None:
         states = list_states(self.checkpoints)
         return states[-1][1] if states else None
+
+
+def with_names(doc: Any, renamed: dict[str, str]) -> Any:
+    """``doc`` with every mapping key that ``renamed`` names replaced by its new name."""
+    if isinstance(doc, dict):
+        return {renamed.get(k, k): with_names(v, renamed) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [with_names(v, renamed) for v in doc]
+    return doc
 
 
 def agrees(old: Any, new: Any, added: dict[str, Any]) -> bool:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
+from latentae import progress
 from latentae.errors import InputError
 from latentae.eval.diffusability import MAX_CODES, DiffusabilityStats
 from latentae.eval.fid import FeatureStats, fid_from_stats, resize_for_inception
@@ -212,8 +212,8 @@ def evaluate_reconstruction(model: torch.nn.Module, data: str | Path, cfg: EvalC
                 KeptData() if cfg.keep_data else None)
     batches = iter_batches(ds, cfg.batch_size, acc.corrupt)
     if cfg.progress:
-        batches = tqdm(batches, total=math.ceil(len(ds) / cfg.batch_size), unit="batch",
-                       desc="eval")
+        batches = progress.bar(batches, total=math.ceil(len(ds) / cfg.batch_size),
+                               unit="batch", desc="eval")
     with torch.no_grad(), tf32_disabled():
         for x, names in batches:
             _step(x.to(device), names, runner, nets, cfg, acc)

@@ -15,6 +15,7 @@ for a run that started from a model directory, the regression report
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,30 @@ def make_optimizer(params: list[nn.Parameter], phase: Phase) -> torch.optim.Opti
     return cls(params, lr=phase.lr, betas=tuple(phase.betas), weight_decay=phase.weight_decay)
 
 
+def recipe_summary(cfg: TrainConfig, recipe: Recipe) -> str:
+    """``model`` and ``recipe`` as resolved (steps scaled, overrides applied): a header
+    line and one line per phase with what trains and the non-zero loss weights."""
+    disc = (f", discriminator {recipe.discriminator}" if recipe.uses_discriminator else "")
+    lines = [f"model {cfg.model}, recipe {recipe.name}{disc}, data {cfg.data}:"]
+    for p in recipe.phases:
+        losses = ", ".join(f"{f.name} {getattr(p.losses, f.name):g}"
+                           for f in dataclasses.fields(p.losses)
+                           if f.name not in ("highpass_sigma", "adaptive")
+                           and getattr(p.losses, f.name))
+        gan = f", GAN from step {p.disc_start}" if p.discriminator_on else ""
+        lines.append(f"  phase {p.name}: {p.steps} steps at {p.resolution}², batch "
+                     f"{p.batch_size} (global), {p.optimizer} lr {p.lr:g} ({p.lr_decay}), "
+                     f"trains {'+'.join(p.train_groups)}; losses {losses or 'none'}{gan}")
+    return "\n".join(lines)
+
+
+def per_process(recipe: Recipe, world: int) -> tuple[Phase, ...]:
+    """The phases as one process runs them: ``batch_size`` is the global batch (as DiT and
+    edm2 count it), each of ``world`` processes takes ``batch_size / world``."""
+    return tuple(dataclasses.replace(p, batch_size=p.batch_size // world)
+                 for p in recipe.phases)
+
+
 class AutoencoderTask:
     """An autoencoder, its discriminator and losses, as a :class:`~latentae.engine.loop.Task`."""
 
@@ -115,7 +140,8 @@ class AutoencoderTask:
     resume_defaults = ADDED_PHASE_FIELDS  # old run folders resume (rundir.agrees)
 
     def __init__(self, cfg: TrainConfig, recipe: Recipe, device: torch.device) -> None:
-        self.cfg, self.recipe, self.device, self.phases = cfg, recipe, device, recipe.phases
+        self.cfg, self.recipe, self.device = cfg, recipe, device
+        self.phases = per_process(recipe, dist.world_size())
         self.model = load(cfg.model, random_init=True).to(
             device, memory_format=memory_format(cfg))
         check_phases(self.model, recipe, cfg)
@@ -138,7 +164,7 @@ class AutoencoderTask:
             if dist.is_main() and RegressionCheck.wanted(cfg) else None
         self.lpips_metric = optional_lpips("alex", device, dist.is_main()
                                            and self.val_images is not None)
-        self.phase: Phase = recipe.phases[0]
+        self.phase: Phase = self.phases[0]
         self.g_opt: torch.optim.Optimizer | None = None
         self.d_opt: torch.optim.Optimizer | None = None
         self.G: nn.Module | None = None
@@ -146,6 +172,10 @@ class AutoencoderTask:
 
     def config(self) -> dict[str, Any]:
         return config_document(self.cfg, self.recipe)
+
+    def summary(self) -> str:
+        """The resolved recipe, one line per phase (printed when the run starts)."""
+        return recipe_summary(self.cfg, self.recipe)
 
     def begin_phase(self, index: int) -> None:
         """Train only the phase's groups, with new optimizers and DDP wrappers."""
@@ -239,9 +269,10 @@ def check_phases(model: nn.Module, recipe: Recipe, cfg: TrainConfig) -> None:
             raise InputError(f"phase {p.name}.resolution {p.resolution} is not divisible by "
                              f"the compression ratio {f} of {cfg.model}: use a multiple of "
                              f"{f} (--set resolution={max(f, p.resolution // f * f)})")
-        if p.batch_size % cfg.accumulation:
-            raise InputError(f"phase {p.name}: batch_size {p.batch_size} is not divisible "
-                             f"by accumulation {cfg.accumulation}")
+        if p.batch_size % (cfg.accumulation * dist.world_size()):
+            raise InputError(f"phase {p.name}: batch_size {p.batch_size} (the global batch) "
+                             f"is not divisible by accumulation {cfg.accumulation} × "
+                             f"{dist.world_size()} processes")
         unknown = sorted(set(p.train_groups) - model.param_groups().keys())
         if unknown:
             raise InputError(f"phase {p.name}.train_groups: {type(model).__name__} has no "

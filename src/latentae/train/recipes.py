@@ -1,9 +1,10 @@
 """Training recipes as data: a recipe is a discriminator choice and a list of
 :class:`Phase` records, each saying what trains, at which resolution, with which
-optimizer and which losses (DESIGN.md, "Training"). The autoencoder task
+optimizer and which losses (docs/training.md). The autoencoder task
 (``autoencoder.py``) runs them in order through the generic loop (``loop.py``). A phase
-is ``steps`` optimizer steps; one step consumes ``batch_size`` images per process times
-the number of processes (the loop counts images). Values are checked in ``config.py``.
+is ``steps`` optimizer steps; one step consumes ``batch_size`` images, the global batch
+over all processes (each takes ``batch_size / processes``; the loop counts images).
+Values are checked in ``config.py``.
 
 Where a paper (or the LDM config a paper follows) states a value it is cited; every
 value that is our choice is marked ``# ours:`` with the reason, and listed in
@@ -130,7 +131,7 @@ def dcae() -> Recipe:
     # the latent (K = 0: encoder.project_out / decoder.project_in / decoder.head), and the
     # same words "head layers" for the encoder (phase 2) and the decoder (phase 3), so one
     # K for both. Fig. 11 (App. G) ablates K, but its values are not in the text we have
-    # (papers/dcae.txt holds only the caption): ours: K = 1 is our reading of §3.2.
+    # (the paper text holds only the caption): ours: K = 1 is our reading of §3.2.
     # ours: steps (100k/20k/20k), batch 16, resolutions 256²/512²/256² (the paper's low
     # resolution is 256²; its high-resolution memory figure is at 1024²), LPIPS weight 1.
     # ours: λ_adv 0.1 and the hinge loss in phase 3 (the paper names only "PatchGAN loss").
