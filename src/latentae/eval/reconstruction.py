@@ -117,10 +117,22 @@ class Timer:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
 
 
+ERROR_COLOURS = "inferno"  # matplotlib colour map of the error image (black: no error)
+
+
 def _error_image(x: torch.Tensor, r: torch.Tensor, gain: float) -> torch.Tensor:
-    """``gain·|x − x̂|`` on the uint8 scale, as a uint8 ``(3, H, W)`` image."""
-    e = (to_uint8(x).float() - to_uint8(r).float()).abs() * gain
-    return e.clamp(0, 255).to(torch.uint8)
+    """``gain·|x − x̂|`` on the uint8 scale, the mean over RGB, in :data:`ERROR_COLOURS`
+    (``255/gain`` levels and more: the top colour): a uint8 ``(3, H, W)`` image. The
+    report draws the colour bar (``eval/report.py``: :func:`error_colours`)."""
+    e = (to_uint8(x).float() - to_uint8(r).float()).abs().mean(0) * gain / 255  # (H, W)
+    return error_colours(e.clamp(0, 1))
+
+
+def error_colours(v: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] ``(H, W)`` -> :data:`ERROR_COLOURS` as uint8 ``(3, H, W)``."""
+    from matplotlib import colormaps  # deferred: heavy, only for the grid
+    rgb = colormaps[ERROR_COLOURS](v.float().numpy())[..., :3]  # (H, W, 3) in [0, 1]
+    return torch.from_numpy(rgb * 255).round().to(torch.uint8).permute(2, 0, 1)
 
 
 def _check(model: torch.nn.Module, cfg: EvalConfig) -> None:
