@@ -220,7 +220,7 @@ def with_colour_bar(grid: Image.Image, gain: float) -> Image.Image:
     out.paste(Image.fromarray(ramp.permute(1, 2, 0).numpy()), (4, h + 2))
     draw, top = ImageDraw.Draw(out), 255 / gain
     draw.text((4, h + 14), "0", fill=(0, 0, 0))
-    label = f"mean |x - x̂| (uint8): {top:.3g}+"
+    label = f"mean |error|, uint8 levels: {top:.3g}+"
     draw.text((w - 4 - draw.textlength(label), h + 14), label, fill=(0, 0, 0))
     return out
 
