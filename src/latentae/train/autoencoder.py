@@ -15,7 +15,7 @@ for a run that started from a model directory, the regression report
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ from latentae.losses import (
     r1_penalty,
     wavelet_charbonnier_loss,
 )
+from latentae.losses.regularisers import NAMES as REGULARISERS
+from latentae.losses.regularisers import check_regularisers, regulariser_terms
 from latentae.models.distributions import DiagonalGaussian
 from latentae.nn.grad_checkpoint import enable_gradient_checkpointing
 from latentae.pretrained import load
@@ -73,13 +75,17 @@ class AutoencoderForward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, eps: torch.Tensor, regularisers: Callable | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """``regularisers(decode, z, x) -> {name: term}`` (losses/regularisers.py) runs
+        here, inside the one (DDP) forward, on the same ``z``."""
         posterior = self.model.encode(x)
         z = posterior.mean + posterior.std * eps  # (B, nz, H/f, W/f)
         if isinstance(posterior, DiagonalGaussian):  # KL in float32 even under autocast
             moments = torch.cat([posterior.mean, posterior.logvar], dim=1).float()
             posterior = DiagonalGaussian(moments)
-        return self.model.decode(z), posterior.kl().float()
+        terms = regularisers(self.model.decode, z, x) if regularisers is not None else {}
+        return self.model.decode(z), posterior.kl().float(), terms
 
 
 def set_trainable(model: nn.Module, groups: tuple[str, ...]) -> list[nn.Parameter]:
@@ -245,6 +251,9 @@ def check_phases(model: nn.Module, recipe: Recipe, cfg: TrainConfig) -> None:
         if unknown:
             raise InputError(f"phase {p.name}.train_groups: {type(model).__name__} has no "
                              f"group(s) {unknown}; valid: {sorted(model.param_groups())}")
+        groups = model.param_groups()
+        check_regularisers(p.losses, {id(q) for g in p.train_groups for q in groups[g]},
+                           groups["encoder"], f"phase {p.name}")
 
 
 def reconstruction_losses(recon: torch.Tensor, x: torch.Tensor, kl: torch.Tensor,
@@ -271,12 +280,14 @@ def generator_step(task: AutoencoderTask, x: torch.Tensor, eps: torch.Tensor, ga
     task.g_opt.zero_grad(set_to_none=True)
     if task.disc is not None:
         task.disc.requires_grad_(False)
+    reg = regularisers_of(task, state)
     for i, (xb, eb) in enumerate(zip(x.chunk(acc), eps.chunk(acc))):
         with dist.no_sync(task.G, sync=i == acc - 1):
             with autocast(task.device):
-                recon, kl = task.G(xb, eb)
+                recon, kl, extra = task.G(xb, eb, reg)
             recon = recon.float()
             terms = reconstruction_losses(recon, xb, kl, phase, task.perceptual)
+            terms.update({k: v.float() for k, v in extra.items()})
             if gan_on:  # the unwrapped D: its gradients are not wanted here
                 terms["adversarial"] = adversarial_term(task, recon, sum(terms.values()), logs)
             loss = sum(terms.values())
@@ -287,6 +298,17 @@ def generator_step(task: AutoencoderTask, x: torch.Tensor, eps: torch.Tensor, ga
     logs["g_grad_norm"] = optimizer_step(task.g_opt, task.model.parameters(), state,
                                          task.cfg, "G")
     return logs, torch.cat(recons)
+
+
+def regularisers_of(task: AutoencoderTask, state: TrainState) -> Callable | None:
+    """The phase's diffusability regularisers as ``(decode, z, x) -> terms`` with their
+    draws seeded from (seed, phase, image index), or ``None`` when all are off."""
+    w = task.phase.losses
+    if not any(getattr(w, n) for n in REGULARISERS):
+        return None
+    g = torch.Generator().manual_seed(seed_from(task.cfg.seed, state.phase, state.phase_nimg, 4))
+    return lambda decode, z, x: regulariser_terms(
+        w, decode, z, x, g, task.perceptual if w.perceptual else None)
 
 
 def adversarial_term(task: AutoencoderTask, recon: torch.Tensor, rec: torch.Tensor,

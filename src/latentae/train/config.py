@@ -99,7 +99,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "lr": (0.0, 10.0), "betas": (0.0, 1.0), "weight_decay": (0.0, 100.0),
     "disc_start": (0, BIG), "disc_warmup": (0, BIG), "highpass_sigma": (1e-3, 100.0),
     "shuffle_buffer": (0, 10**8), "reference_images": (1, 100_000),
-    "regression_tolerance": (0.0, 100.0),
+    "regression_tolerance": (0.0, 100.0), "equivariance_p": (0.0, 1.0),
+    "decoder_noise_sigma": (0.0, 100.0),
     # the diffusion run (latentae.diffusion.config.DiffusionConfig)
     "patch": (1, 64), "warmup_steps": (0, BIG), "norm_images": (1, 10**7),
     "class_dropout": (0.0, 1.0), "grid_images": (1, 256), "grid_steps": (1, 1000),
