@@ -149,7 +149,7 @@ def plot_diagnostics(records: list[dict], path: str | Path) -> Path | None:
             if pts:
                 ax.plot(*zip(*pts), marker=".", label=name if len(names) < 6 else None)
         ax.set(xlabel="step", title=title)
-        if len(names) < 6:
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)
     fig.tight_layout()
     path = Path(path)

@@ -46,6 +46,7 @@ from latentae.train import dist
 from latentae.train.card import training_card, training_data_fingerprint
 from latentae.train.config import TrainConfig, check_recipe, config_document, resolve_recipe
 from latentae.train.data import TrainImages, list_sources, make_loader
+from latentae.train.diffusability import DiffusabilityHooks
 from latentae.train.discriminator import load_discriminator, save_discriminator
 from latentae.train.loop import images, optimizer_step, training_loop
 from latentae.train.recipes import Phase, Recipe, phase_lr
@@ -143,6 +144,8 @@ class AutoencoderTask:
             if dist.is_main() and RegressionCheck.wanted(cfg) else None
         self.lpips_metric = optional_lpips("alex", device, dist.is_main()
                                            and self.val_images is not None)
+        self.diffusability = DiffusabilityHooks(cfg, self.val_images,
+                                                recipe.phases[-1].resolution)
         self.phase: Phase = recipe.phases[0]
         self.g_opt: torch.optim.Optimizer | None = None
         self.d_opt: torch.optim.Optimizer | None = None
@@ -199,6 +202,10 @@ class AutoencoderTask:
             logs.update(discriminator_step(self, x, recon, state))
         logs["lr"] = lr
         return logs
+
+    def periodic(self) -> list:
+        """The loop's periodic hooks: diffusability diagnostics and generation probe."""
+        return self.diffusability.hooks()
 
     def checkpoint_items(self) -> dict[str, Stateful]:
         items: dict[str, Stateful] = {"model": self.model}

@@ -82,6 +82,13 @@ class TrainConfig(LoopConfig):
     compile: bool = False
     gradient_checkpointing: bool = False  # recompute block activations in backward
     recipe_overrides: tuple[tuple[str, Any], ...] = ()
+    # Diffusability while training (train/diffusability.py); 0: off.
+    diffusability_every: int = 0  # diagnostics on the first val_images held-out images
+    generation_probe_every: int = 0  # a tiny DiT on the latents (diffusion/probe.py)
+    generation_probe_images: int = 256  # ours: training images encoded = held-out references
+    generation_probe_steps: int = 1000  # ours: the DiT's optimizer steps per probe
+    generation_probe_model: str = "dit-s"  # the proxy's model
+    generation_probe_seeds: int = 2  # DiT seeds per probe: their spread is reported
 
 
 BIG = 10**15  # a count no run reaches: larger values are typos (and overflow int64 maths)
@@ -101,6 +108,9 @@ LIMITS: dict[str, tuple[float, float]] = {
     "shuffle_buffer": (0, 10**8), "reference_images": (1, 100_000),
     "regression_tolerance": (0.0, 100.0), "equivariance_p": (0.0, 1.0),
     "decoder_noise_sigma": (0.0, 100.0),
+    "diffusability_every": (0, BIG), "generation_probe_every": (0, BIG),
+    "generation_probe_images": (2, 100_000), "generation_probe_steps": (1, BIG),
+    "generation_probe_seeds": (1, 100),
     # the diffusion run (latentae.diffusion.config.DiffusionConfig)
     "patch": (1, 64), "warmup_steps": (0, BIG), "norm_images": (1, 10**7),
     "class_dropout": (0.0, 1.0), "grid_images": (1, 256), "grid_steps": (1, 1000),
