@@ -22,13 +22,13 @@ from latentae.cards import (
     write_card,
 )
 from latentae.cli import main
+from latentae.engine.data import list_sources
+from latentae.engine.webdata import write_shards
 from latentae.eval.report import protocol_summary
 from latentae.pretrained import model_info, write_scaling_factors
 from latentae.registry import parameter_counts
 from latentae.train.card import STREAM_KIND, training_data_fingerprint
 from latentae.train.config import make_config
-from latentae.train.data import list_sources
-from latentae.train.webdata import write_shards
 
 TINY = ["--set", "resolution=32", "--set", "batch_size=2", "--set", "losses.perceptual=0",
         "--set", "discriminator_on=false", "--set", "steps=3", "--no-progress"]

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train import assert_same_training, final_weights, tiny_config  # noqa: E402
 
-from latentae.train.state import load_latest  # noqa: E402
+from latentae.engine.state import load_latest  # noqa: E402
 
 
 def _free_port() -> int:
@@ -28,7 +28,7 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from latentae.train import dist
+    from latentae.engine import dist
     from latentae.train.autoencoder import train
     try:
         train(tiny_config(Path(tmp), "ddp", overrides={"batch_size": 1, "steps": 2}))

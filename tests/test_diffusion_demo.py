@@ -14,7 +14,7 @@ from diffusion_helpers import save_autoencoder  # noqa: E402
 @pytest.mark.slow
 def test_diffusion_demo_writes_an_honest_report(tmp_path, fetched, monkeypatch):
     pytest.importorskip("skimage")
-    from latentae.diffusion import demo
+    from latentae.demos import diffusion as demo
     monkeypatch.setattr(demo, "N_SAMPLES", 4)  # the demo's 40 cost a minute of Inception
     monkeypatch.setitem(demo.DEMO_TRAINING, "norm_images", 16)
     ae = save_autoencoder(tmp_path / "ae")

@@ -18,9 +18,9 @@ from latentae.cli import main  # noqa: E402
 from latentae.diffusion.data import latent_batches, open_training_data  # noqa: E402
 from latentae.diffusion.recipes import RECIPES, warmup_lr  # noqa: E402
 from latentae.diffusion.train import enable_block_checkpointing  # noqa: E402
+from latentae.engine.state import load_latest  # noqa: E402
 from latentae.latents import shard_metadata, write_shard  # noqa: E402
 from latentae.pretrained import load as load_pretrained  # noqa: E402
-from latentae.train.state import load_latest  # noqa: E402
 
 
 @pytest.fixture(scope="module")

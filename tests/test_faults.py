@@ -28,6 +28,8 @@ from PIL import Image
 from latentae import create_model, save_pretrained
 from latentae.bench.report import write_report as write_bench_report
 from latentae.cli import build_parser, main
+from latentae.engine.data import list_sources, read_source
+from latentae.engine.webdata import write_shards
 from latentae.errors import DiskFullError, InputError
 from latentae.eval import report as eval_report
 from latentae.folders import output_names
@@ -37,8 +39,6 @@ from latentae.models.litevae import LiteVAEConfig
 from latentae.runtime import ModelRunner
 from latentae.serialization import check_config_fields, save_safetensors
 from latentae.tiling import tiled_apply
-from latentae.train.data import list_sources, read_source
-from latentae.train.webdata import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "latentae"
@@ -108,7 +108,7 @@ def test_a_non_empty_output_folder_is_refused_before_any_work(command, w, tmp_pa
         raise AssertionError("the slow part ran before the output folder was checked")
     for target in ("latentae.pretrained.load", "latentae.cli.eval.evaluate_reconstruction",
                    "latentae.runtime.ModelRunner.encode_posterior",
-                   "latentae.runtime.ModelRunner.decode", "latentae.train.webdata.atomic_dir"):
+                   "latentae.runtime.ModelRunner.decode", "latentae.engine.webdata.atomic_dir"):
         monkeypatch.setattr(target, slow_part)
     if command in ("convert", "export"):
         monkeypatch.setattr("latentae.cli.args.load", slow_part)

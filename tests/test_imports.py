@@ -114,7 +114,13 @@ BOTTOM = ("latentae.version", "latentae.errors", "latentae.files", "latentae.dev
           "latentae.serialization", "latentae.cards")
 # module prefix -> the prefixes it may import (docs/architecture.md)
 ALLOWED = {"latentae.nn": ("latentae.nn", *BOTTOM),
-           "latentae.models": ("latentae.nn", "latentae.models", *BOTTOM)}
+           "latentae.models": ("latentae.nn", "latentae.models", *BOTTOM),
+           # the engine under every task: the bottom layer, image files, shared blocks
+           "latentae.engine": ("latentae.engine", "latentae.io", "latentae.nn", *BOTTOM)}
+# module prefix -> prefixes it must not import: the two tasks stand side by side on the
+# engine, the demos above both.
+FORBIDDEN = {"latentae.train": ("latentae.diffusion", "latentae.demos"),
+             "latentae.diffusion": ("latentae.train", "latentae.demos")}
 PRIVATE_TO = ("latentae.cli", "latentae.studies")  # imported only from inside themselves
 
 
@@ -129,7 +135,22 @@ def test_lower_layers_do_not_import_upper_ones():
             if _within(name, prefix):
                 bad += [f"{name} -> {t}" for t in targets
                         if not any(_within(t, a) for a in allowed)]
+        for prefix, forbidden in FORBIDDEN.items():
+            if _within(name, prefix):
+                bad += [f"{name} -> {t}" for t in targets
+                        if any(_within(t, f) for f in forbidden)]
         for private in PRIVATE_TO:
             if not _within(name, private) and name != "latentae.__main__":
                 bad += [f"{name} -> {t}" for t in targets if _within(t, private)]
     assert not bad, "layering: " + ", ".join(bad)
+
+
+def test_the_engine_knows_no_task():
+    """The generic package exists and neither task imports the other (issue 25)."""
+    graph = import_graph()
+    assert "latentae.engine.loop" in graph and "latentae.train.loop" not in graph
+    assert "latentae.engine.config" in graph["latentae.diffusion.config"]
+    between = [f"{a} -> {b}" for a, targets in graph.items() for b in targets
+               if (_within(a, "latentae.train") and _within(b, "latentae.diffusion"))
+               or (_within(a, "latentae.diffusion") and _within(b, "latentae.train"))]
+    assert between == []

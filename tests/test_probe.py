@@ -13,11 +13,13 @@ from test_train import final_weights, smooth_images, tiny_config
 
 import latentae.train.diffusability as hooks_module
 from latentae.cards import read_card
+from latentae.cli import main as cli_main
 from latentae.errors import InputError
 from latentae.registry import create_model
+from latentae.serialization import save_safetensors
 from latentae.train.autoencoder import train
 from latentae.train.diffusability import run_child
-from latentae.train.plot import plot_run
+from latentae.train.validation import load_center_crops
 
 
 def fake_child(request, root, result):
@@ -54,7 +56,7 @@ def test_hooks_log_and_leave_training_bit_identical(tmp_path, monkeypatch):
     card, _ = read_card(tmp_path / "full" / "model")
     assert card["diffusability"]["probe"]["kid"] == 0.5
     assert card["diffusability"]["diffusability"]["step"] == 6
-    plot_run(tmp_path / "full")
+    assert cli_main(["plot", str(tmp_path / "full")]) == 0
     assert (tmp_path / "full" / "curves-diffusability.png").stat().st_size > 1000
 
 
@@ -68,8 +70,13 @@ def test_probe_child_repeats_for_a_seed_and_leaves_the_parent_alone(tmp_path):
     torch.manual_seed(0)
     model = create_model("litevae-tiny")
     model.save_pretrained(str(tmp_path / "ae"))
-    request = dict(model=str(tmp_path / "ae"), data=str(data), val_data=str(data), images=4,
-                   resolution=32, steps=2, dit="dit-tiny", seeds=[0], batch_size=4,
+    crops = load_center_crops(str(data), 32, 4)
+    (tmp_path / "probe").mkdir()
+    save_safetensors({"train": crops, "held_out": crops.flip(-1)},
+                     tmp_path / "probe" / "images.safetensors")
+    request = dict(model=str(tmp_path / "ae"), images=str(tmp_path / "probe" /
+                                                          "images.safetensors"),
+                   steps=2, dit="dit-tiny", seeds=[0], batch_size=4,
                    sampling_steps=2, work=str(tmp_path / "probe" / "work"), threads=1)
     rng, weights = torch.get_rng_state(), {k: v.clone() for k, v in
                                            model.state_dict().items()}

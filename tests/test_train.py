@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+from latentae.engine.state import TrainState, load_latest, state_path
 from latentae.errors import StateError, TrainingStopped
 from latentae.registry import create_model
 from latentae.train.autoencoder import set_trainable, train
 from latentae.train.config import apply_overrides, make_config, resolve_recipe
 from latentae.train.recipes import get_recipe, phase_lr, scale_steps
-from latentae.train.state import TrainState, load_latest, state_path
 
 
 def smooth_images(folder: Path, n: int = 4, size: int = 32) -> Path:
@@ -206,7 +206,7 @@ def test_dcae_phases_train_only_their_groups(tmp_path):
 
 
 def test_nan_guard_skips_counts_and_stops():
-    from latentae.train.loop import optimizer_step
+    from latentae.engine.loop import optimizer_step
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.Adam([w], lr=0.1)
     cfg, state = make_config({"data": "x", "max_bad_steps": 2}), TrainState()
@@ -231,7 +231,7 @@ def test_cli_train_plot_shards(tmp_path, capsys):
     assert (run / "model" / "config.json").is_file() and (run / "config.yaml").is_file()
     assert main(["plot", str(run)]) == 0 and (run / "curves.png").is_file()
     assert main(["shards", str(data), str(tmp_path / "shards"), "--size", "4KB"]) == 0
-    from latentae.train.data import list_sources
+    from latentae.engine.data import list_sources
     assert len(list_sources(tmp_path / "shards")) == 4
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "new")]) == 2
     assert "not a directory" in capsys.readouterr().err

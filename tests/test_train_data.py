@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from latentae.train.data import (
+from latentae.engine.data import (
     StreamBatches,
     TrainImages,
     list_sources,
     make_loader,
 )
-from latentae.train.webdata import write_shards
+from latentae.engine.webdata import write_shards
 
 
 def make_folder(path, sizes=((40, 48),) * 5):

@@ -8,7 +8,7 @@ import pytest
 @pytest.mark.slow
 def test_demo_writes_report(tmp_path):
     pytest.importorskip("skimage")
-    from latentae.train.demo import run_demo
+    from latentae.demos.autoencoder import run_demo
     report = run_demo(tmp_path / "demo", minutes=0.05, threads=1)
     text = report.read_text()
     assert "| trained litevae-tiny, 16 latent channels (EMA) |" in text and "PSNR" in text

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from torch import nn
 
+from latentae.engine import state as state_module
+from latentae.engine.loop import StopSignals
+from latentae.engine.state import TrainState, list_states, load_latest, save, state_path
 from latentae.errors import DiskFullError, InputError, StateError, TrainingStopped
-from latentae.train import state as state_module
 from latentae.train.autoencoder import train
 from latentae.train.config import make_config, resolve_recipe
-from latentae.train.loop import StopSignals
-from latentae.train.state import TrainState, list_states, load_latest, save, state_path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train import smooth_images, tiny_config  # noqa: E402

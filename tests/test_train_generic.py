@@ -1,6 +1,6 @@
 """The generic loop trains a task that is not an autoencoder: a linear regression with
 its own model, optimizer, batches and step, through the run folder, metrics log,
-checkpoints, EMA and resume of ``latentae.train.loop`` (the plug-in a diffusion trainer
+checkpoints, EMA and resume of ``latentae.engine.loop`` (the plug-in a diffusion trainer
 uses). The other training tests reuse :class:`Regression` as a fast task."""
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from latentae.engine import dist
+from latentae.engine.ema import EMA
+from latentae.engine.loop import optimizer_step, training_loop
+from latentae.engine.state import TrainState, load_latest, restore, seed_from
 from latentae.errors import StateError
 from latentae.files import atomic_write
-from latentae.train import dist
 from latentae.train.config import LoopConfig
-from latentae.train.ema import EMA
-from latentae.train.loop import optimizer_step, training_loop
-from latentae.train.state import TrainState, load_latest, restore, seed_from
 
 TRUE_W = torch.tensor([[1.5], [-2.0], [0.5]])  # (3, 1)
 
@@ -139,11 +139,11 @@ def test_a_checkpoint_holds_exactly_the_one_key_list(tmp_path):
 
 
 def test_the_generic_loop_imports_nothing_of_autoencoders():
-    code = ("import sys, latentae.train.loop; print(sorted(m for m in sys.modules "
+    code = ("import sys, latentae.engine.loop; print(sorted(m for m in sys.modules "
             "if m.startswith(('latentae.train', 'latentae.losses', 'latentae.eval'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    for name in ("latentae.train.autoencoder", "latentae.train.data",
+    for name in ("latentae.train.autoencoder", "latentae.engine.data",
                  "latentae.train.validation", "latentae.losses", "latentae.eval"):
         assert f"'{name}" not in out, out
 

@@ -24,18 +24,18 @@ from PIL import Image
 
 import latentae
 from latentae.cli import main
-from latentae.errors import InputError, StateError
-from latentae.train.autoencoder import train
-from latentae.train.config import make_config
-from latentae.train.data import list_sources, read_source
-from latentae.train.state import load_latest
-from latentae.train.webdata import (
+from latentae.engine.data import list_sources, read_source
+from latentae.engine.state import load_latest
+from latentae.engine.webdata import (
     ShardStream,
     StreamPosition,
     is_streamed,
     shard_urls,
     write_shards,
 )
+from latentae.errors import InputError, StateError
+from latentae.train.autoencoder import train
+from latentae.train.config import make_config
 
 TINY = {"resolution": 32, "batch_size": 2, "steps": 3, "losses.perceptual": 0,
         "discriminator_on": False}
@@ -217,7 +217,7 @@ def _ddp_worker(rank: int, world: int, port: int, tmp: str, data: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from latentae.train import dist
+    from latentae.engine import dist
     try:
         train(stream_run(Path(tmp), data, "ddp", max_steps=2, shuffle_buffer=0,
                          recipe_overrides={**TINY, "batch_size": 1}))

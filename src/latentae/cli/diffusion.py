@@ -18,9 +18,9 @@ from latentae.diffusion.convert import load_official
 from latentae.diffusion.generate import sample_folder
 from latentae.diffusion.registry import list_diffusion
 from latentae.diffusion.train import train
+from latentae.engine.config import load_yaml
 from latentae.errors import InputError
 from latentae.files import atomic_dir, prepare_output_dir
-from latentae.train.config import load_yaml
 
 # Flags that map one-to-one onto DiffusionConfig fields (None = not given: the recipe's
 # value or the default). (flag, type, config field, help)

@@ -130,8 +130,9 @@ def parse_sets(items: list[str]) -> dict[str, object]:
 def cmd_train(args: argparse.Namespace) -> int:
     """Exit 0 when finished or stopped with a checkpoint (SIGTERM, --max-*); 130 after
     Ctrl-C (checkpoint written on the first, none on a second)."""
+    from latentae.engine.config import load_yaml
     from latentae.train.autoencoder import train
-    from latentae.train.config import load_yaml, make_config
+    from latentae.train.config import make_config
     file = load_yaml(args.config) if args.config else {}
     cli = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
            for flag, _, _ in FLAGS}
@@ -148,7 +149,7 @@ def run_training(start, done) -> int:
     """Run ``start()`` (a training run returning its export or ``None`` when stopped
     early), print ``done(export)`` on rank 0; exit 0, or 130 after Ctrl-C (checkpoint
     written on the first, none on a second). Leaves the process group in any case."""
-    from latentae.train import dist
+    from latentae.engine import dist
     try:
         out = start()
         if out is not None:
@@ -162,13 +163,23 @@ def run_training(start, done) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from latentae.train.plot import plot_run
-    print(plot_run(args.run, args.out))
+    from pathlib import Path
+
+    from latentae.engine.monitor import read_metrics
+    from latentae.engine.plot import plot_run
+    from latentae.eval.diagnostics import plot_diagnostics
+    out = plot_run(args.run, args.out)
+    print(out)
+    # a run with --diffusability-every: its diagnostics beside the curves
+    drawn = plot_diagnostics(read_metrics(args.run),
+                             Path(out).with_name(Path(out).stem + "-diffusability.png"))
+    if drawn is not None:
+        print(drawn)
     return 0
 
 
 def cmd_shards(args: argparse.Namespace) -> int:
-    from latentae.train.webdata import write_shards
+    from latentae.engine.webdata import write_shards
     shards = write_shards(args.folder, args.out, args.size,  # bytes (args.byte_size)
                           overwrite=args.overwrite)
     print(f"wrote {len(shards)} shard(s) to {args.out}")
@@ -177,12 +188,12 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.diffusion:
-        from latentae.diffusion.demo import run_diffusion_demo
+        from latentae.demos.diffusion import run_diffusion_demo
         report = run_diffusion_demo(args.out, args.minutes or 1.5, args.autoencoder,
                                     threads=args.threads)
         print(f"report: {report}")
         return 0
-    from latentae.train.demo import run_demo
+    from latentae.demos.autoencoder import run_demo
     report = run_demo(args.out, args.minutes or 4.0, perceptual=args.perceptual,
                       threads=args.threads)
     print(f"report: {report}\nrecon grid: {report.parent / 'recon_grid.png'}\n"

@@ -36,11 +36,11 @@ from latentae.diffusion.data import CachedLatents, TrainingData
 from latentae.diffusion.generate import SETTINGS_FILE
 from latentae.diffusion.pipeline import RUN_FILE, RunInfo, model_folder
 from latentae.diffusion.registry import FAMILIES, load
+from latentae.engine.data import sources_fingerprint
 from latentae.errors import InputError
 from latentae.io import list_images
 from latentae.pretrained import card_and_provenance, card_for_update, model_dir_provenance
 from latentae.serialization import CONFIG_NAME, read_json
-from latentae.train.data import sources_fingerprint
 from latentae.version import __version__
 
 __all__ = ["CACHED_KIND", "add_generation", "diffusion_folder", "diffusion_info",

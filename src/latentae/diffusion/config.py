@@ -1,10 +1,11 @@
 """The configuration of a diffusion training run, and the one place it is resolved.
 
-:class:`DiffusionConfig` extends the generic loop's :class:`~latentae.train.config.LoopConfig`
+:class:`DiffusionConfig` extends the generic loop's :class:`~latentae.engine.config.LoopConfig`
 with what the diffusion task reads. :func:`make_diffusion_config` merges, later winning,
 the recipe of the model's family (``recipes.py``: lr, batch, warm-up, EMA, length,
 clipping), a YAML file and the command line, then checks every value (the shared
-``LIMITS``/``CHOICES`` of ``latentae.train.config`` and the combinations below). The
+``LIMITS``/``CHOICES`` below, through ``latentae.engine.config.check``, and the
+combinations). The
 resolved values are what ``OUT/config.yaml`` records.
 
 Units: ``batch_size`` is the **global** batch (all processes, as the releases state it;
@@ -22,8 +23,15 @@ from latentae.diffusion.data import cached_resolution
 from latentae.diffusion.recipes import GRID_SAMPLER, GRID_STEPS, get_recipe
 from latentae.diffusion.registry import get_preset
 from latentae.diffusion.samplers import SAMPLERS
+from latentae.engine.config import (
+    BIG,
+    LOOP_CHOICES,
+    LOOP_LIMITS,
+    LoopConfig,
+    check_loop_config,
+    merge_sources,
+)
 from latentae.errors import InputError
-from latentae.train.config import LoopConfig, check_config, merge_sources
 
 RECIPE_FIELDS = ("lr", "batch_size", "weight_decay", "betas", "warmup_steps", "ema_decay",
                  "grad_clip", "steps")
@@ -68,6 +76,21 @@ class DiffusionConfig(LoopConfig):
     log_every: int = 100            # as the DiT release
 
 
+# Allowed range (inclusive) of every numeric field, and the choices (the loop's too).
+LIMITS: dict[str, tuple[float, float]] = {
+    **LOOP_LIMITS, "patch": (1, 64), "lr": (0.0, 10.0), "batch_size": (1, 65_536),
+    "weight_decay": (0.0, 100.0), "betas": (0.0, 1.0), "warmup_steps": (0, BIG),
+    "steps": (1, BIG), "resolution": (8, 16_384), "crop_scale": (1.0, 64.0),
+    "norm_images": (1, 10**7), "workers": (0, 1024), "class_dropout": (0.0, 1.0),
+    "grid_images": (1, 256), "grid_steps": (1, 1000), "grid_guidance": (0.0, 100.0),
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    **LOOP_CHOICES, "objective": ("ddpm", "flow"), "latent_norm": ("model", "channel"),
+    "crop": ("random", "center"), "posterior": ("sample", "mode"),
+    "t_sampling": ("uniform", "logit_normal"),
+}
+
+
 def family_recipe(model: str, recipe: str) -> str:
     """The recipe a run uses: the one named, else the model family's."""
     return recipe or get_preset(model)[0]
@@ -91,7 +114,7 @@ def make_diffusion_config(*sources: dict[str, Any]) -> DiffusionConfig:
 
 def check_diffusion_config(cfg: DiffusionConfig) -> None:
     """Every value (shared limits) and the combinations a diffusion run needs."""
-    check_config(cfg)
+    check_loop_config(cfg, LIMITS, CHOICES)
     get_preset(cfg.model)
     if not cfg.autoencoder:
         raise InputError("no autoencoder: pass --autoencoder MODEL (a saved latentae or "

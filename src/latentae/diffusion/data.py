@@ -4,7 +4,7 @@ shards or encoded on the fly through the frozen autoencoder.
 - **Labels** come from class subfolders (``DIR/CLASS/image``; sorted names -> 0 … K-1,
   ``latentae.latents.folder_labels``); images directly in ``DIR`` are unconditional.
 - **On the fly** (:class:`ClassImages`): an image per stream position, random crop + flip
-  (``train.data.TrainImages``) or center crop, encoded each step in eval mode without
+  (``engine.data.TrainImages``) or center crop, encoded each step in eval mode without
   gradients: the posterior's mode or a draw ``mean + std·ε`` (DiT's release draws).
 - **Cached** (:class:`CachedLatents`): the shards of ``latentae encode [--labels]``,
   read one latent at a time (no augmentation: the crop was fixed when they were encoded).
@@ -13,10 +13,10 @@ shards or encoded on the fly through the frozen autoencoder.
   ``norm_images`` latents of the stream (computed once; the run stores it).
 
 Determinism: stream position ``i`` is item ``perm_e[i mod N]`` of the epoch permutation
-(``train.data.epoch_permutation``, the same for images and latents, in the images'
+(``engine.data.epoch_permutation``, the same for images and latents, in the images'
 sorted-path order), and its posterior draw is seeded by (seed, phase, i). So with a
 deterministic encoding (mode, center crop, no flip) cached and on-the-fly data give the
-same batch, and W processes see the batch of one (``train.data.StreamBatches``).
+same batch, and W processes see the batch of one (``engine.data.StreamBatches``).
 """
 
 from __future__ import annotations
@@ -32,10 +32,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from latentae.errors import InputError
-from latentae.io import resize_center_crop, to_tensor
-from latentae.latents import folder_labels, list_shards, read_header
-from latentae.train.data import (
+from latentae.engine.data import (
     ShardMember,
     Source,
     StreamBatches,
@@ -43,7 +40,10 @@ from latentae.train.data import (
     epoch_permutation,
     list_sources,
 )
-from latentae.train.state import seed_from
+from latentae.engine.state import seed_from
+from latentae.errors import InputError
+from latentae.io import resize_center_crop, to_tensor
+from latentae.latents import folder_labels, list_shards, read_header
 
 Item = tuple[torch.Tensor, int, int, int]  # (image or latent, label, corrupt, small)
 
@@ -265,7 +265,7 @@ def latent_batches(data: TrainingData, autoencoder: torch.nn.Module, *, batch: i
                    device: torch.device, workers: int = 0, encode_ctx=None
                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, int]]:
     """This process's batches ``(raw latents (B, C, h, w) on device, labels (B,), corrupt,
-    small)`` from stream position ``start`` on (``train.data.StreamBatches``), forever.
+    small)`` from stream position ``start`` on (``engine.data.StreamBatches``), forever.
     ``encode_ctx()`` wraps the encoder's forward (autocast)."""
     sampler = StreamBatches(batch, rank, world, start)
     loader = torch.utils.data.DataLoader(data.dataset, batch_sampler=sampler,

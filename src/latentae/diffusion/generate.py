@@ -23,10 +23,10 @@ from tqdm import tqdm
 
 from latentae.devices import resolve_device
 from latentae.diffusion.pipeline import LatentDiffusion, balanced_labels, load_run, model_folder
+from latentae.engine.state import seed_from
 from latentae.errors import InputError
 from latentae.files import atomic_write, atomic_write_bytes, atomic_write_text
 from latentae.io import to_uint8
-from latentae.train.state import seed_from
 
 SETTINGS_FILE = "sampling.json"
 NPZ_FILE = "samples.npz"

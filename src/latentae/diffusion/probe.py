@@ -5,8 +5,9 @@ A tiny DiT with the diffusion proxy's settings (``diffusion/proxy.py``: DiT reci
 unconditional, DDPM with learned σ, latents standardised per channel, DPM-Solver++(2M))
 is trained for a fixed budget (``generation_probe_steps``) on the cached latents
 (posterior modes) of a fixed image set -- the first ``generation_probe_images`` files of
-``--data``, center crops at the last phase's resolution -- then sampled, decoded and
-measured against as many held-out images (the first files of ``--val-data``): KID
+``--data``, center crops at the last phase's resolution, loaded once by the training
+process (``train/diffusability.py``) -- then sampled, decoded and measured against as
+many held-out images (the first files of ``--val-data``, likewise): KID
 (unbiased, subsets of n/2) and, where the count allows (n ≥ 2,048), FID. It is repeated
 for ``generation_probe_seeds`` DiT seeds; the result gives the mean and the spread over
 seeds (sample std), so a difference between two probes can be read against it.
@@ -15,9 +16,9 @@ It runs **in a child process** (``python -m latentae.diffusion.probe REQUEST RES
 the training process only saves its EMA model and waits, so the training step's memory,
 its RNG streams and its determinism are untouched (a resumed run stays bit-identical with
 probes on). The child's seeds are fixed, so a probe repeats for a seed (same thread
-count). Files: ``RUN/probe/`` holds the request, the result of each probe
-(``probe-<nimg>.json``), the held-out images' Inception statistics (cached once); the
-DiT runs and samples are deleted.
+count). Files: ``RUN/probe/`` holds the request, the images (``images.safetensors``)
+and the held-out images' Inception statistics (both written once), the result of each
+probe (``probe-<nimg>.json``); the DiT runs and samples are deleted.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from latentae.diffusion.proxy import ProxySettings, train_and_sample
 from latentae.eval.generation import GenerationConfig, evaluate_samples, extract
@@ -41,7 +43,6 @@ from latentae.eval.inception import VERSION as INCEPTION_VERSION
 from latentae.eval.inception import load_inception
 from latentae.files import atomic_write_text
 from latentae.pretrained import load
-from latentae.train.validation import load_center_crops
 
 FID_MIN = 2048  # below this many samples FID is biased upwards: reported as None
 
@@ -51,10 +52,7 @@ class ProbeRequest:
     """What the child needs: the saved autoencoder, the image sets and the budget."""
 
     model: str          # a saved model directory (the EMA weights at this step)
-    data: str           # folder of training images: the first `images` are encoded
-    val_data: str       # folder of held-out images: the first `images` are the reference
-    images: int
-    resolution: int
+    images: str         # safetensors: "train" (N, 3, R, R) encoded, "held_out" the reference
     steps: int          # DiT optimizer steps
     dit: str = "dit-s"
     seeds: tuple[int, ...] = (0, 1)
@@ -72,15 +70,17 @@ def encode_modes(model, crops: torch.Tensor, device: torch.device) -> torch.Tens
                       for b in crops.split(16)])
 
 
-def reference(req: ProbeRequest, device: torch.device) -> ReferenceStats:
-    """Inception statistics of the held-out images, cached beside the work folder."""
-    path = Path(req.work).parent / f"reference-{req.images}-{req.resolution}.npz"
+def reference(req: ProbeRequest, held_out: torch.Tensor, device: torch.device
+              ) -> ReferenceStats:
+    """Inception statistics of the held-out images, cached beside their file (the
+    parent writes the images once per run)."""
+    path = Path(req.images).with_suffix(".reference.npz")
     if path.is_file():
         return load_reference(path)
-    crops = load_center_crops(req.val_data, req.resolution, req.images)
-    ext = extract(crops.split(50), load_inception(device), device)
-    ref = ReferenceStats(ext.stats, ext.features, "tf1", INCEPTION_VERSION, req.resolution,
-                         "center crop", f"first {len(crops)} images of {req.val_data}")
+    ext = extract(held_out.split(50), load_inception(device), device)
+    ref = ReferenceStats(ext.stats, ext.features, "tf1", INCEPTION_VERSION,
+                         held_out.shape[-1], "center crop",
+                         f"the first {len(held_out)} --val-data images")
     save_reference(ref, path)
     return ref
 
@@ -90,9 +90,9 @@ def run_probe(req: ProbeRequest) -> dict[str, Any]:
     torch.set_num_threads(req.threads)
     t0, device = time.perf_counter(), torch.device(req.device)
     model = load(req.model, device).eval()
-    latents = encode_modes(model, load_center_crops(req.data, req.resolution, req.images),
-                           device)
-    ref = reference(req, device)
+    images = load_file(req.images)
+    latents = encode_modes(model, images["train"], device)
+    ref = reference(req, images["held_out"], device)
     runs = []
     for seed in req.seeds:
         work = Path(req.work) / f"seed{seed}"
@@ -101,7 +101,8 @@ def run_probe(req: ProbeRequest) -> dict[str, Any]:
                                  seed=seed, progress=False)
         _, npz, _ = train_and_sample(latents, model, req.model, False, work, settings, device)
         m = evaluate_samples(npz, ref, device=device, batch_size=50, config=GenerationConfig(
-            kid_subset_size=max(2, min(1000, len(latents) // 2)), seed=seed))
+            kid_subset_size=max(2, min(1000, len(latents) // 2, len(ref.features) // 2)),
+            seed=seed))
         runs.append({"seed": seed, "kid": m["kid"], "kid_std": m["kid_std"], "fid": m["gfid"]})
         shutil.rmtree(work, ignore_errors=True)
     kids = [r["kid"] for r in runs]

@@ -37,6 +37,8 @@ from latentae.diffusion.generate import sample_folder
 from latentae.diffusion.registry import create_diffusion, get_preset
 from latentae.diffusion.samplers import SAMPLERS
 from latentae.diffusion.train import train
+from latentae.engine.monitor import read_metrics
+from latentae.engine.plot import plot_run
 from latentae.errors import InputError, TrainingStopped
 from latentae.eval.generation import GenerationConfig, evaluate_samples
 from latentae.eval.generation_data import ReferenceStats
@@ -44,8 +46,6 @@ from latentae.eval.inception import VERSION as INCEPTION_VERSION
 from latentae.eval.reconstruction import KeptData
 from latentae.io import image_grid, save_image
 from latentae.latents import shard_metadata, write_shard
-from latentae.train.monitor import read_metrics
-from latentae.train.plot import plot_run
 
 TARGET_TOKENS = 256
 FOLDER = "diffusion_proxy"

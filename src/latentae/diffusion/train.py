@@ -1,5 +1,5 @@
 """The diffusion task: a DiT or U-ViT learning an autoencoder's latents, on the generic
-loop (``latentae.train.loop``: run folder, config.yaml, JSONL + TensorBoard, checkpoints,
+loop (``latentae.engine.loop``: run folder, config.yaml, JSONL + TensorBoard, checkpoints,
 EMA, DDP, resume, limits, progress bar).
 
 :func:`train` builds :class:`DiffusionTask` from a
@@ -52,15 +52,15 @@ from latentae.diffusion.pipeline import (
 from latentae.diffusion.recipes import get_recipe, warmup_lr
 from latentae.diffusion.registry import create_diffusion
 from latentae.diffusion.uvit import UViTBlock
+from latentae.engine import dist
+from latentae.engine.config import LoopConfig
+from latentae.engine.loop import global_step, images, optimizer_step, training_loop
+from latentae.engine.rundir import RunFolder
+from latentae.engine.state import Stateful, TrainState, load_latest, seed_from
 from latentae.errors import InputError
 from latentae.files import atomic_dir
 from latentae.io import image_grid, save_image
 from latentae.runtime import autocast
-from latentae.train import dist
-from latentae.train.config import LoopConfig
-from latentae.train.loop import global_step, images, optimizer_step, training_loop
-from latentae.train.rundir import RunFolder
-from latentae.train.state import Stateful, TrainState, load_latest, seed_from
 
 __all__ = ["DiffusionTask", "enable_block_checkpointing", "export_latest", "train"]
 
@@ -121,7 +121,7 @@ def enable_block_checkpointing(model: nn.Module) -> int:
 
 
 class DiffusionTask:
-    """A diffusion model on an autoencoder's latents, as a :class:`~latentae.train.loop.Task`."""
+    """A diffusion model on an autoencoder's latents, as a :class:`~latentae.engine.loop.Task`."""
 
     resume_keys = ("diffusion",)
 

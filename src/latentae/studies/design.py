@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from latentae.engine.state import load_latest, seed_from
 from latentae.errors import InputError, TrainingStopped
 from latentae.files import atomic_path, atomic_write_text
 from latentae.io import list_images, load_image, to_tensor
@@ -38,7 +39,6 @@ from latentae.pretrained import load
 from latentae.train.autoencoder import train
 from latentae.train.config import make_config
 from latentae.train.recipes import LossWeights, Phase, Recipe
-from latentae.train.state import load_latest, seed_from
 
 HELD_OUT = 50
 

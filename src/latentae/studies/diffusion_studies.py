@@ -49,6 +49,7 @@ import torch
 from latentae.diffusion.proxy import ProxySettings, train_and_sample
 from latentae.diffusion.recipes import get_recipe
 from latentae.diffusion.registry import get_preset
+from latentae.engine.state import seed_from
 from latentae.eval.generation import GenerationConfig, evaluate_samples, extract
 from latentae.eval.generation_data import ReferenceStats, load_reference, save_reference
 from latentae.eval.inception import VERSION as INCEPTION_VERSION
@@ -57,7 +58,6 @@ from latentae.files import atomic_write_text
 from latentae.io import list_images
 from latentae.pretrained import load
 from latentae.studies import common, design
-from latentae.train.state import seed_from
 
 TRAIN_CROP_SEED = 4  # 1-3: the val, test and kodak crops (design.crop_set)
 

@@ -1,11 +1,10 @@
-"""Training. The generic part, for any model kind: ``loop.py`` (the edm2-shaped loop and
-the task interface), ``state.py`` (progress record, checkpoint files), ``rundir.py``
-(run folder), ``monitor.py`` (metrics log), ``ema.py``, ``dist.py`` (DDP), ``config.py``
-(``LoopConfig`` and the value checks). The autoencoder on top: ``autoencoder.py`` (the
-task and ``train()``), ``recipes.py`` (phases), ``data.py`` (images), ``validation.py``,
-``demo.py``, ``plot.py``."""
+"""The autoencoder task on the generic engine (``latentae.engine``: loop, state, run
+folder, metrics, EMA, DDP, image data): ``autoencoder.py`` (the task and ``train()``),
+``config.py`` (``TrainConfig`` and its tables), ``recipes.py`` (phases),
+``validation.py``, ``regression.py``, ``discriminator.py``, ``card.py``."""
 
-from latentae.train.config import LoopConfig, TrainConfig, make_config, resolve_recipe
+from latentae.engine.config import LoopConfig
+from latentae.train.config import TrainConfig, make_config, resolve_recipe
 from latentae.train.recipes import RECIPES, LossWeights, Phase, Recipe, get_recipe
 
 __all__ = ["RECIPES", "LoopConfig", "LossWeights", "Phase", "Recipe", "TrainConfig",

@@ -22,6 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from latentae.engine import dist
+from latentae.engine.data import TrainImages, list_sources, make_loader
+from latentae.engine.loop import images, optimizer_step, training_loop
+from latentae.engine.state import Stateful, TrainState, seed_from
+from latentae.engine.webdata import StreamedData, is_streamed
 from latentae.errors import InputError
 from latentae.losses import (
     adaptive_weight,
@@ -42,18 +47,13 @@ from latentae.models.distributions import DiagonalGaussian
 from latentae.nn.grad_checkpoint import enable_gradient_checkpointing
 from latentae.pretrained import load
 from latentae.runtime import autocast
-from latentae.train import dist
 from latentae.train.card import training_card, training_data_fingerprint
 from latentae.train.config import TrainConfig, check_recipe, config_document, resolve_recipe
-from latentae.train.data import TrainImages, list_sources, make_loader
 from latentae.train.diffusability import DiffusabilityHooks
 from latentae.train.discriminator import load_discriminator, save_discriminator
-from latentae.train.loop import images, optimizer_step, training_loop
-from latentae.train.recipes import Phase, Recipe, phase_lr
+from latentae.train.recipes import ADDED_PHASE_FIELDS, Phase, Recipe, phase_lr
 from latentae.train.regression import RegressionCheck
-from latentae.train.state import Stateful, TrainState, seed_from
 from latentae.train.validation import evaluate, load_validation, optional_lpips, save_grid
-from latentae.train.webdata import StreamedData, is_streamed
 
 __all__ = ["AutoencoderForward", "AutoencoderTask", "set_trainable", "train"]
 
@@ -116,9 +116,10 @@ def make_optimizer(params: list[nn.Parameter], phase: Phase) -> torch.optim.Opti
 
 
 class AutoencoderTask:
-    """An autoencoder, its discriminator and losses, as a :class:`~latentae.train.loop.Task`."""
+    """An autoencoder, its discriminator and losses, as a :class:`~latentae.engine.loop.Task`."""
 
     resume_keys = ("recipe",)
+    resume_defaults = ADDED_PHASE_FIELDS  # old run folders resume (rundir.agrees)
 
     def __init__(self, cfg: TrainConfig, recipe: Recipe, device: torch.device) -> None:
         self.cfg, self.recipe, self.device, self.phases = cfg, recipe, device, recipe.phases

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from latentae.cards import data_fingerprint, files_fingerprint
+from latentae.engine.data import Source, sources_fingerprint
+from latentae.engine.loop import images
+from latentae.engine.monitor import read_metrics
 from latentae.train.config import TrainConfig
-from latentae.train.data import Source, sources_fingerprint
 from latentae.train.diffusability import last_values
-from latentae.train.loop import images
-from latentae.train.monitor import read_metrics
 from latentae.train.recipes import Recipe
 from latentae.train.validation import first_images
 

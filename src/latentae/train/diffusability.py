@@ -29,12 +29,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from latentae.engine import dist
+from latentae.engine.state import TrainState
 from latentae.errors import InputError, StateError
 from latentae.eval.diagnostics import PREFIX, diagnostics, logged
 from latentae.files import atomic_write_text
-from latentae.train import dist
+from latentae.serialization import save_safetensors
 from latentae.train.config import TrainConfig
-from latentae.train.state import TrainState
 from latentae.train.validation import load_center_crops
 
 PROBE = "probe/"
@@ -61,8 +62,11 @@ class DiffusabilityHooks:
                  ) -> None:
         check_settings(cfg)
         self.cfg, self.images, self.resolution = cfg, val_images, resolution
-        if cfg.generation_probe_every and dist.is_main():
-            load_center_crops(cfg.val_data, resolution, 2)  # a bad folder fails now
+        self.probe_images: dict[str, torch.Tensor] | None = None
+        if cfg.generation_probe_every and dist.is_main():  # a bad folder fails now
+            n = cfg.generation_probe_images
+            self.probe_images = {"train": load_center_crops(cfg.data, resolution, n),
+                                 "held_out": load_center_crops(cfg.val_data, resolution, n)}
 
     def hooks(self) -> list[tuple[int, Hook]]:
         """``(every_steps, hook)`` pairs for the loop (an interval of 0 is left out)."""
@@ -84,9 +88,10 @@ class DiffusabilityHooks:
         model_dir = root / "model"
         shutil.rmtree(model_dir, ignore_errors=True)
         ema.save_pretrained(str(model_dir))
-        result = root / f"probe-{state.nimg:012d}.json"
-        request = dict(model=str(model_dir), data=cfg.data, val_data=cfg.val_data,
-                       images=cfg.generation_probe_images, resolution=self.resolution,
+        result, images = root / f"probe-{state.nimg:012d}.json", root / "images.safetensors"
+        if not images.is_file():
+            save_safetensors(self.probe_images, images)
+        request = dict(model=str(model_dir), images=str(images),
                        steps=cfg.generation_probe_steps, dit=cfg.generation_probe_model,
                        seeds=list(range(cfg.generation_probe_seeds)), work=str(root / "work"),
                        device=str(next(ema.parameters()).device),

@@ -21,6 +21,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from latentae.engine.data import TrainImages, list_sources
+from latentae.engine.plot import plot_run
+from latentae.engine.state import load_latest
 from latentae.eval.lpips import load_lpips
 from latentae.eval.psnr_ssim import PSNR_VERSION, SSIM_VERSION
 from latentae.files import atomic_write_text
@@ -30,10 +33,7 @@ from latentae.models.autoencoder import Autoencoder
 from latentae.registry import create_model
 from latentae.train.autoencoder import train
 from latentae.train.config import make_config
-from latentae.train.data import TrainImages, list_sources
-from latentae.train.plot import plot_run
 from latentae.train.recipes import LossWeights, Phase, Recipe
-from latentae.train.state import load_latest
 from latentae.train.validation import evaluate
 
 # Mostly colour photographs (with many grayscale ones a minutes-long run learns
@@ -69,7 +69,7 @@ def demo_image(name: str) -> Image.Image:
     ``skimage.data`` image, its stereo ``motorcycle`` (left view), or matplotlib's
     ``grace_hopper`` sample."""
     if name == "grace_hopper":
-        from matplotlib import cbook
+        from matplotlib import cbook  # deferred: optional, heavy
         with cbook.get_sample_data("grace_hopper.jpg") as f:
             return Image.open(f).convert("RGB")
     try:

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import torch
 
+from latentae.demos.autoencoder import TRAIN_IMAGES, run_demo, write_skimage_images
 from latentae.diffusion.config import make_diffusion_config
 from latentae.diffusion.data import ClassImages
 from latentae.diffusion.generate import sample_folder
 from latentae.diffusion.train import export_latest, train
+from latentae.engine.data import list_sources
+from latentae.engine.state import load_latest
 from latentae.eval.generation import GenerationConfig, evaluate_samples, reference_stats
 from latentae.files import atomic_write_text
 from latentae.io import load_image, resize_shortest, save_image
-from latentae.train.data import list_sources
-from latentae.train.demo import TRAIN_IMAGES, run_demo, write_skimage_images
-from latentae.train.state import load_latest
 
 RESOLUTION = 64
 N_SAMPLES = 32  # per set: samples, real reference crops, second real crops

@@ -24,13 +24,12 @@ from typing import Any
 import torch
 import yaml
 
+from latentae.engine import dist
+from latentae.engine.config import LoopConfig
+from latentae.engine.monitor import MetricsLog
+from latentae.engine.state import list_states, load_latest, remove_temporaries
 from latentae.errors import InputError, StateError
 from latentae.files import atomic_write_text
-from latentae.train import dist
-from latentae.train.config import LoopConfig
-from latentae.train.monitor import MetricsLog
-from latentae.train.recipes import ADDED_PHASE_FIELDS
-from latentae.train.state import list_states, load_latest, remove_temporaries
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "tb", "samples", "checkpoints", "model")
 
@@ -87,13 +86,15 @@ class RunFolder:
         dist.barrier()
         return saved
 
-    def write_config(self, doc: dict[str, Any], resuming: bool, keys: tuple[str, ...]) -> None:
+    def write_config(self, doc: dict[str, Any], resuming: bool, keys: tuple[str, ...],
+                     added: dict[str, Any] | None = None) -> None:
         """Save ``doc`` as ``config.yaml`` (rank 0). When resuming, the saved file must
-        agree on every top-level key in ``keys`` (e.g. ``"recipe"``)."""
+        agree on every top-level key in ``keys`` (e.g. ``"recipe"``), fields introduced
+        later (``added``: name -> the value runs had before, from the task) aside."""
         path = self.path / "config.yaml"
         if resuming and path.is_file():
             old = yaml.safe_load(path.read_text()) or {}
-            differ = [k for k in keys if not agrees(old.get(k), doc.get(k))]
+            differ = [k for k in keys if not agrees(old.get(k), doc.get(k), added or {})]
             if differ:
                 raise StateError(f"the {', '.join(differ)} differs from the one in {path}: "
                                  "resume with the same options, or start a new run with "
@@ -112,7 +113,7 @@ class RunFolder:
         return states[-1][1] if states else None
 
 
-def agrees(old: Any, new: Any, added: dict[str, Any] = ADDED_PHASE_FIELDS) -> bool:
+def agrees(old: Any, new: Any, added: dict[str, Any]) -> bool:
     """``old`` (a saved config document) equals ``new``, except that a key that ``old``
     lacks and ``added`` names (a field introduced later) agrees when ``new`` holds the
     value runs had before the field existed: old run folders keep resuming."""

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from latentae.cards import data_fingerprint, files_fingerprint
+from latentae.engine.state import seed_from
 from latentae.errors import InputError
 from latentae.io import (
     IMAGE_SUFFIXES,
@@ -37,7 +38,6 @@ from latentae.io import (
     resize_shortest,
     to_tensor,
 )
-from latentae.train.state import seed_from
 
 
 @dataclass(frozen=True)

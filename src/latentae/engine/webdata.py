@@ -37,12 +37,12 @@ import torch
 import torch.distributed as tdist
 import webdataset as wds
 
+from latentae.engine import dist
+from latentae.engine.data import crop_flip, decode_usable
+from latentae.engine.state import seed_from
 from latentae.errors import InputError, StateError
 from latentae.files import atomic_dir, atomic_write, prepare_output_dir
 from latentae.io import IMAGE_SUFFIXES, list_images, load_image, to_tensor
-from latentae.train import dist
-from latentae.train.data import crop_flip, decode_usable
-from latentae.train.state import seed_from
 
 __all__ = ["ShardStream", "StreamPosition", "StreamedData", "is_streamed", "shard_urls",
            "write_shards"]

@@ -9,12 +9,15 @@ the run folder, config file, metrics log (JSONL + TensorBoard), checkpoints with
 retention, EMA, DDP (``dist.py``), SIGINT/SIGTERM, time and image limits, the progress
 bar, the non-finite-gradient guard and the phase loop are here for every model kind.
 
-**A task** is what a model kind supplies (:class:`Task`; ``autoencoder.AutoencoderTask``
-is one, ``tests/test_train_generic.py`` trains a linear regression as another)::
+**A task** is what a model kind supplies (:class:`Task`; ``train.autoencoder.AutoencoderTask``
+and ``diffusion.train.DiffusionTask`` are two, ``tests/test_train_generic.py`` trains a
+linear regression as a third)::
 
     phases: Sequence[PhaseSpec]   each with .name, .steps, .batch_size (per process)
     model: nn.Module              the trained network, unwrapped; the loop keeps its EMA
     resume_keys: tuple[str, ...]  top-level keys of config() a resumed run must match
+    resume_defaults: dict         optional: fields added to the config later -> the value
+                                  runs had before them (an old run folder still resumes)
     config() -> dict              the resolved configuration, YAML-able (OUT/config.yaml)
     begin_phase(index) -> None    make phase `index` current: trainable parameters, NEW
                                   optimizers (a checkpoint holds the current phase's), DDP
@@ -69,13 +72,13 @@ from torch import nn
 from tqdm import tqdm
 
 from latentae.devices import resolve_device
+from latentae.engine import dist
+from latentae.engine.config import LoopConfig
+from latentae.engine.ema import EMA
+from latentae.engine.monitor import MetricsLog
+from latentae.engine.rundir import RunFolder
+from latentae.engine.state import Stateful, TrainState, restore, save, seed_from
 from latentae.errors import TrainingStopped
-from latentae.train import dist
-from latentae.train.config import LoopConfig
-from latentae.train.ema import EMA
-from latentae.train.monitor import MetricsLog
-from latentae.train.rundir import RunFolder
-from latentae.train.state import Stateful, TrainState, restore, save, seed_from
 
 __all__ = ["PhaseSpec", "Task", "TrainState", "images", "optimizer_step", "training_loop"]
 
@@ -315,7 +318,8 @@ def training_loop(cfg: LoopConfig, make_task: Callable[[torch.device], Task]) ->
     ema = EMA(task.model, cfg.ema_decay)
     if saved is not None:  # which phase to build; everything is restored after that
         state.load_state_dict(saved["state"])
-    folder.write_config(task.config(), saved is not None, task.resume_keys)
+    folder.write_config(task.config(), saved is not None, task.resume_keys,
+                        getattr(task, "resume_defaults", {}))
     log = folder.metrics_log(state.nimg, global_step(task.phases, state))
     with StopSignals() as signals:
         max_nimg = cfg.max_images or images(cfg.max_steps, task.phases[state.phase])

@@ -1,12 +1,10 @@
-"""``latentae plot RUN``: loss and validation curves of a run to one PNG, and the
-diffusability diagnostics (``--diffusability-every``) beside it, ``*-diffusability.png``."""
+"""``latentae plot RUN``: loss and validation curves of a run to one PNG."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from latentae.eval.diagnostics import plot_diagnostics
-from latentae.train.monitor import read_metrics
+from latentae.engine.monitor import read_metrics
 
 LOSS_KEYS = ("loss", "l1", "perceptual", "wavelet", "highpass", "kl", "adversarial", "d_loss",
              "equivariance", "latent_scale_equivariance", "decoder_noise")
@@ -14,9 +12,8 @@ LOSS_KEYS = ("loss", "l1", "perceptual", "wavelet", "highpass", "kl", "adversari
 
 def plot_run(run: str | Path, out: str | Path | None = None) -> Path:
     """Draw the training losses (log scale) and validation metrics of ``run`` against
-    the step; returns the PNG path (default ``RUN/curves.png``). A run with logged
-    diagnostics also gets ``RUN/curves-diffusability.png`` (``eval.diagnostics``)."""
-    import matplotlib
+    the step; returns the PNG path (default ``RUN/curves.png``)."""
+    import matplotlib  # deferred: optional, heavy
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -42,5 +39,4 @@ def plot_run(run: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out) if out else Path(run) / "curves.png"
     fig.savefig(out, dpi=110)
     plt.close(fig)
-    plot_diagnostics(records, out.with_name(out.stem + "-diffusability.png"))
     return out
