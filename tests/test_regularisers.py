@@ -178,3 +178,22 @@ def test_refused_without_a_trainable_encoder(tmp_path, term):
         "train_groups": "decoder", "steps": 1}, max_steps=1)
     train(ok)  # no error: one step taken
     assert (tmp_path / "dec" / "checkpoints").is_dir()
+
+
+def test_eqvae_finetune_of_a_diffusers_autoencoder_reports_diagnostics(tmp_path):
+    # A diffusers AutoencoderKL fine-tuned by eqvae-finetune: encoder and decoder move,
+    # the equivariance term is logged, the regression report has the diagnostics of the
+    # model before and after.
+    from test_finetune import finetune_config  # diffusers: imported where needed
+
+    cfg = finetune_config(tmp_path, "sd", "eqvae-finetune",
+                          overrides={"lr": 1e-3, "steps": 3, "losses.equivariance_p": 1.0})
+    out = train(cfg)
+    logged = [json.loads(line) for line in open(out.parent / "metrics.jsonl")]
+    assert all(r["equivariance"] > 0 for r in logged if "loss" in r)
+    doc = json.loads((out.parent / "regression.json").read_text())
+    ref = doc["sets"]["reference"]
+    assert ref["latent_max_abs_diff"] > 0  # the encoder trains
+    diag = ref["diffusability"]
+    assert diag["before"]["equivariance_psnr_x2"] != diag["after"]["equivariance_psnr_x2"]
+    assert "| equivariance_psnr_x2 |" in (out.parent / "regression.md").read_text()

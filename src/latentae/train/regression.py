@@ -9,7 +9,9 @@ mean per-image difference ``after − before`` and its 95% confidence interval f
 paired bootstrap (the images are resampled with replacement, each keeping its own
 before/after pair; fixed seed, so the report repeats), and a flag when the reference
 PSNR fell by more than ``regression_tolerance`` dB. It also reports how far the
-latents moved (``finetune-decoder`` freezes the encoder: exactly 0).
+latents moved (``finetune-decoder`` freezes the encoder: exactly 0) and the
+diffusability diagnostics of both models (``eval/diagnostics.py``; what
+``eqvae-finetune`` is for).
 
 Files (through ``latentae.files``): ``RUN/regression.json`` and ``RUN/regression.md``.
 The metrics are those of validation (``train/validation.py``: PSNR and SSIM on uint8
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from latentae.eval.bootstrap import bootstrap_mean_ci
+from latentae.eval.diagnostics import diagnostics
 from latentae.eval.psnr_ssim import PSNR_VERSION, SSIM_VERSION, mean_finite
 from latentae.eval.report import json_safe
 from latentae.files import atomic_write_text
@@ -78,8 +81,12 @@ def compare(before: nn.Module, after: nn.Module, images: torch.Tensor,
     b, _ = per_image_metrics(after, images, lpips)
     metrics = {k: {"before": mean_finite(a[k]), "after": mean_finite(b[k]),
                    **paired_bootstrap(a[k], b[k])} for k in a}
-    return {"images": len(images), "metrics": metrics,
-            "latent_max_abs_diff": latent_shift(before, after, images)}
+    out = {"images": len(images), "metrics": metrics,
+           "latent_max_abs_diff": latent_shift(before, after, images)}
+    if len(images) >= 2:  # the diffusability diagnostics of both (eval/diagnostics.py)
+        out["diffusability"] = {"before": diagnostics(before, images),
+                                "after": diagnostics(after, images)}
+    return out
 
 
 class RegressionCheck:
@@ -159,6 +166,24 @@ def _set_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+DIFFUSABILITY_ROWS = ("latent_hf_fraction", "image_hf_fraction", "equivariance_psnr_x2",
+                     "mmd2", "mmd2_null", "scaling_factor", "noise_psnr_sigma0.1",
+                     "noise_psnr_sigma0.3")
+
+
+def _diffusability_table(d: dict[str, Any] | None) -> list[str]:
+    """Before/after of the diffusability diagnostics (eval/diagnostics.py)."""
+    if not d:
+        return []
+    lines = ["Diffusability diagnostics (eval/diagnostics.py):", "",
+             "| diagnostic | before | after |", "|---|---|---|"]
+    for k in DIFFUSABILITY_ROWS:
+        b, a = d["before"].get(k), d["after"].get(k)
+        if b is not None and a is not None:
+            lines.append(f"| {k} | {b:.4g} | {a:.4g} |")
+    return [*lines, ""]
+
+
 def report_markdown(doc: dict[str, Any]) -> str:
     """``regression.md``: one table per image set, the latent shift, the verdict and the
     protocol."""
@@ -172,5 +197,6 @@ def report_markdown(doc: dict[str, Any]) -> str:
                 f"latents: max |z_after − z_before| = {result['latent_max_abs_diff']:.3g}"
                 + (" (the encoder is unchanged)" if result["latent_max_abs_diff"] == 0
                    else ""), ""]
+        out += _diffusability_table(result.get("diffusability"))
     out += ["## Protocol", "", *[f"- {k}: {v}" for k, v in doc["protocol"].items()], ""]
     return "\n".join(out)
