@@ -12,8 +12,8 @@ from latentae.errors import InputError
 # Command-line flags that map one-to-one onto TrainConfig fields (None = not given).
 FLAGS = (("--model", str, "preset name, or a saved latentae or diffusers model directory "
           "to start from (default litevae-tiny)"),
-         ("--recipe", str, "litevae | dcae | sdvae | finetune-decoder | finetune-full "
-          "(default litevae)"),
+         ("--recipe", str, "litevae | dcae | sdvae | finetune-decoder | finetune-full | "
+          "eqvae-finetune (default litevae)"),
          ("--data", str, "training images (recursive folder), a folder of .tar shards, or a "
           "webdataset stream: shards/train-{000000..000099}.tar, https:// URLs, 'pipe:CMD' "
           "(streams resume at a shard boundary)"),
@@ -44,7 +44,17 @@ FLAGS = (("--model", str, "preset name, or a saved latentae or diffusers model d
          ("--workers", int, "data loader processes"),
          ("--small-images", str, "upscale | skip images smaller than the crop"),
          ("--crop-scale", float, "shortest side resized to res × U(1, S) before cropping"),
-         ("--device", str, "auto | cpu | cuda | cuda:N"))
+         ("--device", str, "auto | cpu | cuda | cuda:N"),
+         ("--diffusability-every", int, "log the latent diffusability diagnostics of the "
+          "EMA model on the --val-images held-out images every N steps (0: off)"),
+         ("--generation-probe-every", int, "every N steps train a tiny DiT on the latents "
+          "of the first --generation-probe-images of --data in a child process and log "
+          "its KID against as many --val-data images (0: off)"),
+         ("--generation-probe-images", int, "images of the probe (default 256)"),
+         ("--generation-probe-steps", int, "DiT steps per probe (default 1000)"),
+         ("--generation-probe-model", str, "the probe's DiT preset (default dit-s)"),
+         ("--generation-probe-seeds", int, "DiT seeds per probe, their spread is logged "
+          "(default 2)"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -159,8 +169,18 @@ def run_training(start, done) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from latentae.engine.monitor import read_metrics
     from latentae.engine.plot import plot_run
-    print(plot_run(args.run, args.out))
+    from latentae.eval.diagnostics import plot_diagnostics
+    out = plot_run(args.run, args.out)
+    print(out)
+    # a run with --diffusability-every: its diagnostics beside the curves
+    drawn = plot_diagnostics(read_metrics(args.run),
+                             Path(out).with_name(Path(out).stem + "-diffusability.png"))
+    if drawn is not None:
+        print(drawn)
     return 0
 
 

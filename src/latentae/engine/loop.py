@@ -263,6 +263,18 @@ def validate(s: Session) -> None:
                     f"image {s.state.nimg}, EMA model): {values}")
 
 
+def run_hooks(s: Session) -> None:
+    """A task's optional periodic hooks, ``task.periodic() -> [(every_steps, hook)]`` with
+    ``hook(ema, state, folder) -> values`` (e.g. the autoencoder's diffusability
+    diagnostics and generation probe), each logged under its own names when due."""
+    for every, hook in getattr(s.task, "periodic", list)():
+        if due(s, every):
+            values = hook(s.ema.model, s.state, s.folder.path)
+            if values and s.log is not None:
+                s.log.write({"step": global_step(s.task.phases, s.state),
+                             "nimg": s.state.nimg, **values})
+
+
 def run_phase(s: Session) -> bool:
     """Train the current phase from ``state.phase_nimg`` to its end (``True``) or to a
     stop (``False``): the edm2 loop, reporting and saving before each step."""
@@ -281,6 +293,7 @@ def run_phase(s: Session) -> bool:
                 window = Window()
             if due(s, s.cfg.val_every):
                 validate(s)
+            run_hooks(s)
             if finished or stopping or due(s, s.cfg.ckpt_every):
                 save_checkpoint(s)
         if finished or stopping:

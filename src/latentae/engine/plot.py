@@ -7,7 +7,8 @@ from pathlib import Path
 from latentae.engine.monitor import read_metrics
 from latentae.errors import InputError
 
-LOSS_KEYS = ("loss", "l1", "perceptual", "wavelet", "highpass", "kl", "adversarial", "d_loss")
+LOSS_KEYS = ("loss", "l1", "perceptual", "wavelet", "highpass", "kl", "adversarial", "d_loss",
+             "equivariance", "latent_scale_equivariance", "decoder_noise")
 
 
 def plot_run(run: str | Path, out: str | Path | None = None) -> Path:

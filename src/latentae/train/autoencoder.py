@@ -16,7 +16,7 @@ for a run that started from a model directory, the regression report
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,15 @@ from latentae.losses import (
     r1_penalty,
     wavelet_charbonnier_loss,
 )
+from latentae.losses.regularisers import NAMES as REGULARISERS
+from latentae.losses.regularisers import check_regularisers, regulariser_terms
 from latentae.models.distributions import DiagonalGaussian
 from latentae.nn.grad_checkpoint import enable_gradient_checkpointing
 from latentae.pretrained import load
 from latentae.runtime import autocast
 from latentae.train.card import training_card, training_data_fingerprint
 from latentae.train.config import TrainConfig, check_recipe, config_document, resolve_recipe
+from latentae.train.diffusability import DiffusabilityHooks
 from latentae.train.discriminator import load_discriminator, save_discriminator
 from latentae.train.recipes import ADDED_PHASE_FIELDS, Phase, Recipe, phase_lr
 from latentae.train.regression import RegressionCheck
@@ -74,13 +77,17 @@ class AutoencoderForward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, eps: torch.Tensor, regularisers: Callable | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """``regularisers(decode, z, x) -> {name: term}`` (losses/regularisers.py) runs
+        here, inside the one (DDP) forward, on the same ``z``."""
         posterior = self.model.encode(x)
         z = posterior.mean + posterior.std * eps  # (B, nz, H/f, W/f)
         if isinstance(posterior, DiagonalGaussian):  # KL in float32 even under autocast
             moments = torch.cat([posterior.mean, posterior.logvar], dim=1).float()
             posterior = DiagonalGaussian(moments)
-        return self.model.decode(z), posterior.kl().float()
+        terms = regularisers(self.model.decode, z, x) if regularisers is not None else {}
+        return self.model.decode(z), posterior.kl().float(), terms
 
 
 def set_trainable(model: nn.Module, groups: tuple[str, ...]) -> list[nn.Parameter]:
@@ -164,6 +171,8 @@ class AutoencoderTask:
             if dist.is_main() and RegressionCheck.wanted(cfg) else None
         self.lpips_metric = optional_lpips("alex", device, dist.is_main()
                                            and self.val_images is not None)
+        self.diffusability = DiffusabilityHooks(cfg, self.val_images,
+                                                recipe.phases[-1].resolution)
         self.phase: Phase = self.phases[0]
         self.g_opt: torch.optim.Optimizer | None = None
         self.d_opt: torch.optim.Optimizer | None = None
@@ -225,6 +234,10 @@ class AutoencoderTask:
         logs["lr"] = lr
         return logs
 
+    def periodic(self) -> list:
+        """The loop's periodic hooks: diffusability diagnostics and generation probe."""
+        return self.diffusability.hooks()
+
     def checkpoint_items(self) -> dict[str, Stateful]:
         items: dict[str, Stateful] = {"model": self.model}
         if self.disc is not None:
@@ -277,6 +290,9 @@ def check_phases(model: nn.Module, recipe: Recipe, cfg: TrainConfig) -> None:
         if unknown:
             raise InputError(f"phase {p.name}.train_groups: {type(model).__name__} has no "
                              f"group(s) {unknown}; valid: {sorted(model.param_groups())}")
+        groups = model.param_groups()
+        check_regularisers(p.losses, {id(q) for g in p.train_groups for q in groups[g]},
+                           groups["encoder"], f"phase {p.name}")
 
 
 def reconstruction_losses(recon: torch.Tensor, x: torch.Tensor, kl: torch.Tensor,
@@ -303,12 +319,14 @@ def generator_step(task: AutoencoderTask, x: torch.Tensor, eps: torch.Tensor, ga
     task.g_opt.zero_grad(set_to_none=True)
     if task.disc is not None:
         task.disc.requires_grad_(False)
+    reg = regularisers_of(task, state)
     for i, (xb, eb) in enumerate(zip(x.chunk(acc), eps.chunk(acc))):
         with dist.no_sync(task.G, sync=i == acc - 1):
             with autocast(task.device):
-                recon, kl = task.G(xb, eb)
+                recon, kl, extra = task.G(xb, eb, reg)
             recon = recon.float()
             terms = reconstruction_losses(recon, xb, kl, phase, task.perceptual)
+            terms.update({k: v.float() for k, v in extra.items()})
             if gan_on:  # the unwrapped D: its gradients are not wanted here
                 terms["adversarial"] = adversarial_term(task, recon, sum(terms.values()), logs)
             loss = sum(terms.values())
@@ -319,6 +337,17 @@ def generator_step(task: AutoencoderTask, x: torch.Tensor, eps: torch.Tensor, ga
     logs["g_grad_norm"] = optimizer_step(task.g_opt, task.model.parameters(), state,
                                          task.cfg, "G")
     return logs, torch.cat(recons)
+
+
+def regularisers_of(task: AutoencoderTask, state: TrainState) -> Callable | None:
+    """The phase's diffusability regularisers as ``(decode, z, x) -> terms`` with their
+    draws seeded from (seed, phase, image index), or ``None`` when all are off."""
+    w = task.phase.losses
+    if not any(getattr(w, n) for n in REGULARISERS):
+        return None
+    g = torch.Generator().manual_seed(seed_from(task.cfg.seed, state.phase, state.phase_nimg, 4))
+    return lambda decode, z, x: regulariser_terms(
+        w, decode, z, x, g, task.perceptual if w.perceptual else None)
 
 
 def adversarial_term(task: AutoencoderTask, recon: torch.Tensor, rec: torch.Tensor,

@@ -14,6 +14,8 @@ latents moved (``finetune-decoder`` freezes the encoder: exactly 0), and shows t
 Below :data:`MIN_CI_IMAGES` images no interval is given: a bootstrap over a handful of
 images describes those images, not the model. A start folder whose card is tagged
 ``untrained`` (random weights, e.g. ``latentae demo``'s ``init/``) gets no report.
+It also gives the diffusability diagnostics of both models (``eval/diagnostics.py``;
+what ``eqvae-finetune`` is for).
 
 Files (through ``latentae.files``): ``RUN/regression.json``, ``RUN/regression.md`` and
 the PNGs.
@@ -33,6 +35,7 @@ from torch import nn
 
 from latentae.cards import read_card
 from latentae.eval.bootstrap import bootstrap_mean_ci
+from latentae.eval.diagnostics import diagnostics
 from latentae.eval.psnr_ssim import PSNR_VERSION, SSIM_VERSION, mean_finite
 from latentae.eval.report import json_safe
 from latentae.files import atomic_write_text
@@ -95,6 +98,9 @@ def compare(before: nn.Module, after: nn.Module, images: torch.Tensor,
         save_image(image_grid([[x, r0.clamp(-1, 1), r1.clamp(-1, 1)] for x, r0, r1 in
                                zip(images[:SHOWN], rec_a[:SHOWN], rec_b[:SHOWN])]), grid)
         out["grid"] = grid.name
+    if len(images) >= 2:  # the diffusability diagnostics of both (eval/diagnostics.py)
+        out["diffusability"] = {"before": diagnostics(before, images),
+                                "after": diagnostics(after, images)}
     return out
 
 
@@ -184,6 +190,24 @@ def _set_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+DIFFUSABILITY_ROWS = ("latent_hf_fraction", "image_hf_fraction", "equivariance_psnr_x2",
+                     "mmd2", "mmd2_null", "scaling_factor", "noise_psnr_sigma0.1",
+                     "noise_psnr_sigma0.3")
+
+
+def _diffusability_table(d: dict[str, Any] | None) -> list[str]:
+    """Before/after of the diffusability diagnostics (eval/diagnostics.py)."""
+    if not d:
+        return []
+    lines = ["Diffusability diagnostics (eval/diagnostics.py):", "",
+             "| diagnostic | before | after |", "|---|---|---|"]
+    for k in DIFFUSABILITY_ROWS:
+        b, a = d["before"].get(k), d["after"].get(k)
+        if b is not None and a is not None:
+            lines.append(f"| {k} | {b:.4g} | {a:.4g} |")
+    return [*lines, ""]
+
+
 def report_markdown(doc: dict[str, Any]) -> str:
     """``regression.md``: one table per image set, the latent shift, the verdict and the
     protocol."""
@@ -201,5 +225,6 @@ def report_markdown(doc: dict[str, Any]) -> str:
             out += [f"![{name}: image | before | after]({result['grid']})", "",
                     f"Columns: the image, the model before, the model after (first "
                     f"{min(SHOWN, result['images'])} images).", ""]
+        out += _diffusability_table(result.get("diffusability"))
     out += ["## Protocol", "", *[f"- {k}: {v}" for k, v in doc["protocol"].items()], ""]
     return "\n".join(out)
