@@ -42,7 +42,7 @@ def save_autoencoder(path: Path) -> Path:
 def tiny_config(out: Path, autoencoder: Path, data: Path, **kw):
     """DiT-tiny/1 on 4×4 latents, global batch 4, 6 steps, a 4-image grid at the end."""
     base = dict(autoencoder=str(autoencoder), data=str(data), out=str(out), model="dit-tiny",
-                patch=1, resolution=SIZE, batch_size=4, steps=6, lr=1e-3, device="cpu",
+                patch_size=1, resolution=SIZE, batch_size=4, steps=6, lr=1e-3, device="cpu",
                 progress=False, log_every=1, val_every=0, ckpt_every=3, grid_images=4,
                 grid_steps=2, norm_images=8, ema_decay=0.9)
     return make_diffusion_config({**base, **kw})

@@ -5,6 +5,10 @@ Data x ~ N(μ, Σ) in d = C·H·W dimensions, flattened in C, H, W order.
   Cov(ε, x_t) = σ_t I, so E[ε | x_t] = σ_t S_t⁻¹ (x_t − α_t μ).
 - flow, x_t = (1−t) x + t ε, v = ε − x: x_t ~ N((1−t) μ, S_t), S_t = (1−t)²Σ + t²I,
   Cov(v, x_t) = t I − (1−t) Σ, so E[v | x_t] = −μ + (t I − (1−t) Σ) S_t⁻¹ (x_t − (1−t) μ).
+- flow-sit (SiT), x_t = t x + (1−t) ε, u = x − ε: the flow case at 1 − t, negated.
+- ddpm on another schedule (``schedule=``, a NoiseSchedule): the model time m (integer, or
+  the continuous ``t·N − 1 + first_timestep`` of DPM-Solver) maps to α through the
+  schedule's own log α interpolation (exact at the integer steps).
 - A mixture Σ_k π_k N(μ_k, Σ_k): E[· | x_t] = Σ_k p(k | x_t) E_k[· | x_t] with
   p(k | x_t) ∝ π_k N(x_t; mean_k(t), S_k(t)).
 The minimum of the per-element MSE is tr Cov(target | x_t) / d, with
@@ -44,6 +48,20 @@ def _flow_coefs(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return 1.0 - t, t  # (B,) scale of x, scale of ε
 
 
+def _coefs(t, objective, schedule=None):
+    """(a, s, sign): x_t = a·x + s·ε and the target's sign against the ``flow`` formula."""
+    if objective == "ddpm":
+        if schedule is None:
+            return (*_ddpm_coefs(t), 1.0)
+        n = schedule.num_timesteps
+        la = schedule.log_alpha((t.cpu().double() + 1 - schedule.first_timestep) / n)
+        return la.exp(), (-torch.expm1(2 * la)).sqrt(), 1.0
+    if objective == "flow-sit":
+        a, s = _flow_coefs(1.0 - t.cpu().double())
+        return a, s, -1.0
+    return (*_flow_coefs(t), 1.0)
+
+
 def _noisy_law(mu, cov, a, s):
     """Mean (B, d) and covariance (B, d, d) of a·x + s·ε."""
     eye = torch.eye(len(mu), dtype=torch.float64)
@@ -66,27 +84,30 @@ def _log_normal(z, mean, S):
     return -0.5 * (maha + torch.logdet(S) + z.shape[-1] * math.log(2 * math.pi))
 
 
-def mixture_target(means, covs, weights, z, t, objective):
+def mixture_target(means, covs, weights, z, t, objective, schedule=None):
     """E[target | x_t = z] for the mixture Σ_k weights_k N(means_k, covs_k); z (B, d)."""
-    a, s = (_ddpm_coefs if objective == "ddpm" else _flow_coefs)(t)
+    a, s, sign = _coefs(t, objective, schedule)
+    kind = "ddpm" if objective == "ddpm" else "flow"
     logp = torch.stack([math.log(w) + _log_normal(z, *_noisy_law(m, c, a, s))
                         for m, c, w in zip(means, covs, weights)], dim=-1)  # (B, K)
     post = torch.softmax(logp, dim=-1)
-    parts = torch.stack([_posterior_target(m, c, z, a, s, objective)
+    parts = torch.stack([_posterior_target(m, c, z, a, s, kind)
                          for m, c in zip(means, covs)], dim=-1)  # (B, d, K)
-    return (parts * post[:, None, :]).sum(-1)
+    return sign * (parts * post[:, None, :]).sum(-1)
 
 
-def gaussian_model(mu, cov, objective: str):
-    """model_fn(x_t, t, labels) -> the exact ε (ddpm) or velocity (flow) for N(mu, cov)."""
+def gaussian_model(mu, cov, objective: str, schedule=None):
+    """model_fn(x_t, t, labels) -> the exact ε (ddpm, on ``schedule``: default DiT's linear)
+    or velocity (flow, flow-sit) for N(mu, cov)."""
     def model_fn(x, t, labels):
         z = x.reshape(x.shape[0], -1).double()
-        a, s = (_ddpm_coefs if objective == "ddpm" else _flow_coefs)(t)
-        return _posterior_target(mu, cov, z, a, s, objective).reshape(x.shape).to(x.dtype)
+        a, s, sign = _coefs(t, objective, schedule)
+        kind = "ddpm" if objective == "ddpm" else "flow"
+        return (sign * _posterior_target(mu, cov, z, a, s, kind)).reshape(x.shape).to(x.dtype)
     return model_fn
 
 
-def mixture_model(means, covs, objective: str):
+def mixture_model(means, covs, objective: str, schedule=None):
     """Class-conditional model_fn: label k < K → class k's exact predictor, label K (the
     null class) → the equal-weight mixture's."""
     k = len(means)
@@ -97,10 +118,11 @@ def mixture_model(means, covs, objective: str):
         for label in labels.unique().tolist():
             rows = (labels == label).cpu()
             if label == k:
-                out[rows] = mixture_target(means, covs, [1.0 / k] * k, z[rows], t[rows], objective)
+                out[rows] = mixture_target(means, covs, [1.0 / k] * k, z[rows], t[rows],
+                                           objective, schedule)
             else:
                 out[rows] = mixture_target(means[label:label + 1], covs[label:label + 1],
-                                           [1.0], z[rows], t[rows], objective)
+                                           [1.0], z[rows], t[rows], objective, schedule)
         return out.reshape(x.shape).to(x.dtype)
     return model_fn
 
@@ -128,6 +150,8 @@ def learned_variance_model(mu, var, schedule):
 def min_mse(mu, cov, t, objective: str) -> float:
     """The minimum over predictors of E[mean over elements of (target − prediction)²] at t."""
     d = len(mu)
+    if objective == "flow-sit":  # the flow case at 1 − t (the sign does not change the MSE)
+        objective, t = "flow", 1.0 - t
     a, s = (_ddpm_coefs if objective == "ddpm" else _flow_coefs)(torch.tensor([t]))
     _, S = _noisy_law(mu, cov, a, s)
     eye = torch.eye(d, dtype=torch.float64)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from latentae import create_model
+from latentae import create_model, runtime
 from latentae.bench import MODES, BenchSettings, build_subjects, measure, run_bench, to_markdown
 from latentae.cli import main
 
@@ -164,3 +164,19 @@ def test_bf16_psnr_change_is_measured(shared_data, tmp_path, capsys):
     assert "float32 vs bfloat16 autocast" in capsys.readouterr().out
     assert main(["bench", "sdvae-tiny", "--psnr-images", str(shared_data / "kodak24")]) != 0
     assert "pass --dtype bfloat16" in capsys.readouterr().err
+
+
+def test_compile_flag_times_the_compiled_model_with_equal_outputs(tmp_path):
+    # backend eager: the graph capture, without minutes of code generation on this CPU
+    model = create_model("sdvae-tiny").eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    compiled = runtime.compile_module(lambda v: model.decode(model.encode(v).mode()), "eager")
+    with torch.no_grad():
+        assert (compiled(x) - model.decode(model.encode(x).mode())).abs().max() <= 1e-4
+    out = tmp_path / "b.json"
+    assert main(["bench", "sdvae-tiny", "--resolution", "32", "--batch-size", "1",
+                 "--warmup", "0", "--repeats", "1", "--modes", "encode,train_decode",
+                 "--device", "cpu", "--compile", "eager", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["settings"]["compile"] == "eager"
+    assert rep["results"]["sdvae-tiny"]["train_decode"]["images_per_s"] > 0

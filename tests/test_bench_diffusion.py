@@ -2,14 +2,14 @@
 on real presets built on the meta device, shared trunks, the end-to-end row, bad specs,
 and ratio cells that are the quotients of the JSON numbers."""
 
-import argparse
 import json
 import re
 
 import pytest
 import torch
 
-from latentae.bench.diffusion import measure_diffusion
+from latentae.bench.batch_search import add_best_batches, best_batches, search_batch
+from latentae.bench.diffusion import infer_call, make_inputs, measure_columns, measure_diffusion
 from latentae.bench.diffusion_columns import (
     DiffusionBenchSettings,
     build_columns,
@@ -18,9 +18,11 @@ from latentae.bench.diffusion_columns import (
     parse_autoencoders,
 )
 from latentae.bench.diffusion_report import ROWS, to_markdown
-from latentae.cli.bench_diffusion import add_diffusion_args, run_diffusion_bench
+from latentae.cli import build_parser
+from latentae.cli.bench import cmd_bench_diffusion
 from latentae.diffusion import create_diffusion
 from latentae.errors import InputError
+from latentae.runtime import compile_module
 
 TINY_DIT = {"depth": 2, "hidden_size": 64, "num_heads": 2}
 SPECS = "sdvae-tiny:p2,dcae-tiny-f32:p1,litevae-tiny:p2"
@@ -39,10 +41,10 @@ def report():
     return measure_diffusion(tiny_settings(on_the_fly=True), progress=lambda m: None)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser()
-    add_diffusion_args(p)
-    return p
+def run(argv: list[str]) -> int:
+    """``latentae bench`` with the diffusion options, batch 1 unless ``argv`` says."""
+    args = build_parser().parse_args(["bench", "--batch-size", "1", "--device", "cpu", *argv])
+    return cmd_bench_diffusion(args)
 
 
 def test_rows_have_the_json_keys_and_positive_rates(report):
@@ -72,7 +74,8 @@ def test_markdown_has_a_column_per_spec_and_every_measured_row(report):
     table = [ln for ln in text.splitlines() if ln.startswith("|")]
     assert table[0] == "| | " + " | ".join(SPECS.split(",")) + " |"
     labels = [ln.split(" | ")[0][2:] for ln in table[2:]]
-    assert labels == [label for label, *_ in ROWS]  # on the fly: every row is measured
+    # on the fly: every row is measured but the best-batch rows (no --best-batch here)
+    assert labels == [label for label, key, *_ in ROWS if "best_batch" not in key]
     assert all(ln.count("|") == 5 for ln in table)
     assert "multiply-add is 2 FLOPs" in text and "load average" in text
 
@@ -92,7 +95,7 @@ def test_ratio_cells_are_quotients_of_the_json_numbers(report, baseline):
         if note != "ratio":
             continue
         for i, r in enumerate(rows):
-            if base[key]:
+            if base.get(key):
                 assert _ratio(text, label, i) == pytest.approx(round(r[key] / base[key], 2),
                                                                abs=0.0051), (label, i)
 
@@ -120,11 +123,9 @@ def test_columns_share_the_trunk_but_not_the_latent_layers():
 
 def test_without_on_the_fly_there_is_no_end_to_end_column(tmp_path, capsys):
     out = tmp_path / "rows.json"
-    args = parser().parse_args(["--diffusion", "dit-s", "--autoencoders",
-                                "sdvae-tiny:p2,dcae-tiny-f32:p1", "--resolution", "32",
-                                "--repeats", "1", "--warmup", "0", "--json", str(out),
-                                "--baseline", "dcae-tiny-f32:p1"])
-    assert run_diffusion_bench(args) == 0
+    assert run(["--diffusion", "dit-s", "--autoencoders", "sdvae-tiny:p2,dcae-tiny-f32:p1",
+                "--resolution", "32", "--repeats", "1", "--warmup", "0", "--json", str(out),
+                "--baseline", "dcae-tiny-f32:p1"]) == 0
     rows = json.loads(out.read_text())
     assert isinstance(rows, list) and [r["column"] for r in rows] == [
         "sdvae-tiny:p2", "dcae-tiny-f32:p1"]
@@ -141,10 +142,8 @@ def test_without_on_the_fly_there_is_no_end_to_end_column(tmp_path, capsys):
     ("no-such-vae:p2", "presets: "), ("sdvae-tiny:p3", "valid patches: p1, p2, p4, p8"),
 ])
 def test_bad_specs_are_rejected_naming_the_valid_forms(spec, why):
-    args = parser().parse_args(["--diffusion", "dit-s", "--autoencoders", spec,
-                                "--resolution", "64"])
     with pytest.raises(InputError, match=re.escape(why)):
-        run_diffusion_bench(args)
+        run(["--diffusion", "dit-s", "--autoencoders", spec, "--resolution", "64"])
 
 
 @pytest.mark.parametrize("argv, why", [
@@ -158,9 +157,8 @@ def test_bad_specs_are_rejected_naming_the_valid_forms(spec, why):
 ])
 def test_bad_arguments_are_rejected_before_measuring(argv, why):
     base = ["--diffusion", "dit-s", "--autoencoders", "sdvae-tiny:p2"]
-    args = parser().parse_args(base + argv)
     with pytest.raises(InputError, match=re.escape(why)):
-        run_diffusion_bench(args)
+        run(base + argv)
 
 
 def test_a_mode_subset_times_only_those_modes():
@@ -183,3 +181,44 @@ def test_latentae_bench_diffusion_runs_through_the_cli(tmp_path, capsys):
     assert main(["bench", "sdvae-tiny", "--diffusion", "dit-s",
                  "--autoencoders", "sdvae-tiny:p2"]) == 2
     assert "drop the MODEL arguments" in capsys.readouterr().err
+
+
+def test_best_batch_search_stops_at_the_memory_limit():
+    calls = []
+
+    def measure(batch):  # 100 MiB per image; throughput still rising
+        calls.append(batch)
+        return batch / (10 * batch ** 0.5), batch * 100 * 2**20
+
+    res = search_batch(measure, memory_limit=1000 * 2**20)
+    assert calls == [1, 2, 4, 8, 16]  # 16 needs 1600 MiB: measured once, then stop
+    assert res["batch"] == 8 and "limit" in res["stopped"]
+    assert [t[0] for t in res["tried"] if t[1] is not None] == [1, 2, 4, 8]
+    flat = search_batch(lambda b: (b / 100, 0), memory_limit=2**40)  # saturated at once
+    assert flat["batch"] == 1 and flat["stopped"].startswith("saturated")
+    assert search_batch(lambda b: (1.0, 2**30), memory_limit=1)["batch"] is None
+
+
+def test_best_batches_fill_the_rows_and_the_table():
+    settings = tiny_settings(repeats=1, warmup=0, mode_subset=("infer", "train"),
+                             autoencoders=parse_autoencoders("sdvae-tiny:p2"))
+    columns = build_columns(settings, progress=lambda m: None)
+    report = measure_columns(columns, settings, progress=lambda m: None)
+    found = best_batches(columns, settings, memory_limit=2**40, progress=lambda m: None,
+                         max_batch=4)
+    add_best_batches(report, found)
+    (row,) = report["rows"]
+    assert row["infer_best_batch"] in (1, 2, 4) and row["train_best_batch_img_s"] > 0
+    assert [t[0] for t in found["sdvae-tiny:p2"]["infer"]["tried"]][0] == 1
+    text = to_markdown(report)
+    assert "| best training batch |" in text and "- best batch: doubled from 1" in text
+
+
+def test_compiled_columns_give_the_same_outputs_as_eager():
+    settings = tiny_settings(autoencoders=parse_autoencoders("sdvae-tiny:p2"))
+    (col,) = build_columns(settings, progress=lambda m: None)
+    col.model.eval()
+    inp = make_inputs(col, settings)
+    eager = infer_call(col, col.model, inp, settings, guided=True)()
+    compiled = infer_call(col, compile_module(col.model, "eager"), inp, settings, guided=True)()
+    assert (compiled - eager).abs().max() <= 1e-4

@@ -31,7 +31,7 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
     from latentae.engine import dist
     from latentae.train.autoencoder import train
     try:
-        train(tiny_config(Path(tmp), "ddp", overrides={"batch_size": 1, "steps": 2}))
+        train(tiny_config(Path(tmp), "ddp", overrides={"batch_size": 2, "steps": 2}))
     finally:
         dist.destroy()
 

@@ -88,7 +88,8 @@ def ref_dit(sd, x, t, y, p, heads):
     h = F.conv2d(x, sd["x_embedder.proj.weight"], sd["x_embedder.proj.bias"], stride=p)
     h = h.flatten(2).transpose(1, 2) + sd["pos_embed"]
     c = lin("t_embedder.mlp.2", F.silu(lin("t_embedder.mlp.0", ref_timestep(t, 256))))
-    c = c + sd["y_embedder.embedding_table.weight"][y]
+    if "y_embedder.embedding_table.weight" in sd:  # efficientvit unconditional=True: none
+        c = c + sd["y_embedder.embedding_table.weight"][y]
     i = 0
     while f"blocks.{i}.attn.qkv.weight" in sd:
         sm, cm, gm, sf, cf, gf = lin(f"blocks.{i}.adaLN_modulation.1", F.silu(c)).chunk(6, 1)
@@ -146,7 +147,7 @@ def ref_uvit(sd, x, t, y, p, heads, label_key):
 
 # --- official state dicts, named as the releases name their modules -----------------
 
-def official_dit(depth=2, d=32, c=3, p=2, classes=5, size=8, sigma=True):
+def official_dit(depth=2, d=32, c=3, p=2, classes=5, size=8, sigma=True, rows=None):
     """Keys of facebookresearch/DiT models.py: x_embedder (timm PatchEmbed .proj),
     t_embedder.mlp.{0,2}, y_embedder.embedding_table (num_classes + 1 rows with label
     dropout), pos_embed (1, T, D), blocks.i.{attn.qkv, attn.proj, mlp.fc1, mlp.fc2,
@@ -156,7 +157,7 @@ def official_dit(depth=2, d=32, c=3, p=2, classes=5, size=8, sigma=True):
     sd = {"x_embedder.proj.weight": randn(d, c, p, p), "x_embedder.proj.bias": randn(d),
           "t_embedder.mlp.0.weight": randn(d, 256), "t_embedder.mlp.0.bias": randn(d),
           "t_embedder.mlp.2.weight": randn(d, d), "t_embedder.mlp.2.bias": randn(d),
-          "y_embedder.embedding_table.weight": randn(classes + 1, d),
+          "y_embedder.embedding_table.weight": randn(classes + 1 if rows is None else rows, d),
           "pos_embed": ref_sincos(d, size // p).float().double(),
           "final_layer.linear.weight": randn(p * p * out, d),
           "final_layer.linear.bias": randn(p * p * out),
@@ -168,6 +169,8 @@ def official_dit(depth=2, d=32, c=3, p=2, classes=5, size=8, sigma=True):
                              "adaLN_modulation.1": (6 * d, d)}.items():
             sd[f"blocks.{i}.{name}.weight"] = randn(o, n)
             sd[f"blocks.{i}.{name}.bias"] = randn(o)
+    if rows == 0:  # efficientvit DiT(unconditional=True): no y_embedder at all
+        del sd["y_embedder.embedding_table.weight"]
     return sd
 
 
@@ -286,10 +289,49 @@ def test_official_uvit_weights_give_the_release_forward(release, conv, time_mlp,
                                    rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("layout", ["efficientvit-train", "efficientvit-hf", "ddp"])
+@pytest.mark.parametrize("classes,rows", [(5, 6), (5, 5), (0, 0), (0, 1)])
+def test_official_dit_layouts_and_label_tables(layout, classes, rows, tmp_path):
+    """efficientvit's DiT checkpoints (training: {"ema": {name: {"dit.<key>"}}}; Hugging
+    Face DCAE_Diffusion_HF: "diffusion_model.<key>"), DDP's "module.", and the label
+    tables: K + 1 rows (null class), K (trained without label dropout: no guidance),
+    none (efficientvit unconditional=True) and latentae's unconditional DiT (1 null row)."""
+    sd = official_dit(classes=classes, rows=rows)
+    ckpt = {"efficientvit-train": {"ema": {"ema_0.9999": {"dit." + k: v
+                                                          for k, v in sd.items()}}},
+            "efficientvit-hf": {"diffusion_model." + k: v for k, v in sd.items()},
+            "ddp": {"model": {"module." + k: v for k, v in sd.items()}}}[layout]
+    model = load_official(ckpt, "dit-s", patch_size=2, input_size=8, in_channels=3,
+                          num_classes=classes, **TINY)
+    assert not model.training  # eval mode: no label dropout when sampling
+    assert model.config.null_class is (rows == classes + 1)
+    model = model.double()
+    x, t, y = batch(3, 8, 5)
+    y = torch.tensor([0, 3, 4]) if classes else torch.zeros(3, dtype=torch.long)
+    with torch.no_grad():
+        ours = model(x, t, y if classes else None)
+        torch.testing.assert_close(ours, ref_dit(sd, x, t, y, p=2, heads=4),
+                                   rtol=1e-9, atol=1e-9)
+    if classes and rows == classes:
+        with pytest.raises(InputError, match="no null class"):
+            model(x, t, None)
+    model.save_pretrained(tmp_path / "m")  # the layout survives a save and load
+    back = load(tmp_path / "m")
+    assert back.config == model.config
+
+
+def test_dit_patch_bias_starts_at_zero_as_in_the_release():
+    model = DiT(DiTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=32, depth=1,
+                          num_heads=4, num_classes=5))
+    assert torch.count_nonzero(model.x_embedder.proj.bias) == 0
+    assert torch.count_nonzero(model.x_embedder.proj.weight) > 0
+
+
 def test_official_weights_that_do_not_fit_are_input_errors():
     sd = official_dit()
     cases = [({"depth": 3}, "depth 2; preset dit-s has 32 and 3"),
-             ({"num_classes": 6}, "--num-classes 5"), ({"in_channels": 4}, "3 channels"),
+             ({"num_classes": 7}, "--num-classes 5 \\(a null row last\\) or 6"),
+             ({"in_channels": 4}, "3 channels"),
              ({"input_size": 16}, "input-size"), ({"patch_size": 4}, "2x2 patches")]
     for change, match in cases:
         kwargs = {"name": "dit-s", "patch_size": 2, "input_size": 8, "in_channels": 3,
@@ -302,6 +344,11 @@ def test_official_weights_that_do_not_fit_are_input_errors():
         load_official(official_uvit("uvit")[0], "dit-s", 1, 4, 3, 5)
     with pytest.raises(InputError, match="state dict"):
         load_official({"model": {"a": 1}}, "dit-s", 2, 8, 3, 5)
+    with pytest.raises(InputError, match="4 \\(a null row last\\) or 5"):
+        load_official(official_dit(rows=5), "dit-s", 2, 8, 3, 3, **TINY)
+    post = {**sd, "blocks.0.adaLN_modulation.1.weight": randn(4 * 32, 32)}
+    with pytest.raises(InputError, match="post-norm"):
+        load_official(post, "dit-s", 2, 8, 3, 5, **TINY)
 
 
 # --- CLI ----------------------------------------------------------------------------

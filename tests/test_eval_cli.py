@@ -13,6 +13,7 @@ from PIL import Image
 
 from latentae import weights
 from latentae.cli import main
+from latentae.eval.report import COLOUR_BAR_HEIGHT
 
 
 @pytest.fixture
@@ -47,7 +48,10 @@ def test_eval_smoke_writes_report_and_counts_corrupt(fetched, folder, tmp_path, 
     assert [r["file"].rsplit("/", 1)[-1] for r in rows] == ["kodim01.png", "kodim04.png"]
     assert np.mean([float(r["psnr"]) for r in rows]) == pytest.approx(m["psnr"])
     grid = Image.open(out / "recon_grid.png")
-    assert grid.size == (3 * 64 + 4 * 2, 2 * 64 + 3 * 2)  # original | recon | error
+    # original | recon | error, and the error's colour bar under the grid
+    assert grid.size == (3 * 64 + 4 * 2, 2 * 64 + 3 * 2 + COLOUR_BAR_HEIGHT)
+    bar = np.asarray(grid)[-COLOUR_BAR_HEIGHT + 2:-COLOUR_BAR_HEIGHT + 12, 4:-4]
+    assert (bar[:, 0] < 20).all() and bar[:, -1].mean() > 150  # inferno: black -> yellow
     assert "## Protocol" in (out / "report.md").read_text()
 
 

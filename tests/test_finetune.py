@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import shlex
 from pathlib import Path
@@ -96,20 +97,35 @@ def test_finetune_decoder_keeps_the_encoder_and_the_latents_bit_identical(finetu
         assert torch.equal(before.encode(x).logvar, after.encode(x).logvar)
 
 
-def test_regression_report_has_deltas_and_cis_on_both_sets(finetuned):
+def test_regression_report_has_deltas_and_pictures_on_both_sets(finetuned):
     _, cfg, out = finetuned
     run = out.parent
     doc = json.loads((run / "regression.json").read_text())
     assert set(doc["sets"]) == {"validation", "reference"}
-    for result in doc["sets"].values():
+    for name, result in doc["sets"].items():
         assert result["latent_max_abs_diff"] == 0
-        for name in ("psnr", "ssim", "lpips"):
-            m = result["metrics"][name]
-            assert m["ci_low"] <= m["delta"] <= m["ci_high"], (name, m)
+        for metric in ("psnr", "ssim", "lpips"):
+            m = result["metrics"][metric]
+            # 4 and 6 images: below MIN_CI_IMAGES, so no interval
+            assert m["ci_low"] == m["ci_high"] == "nan", (metric, m)
             assert m["delta"] == pytest.approx(m["after"] - m["before"], abs=1e-9)
+        grid = Image.open(run / f"regression_{name}.png")  # image | before | after
+        n = min(result["images"], 6)
+        assert result["grid"] == f"regression_{name}.png"
+        assert grid.size[0] >= 3 * 32 and grid.size[1] >= n * 32
     assert doc["regressed"] == (doc["sets"]["reference"]["metrics"]["psnr"]["delta"] < -0.1)
     md = (run / "regression.md").read_text()
     assert "## reference" in md and "paired bootstrap" in md and "PSNR (dB)" in md
+    assert "(regression_reference.png)" in md and "— (< 10 images)" in md
+    assert "95% CI [" not in doc["summary"] and "n = 6: no interval" in doc["summary"]
+
+
+def test_a_bootstrap_interval_needs_ten_images():
+    g = torch.Generator().manual_seed(0)
+    before = torch.randn(10, generator=g, dtype=torch.float64)
+    assert paired_bootstrap(before, before + 1)["ci_low"] == pytest.approx(1.0)
+    few = paired_bootstrap(before[:9], before[:9] + 1)
+    assert few["delta"] == pytest.approx(1.0) and few["n"] == 9 and math.isnan(few["ci_low"])
 
 
 def test_export_loads_in_diffusers_with_equal_outputs(finetuned, tmp_path):

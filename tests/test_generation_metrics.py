@@ -166,8 +166,11 @@ def test_a_wrong_reference_file_is_refused(tmp_path):
     with pytest.raises(InputError, match="cannot read"):
         load_reference(tmp_path / "junk.npz")
     np.savez(tmp_path / "other.npz", mu=np.zeros(3))
-    with pytest.raises(InputError, match="latentae-ref-stats/1"):
+    with pytest.raises(InputError, match="holds \\['mu'\\]: expected a latentae reference"):
         load_reference(tmp_path / "other.npz")
+    np.savez(tmp_path / "x.npz", format=np.str_("latentae-ref-stats/1"), mu=np.zeros(3))
+    with pytest.raises(InputError, match="not a latentae-ref-stats/1 file"):
+        load_reference(tmp_path / "x.npz")
 
 
 def test_sample_sources_and_their_errors(tmp_path):
@@ -256,7 +259,10 @@ def test_samples_equal_to_the_reals_score_perfectly(fetched, kodak_dirs, tmp_pat
     k = gm.polynomial_kernel(f, f)
     want = 2 / (8 * 7) * (float(k.sum()) / 8 - float(k.trace()))
     assert r["kid"] == pytest.approx(want, rel=1e-6) and r["kid"] <= 0
-    assert r["kid_std"] < 1e-9 and r["inception_score"] is None
+    # ... so the subsets repeat one estimate: no ± is printed (issue 25, item 4)
+    assert r["kid_std"] is None and r["inception_score"] is None
+    assert any("KID's ± not reported" in s for s in r["notes"])
+    assert abs(r["sfid"]) < 1e-3  # sFID (ADM's spatial features) of identical sets
     assert any("< 2048" in s for s in r["notes"])
     assert any("Inception Score not computed" in s for s in r["notes"])
     assert r["protocol"]["fid_protocol"] == "tf1" and "k = 3" in r["protocol"]["precision_recall"]

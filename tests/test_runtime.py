@@ -14,6 +14,7 @@ from PIL import Image
 from latentae import create_model
 from latentae.cli import main
 from latentae.errors import InputError
+from latentae.eval.report import COLOUR_BAR_HEIGHT
 from latentae.latents import read_shard
 from latentae.runtime import ModelRunner, autocast, dtype_from_name
 from latentae.tiling import pad_to_multiple
@@ -103,4 +104,4 @@ def test_pad_through_eval(fetched, odd_image, tmp_path, capsys):
         "reflect")
     assert np.isfinite(doc["metrics"]["psnr"])
     with Image.open(tmp_path / "r" / "recon_grid.png") as grid:
-        assert grid.size == (3 * 333 + 4 * 2, 333 + 2 * 2)
+        assert grid.size == (3 * 333 + 4 * 2, 333 + 2 * 2 + COLOUR_BAR_HEIGHT)

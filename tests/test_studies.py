@@ -85,7 +85,7 @@ def test_workers_starting_together_share_one_train_folder_and_crop_set(shared_da
                               range(6)))
     assert len(set(folders)) == 1 and len(list(folders[0].iterdir())) == 350
     assert all(torch.equal(c, crops[0]) for c in crops)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bsds-train", "crops-val-3-32.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bsds-train", "crops-val-3-32-split2.pt"]
 
 
 @pytest.mark.slow
@@ -311,16 +311,190 @@ def test_equivalence_verdict_can_come_out_every_way():
         stats.equivalence((-0.1, 0.1), 0.0)
 
 
-@pytest.mark.slow
-def test_gpu_evidence_dry_run_builds_every_run(shared_data, fetched, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LATENTAE_STUDY_DATA":
-           str(shared_data)}
-    env["PYTHON"] = sys.executable
-    env["OMP_NUM_THREADS"] = "1"  # its runs go 3-4 at a time: one thread each, no oversubscription
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_evidence.sh"), "--dry-run",
-                           str(tmp_path)], env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    for study in ("litevae_vs_sdvae", "dcae_shortcuts"):
-        record = json.loads((tmp_path / study / "results.json").read_text())
-        assert record["scale"]["name"] == "gpu" and record["contrasts"]
+def gpu_evidence():
+    """scripts/gpu_evidence.py as a module (its limit checks, plan and arguments)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gpu_evidence",
+                                                  ROOT / "scripts" / "gpu_evidence.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_rehearsal_checks_catch_each_limit_of_the_gpu_machine(tmp_path):
+    g = gpu_evidence()
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in g.OUT_FILES:
+        (out / name).write_text("{}")
+    assert g.check_out(out) == []
+    (out / "a" / "b").mkdir(parents=True)
+    (out / "a" / "b" / "ok.txt").write_text("x")  # two folders down: comes back
+    assert g.check_out(out) == []
+    (out / "a" / "b" / "c").mkdir()
+    (out / "a" / "b" / "c" / "deep.txt").write_text("x")
+    with open(out / "big.bin", "wb") as f:
+        f.truncate(17 << 20)
+    (out / "bad name.txt").write_text("x")
+    (out / "extra.txt").write_text("x")
+    os.symlink(out / "big.bin", out / "link")
+    (out / "results.json").write_text("{not json")
+    problems = "\n".join(g.check_out(out))
+    for expected in ("more than 2 folders down", "> 16 MiB", "a name with", "not a plain",
+                     "files > 8", "not JSON"):
+        assert expected in problems, (expected, problems)
+    (out / "tables.md").unlink()
+    assert "tables.md: missing" in g.check_out(out)
+
+
+def test_rehearsal_counts_the_travelling_tree_with_the_carried_folder(tmp_path):
+    g = gpu_evidence()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("/.gpu/\nbuild/\n")
+    (repo / "a.txt").write_bytes(b"x" * 1000)                   # untracked, not ignored
+    (repo / "build").mkdir()
+    (repo / "build" / "big").write_bytes(b"x" * 5000)           # ignored, not carried
+    (repo / ".gpu").mkdir()
+    (repo / ".gpu" / "data.bin").write_bytes(b"x" * 3000)       # ignored, carried
+    assert g.travelling_bytes(repo) == 1000 + 3000 + len("/.gpu/\nbuild/\n")
+    with open(repo / ".gpu" / "huge.bin", "wb") as f:
+        f.truncate(65 << 20)
+    (tmp_path / "out").mkdir()
+    assert any("travelling tree" in p for p in g.check_limits(repo, tmp_path / "out"))
+
+
+def test_gpu_plan_fits_twenty_seeds_or_as_many_as_fit():
+    g = gpu_evidence()
+    # 60 runs, 15 at a time: 4 waves of (cap · 0.05 s + 10 s)
+    assert g.plan(0.05, 10.0, 15, 300)["cap"] == 1200 and g.plan(0.05, 10, 15, 300)[
+        "seeds"] == 20
+    short = g.plan(0.05, 10.0, 15, 60)  # 200 steps: 20 s a wave -> 3 waves: 15 seeds
+    assert short == {"cap": 200, "seeds": 15, "estimate_s": 60}
+    assert g.plan(1.0, 10.0, 15, 1)["seeds"] == g.MIN_SEEDS
+    assert g.reaggregate_args(["--seeds", "20", "--jobs", "15", "--out", "x"], 7) == [
+        "--out", "x", "--seeds", "7", "--jobs", "1"]
+
+
+def test_complete_seeds_stop_at_the_first_seed_missing_an_arm(tmp_path):
+    g = gpu_evidence()
+    for arm, seeds in (("a", (0, 1, 2, 3)), ("b", (0, 1, 3))):
+        for i in seeds:
+            (tmp_path / arm / f"s{i}").mkdir(parents=True)
+            (tmp_path / arm / f"s{i}" / "result.json").write_text("{}")
+    assert g.complete_seeds(tmp_path, ["a", "b"]) == 2
+
+
+def test_the_gpu_path_imports_neither_diffusers_nor_webdataset(tmp_path):
+    for name in ("diffusers", "webdataset"):  # as on the GPU machine: not installed
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('no {name}')\n")
+    code = ("import sys, runpy; sys.argv = ['x', '--help'];"
+            "import latentae.studies.litevae_vs_sdvae, latentae.studies.scale_dependency,"
+            " latentae.studies.latent_mmd, latentae.studies.runner;"
+            f"runpy.run_path({str(ROOT / 'scripts' / 'gpu_evidence.py')!r}, run_name='__main__')")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{tmp_path}"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "--rehearse" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_holm_matches_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+    p = [0.01, 0.04, 0.03, 0.005, 0.2, 0.04]
+    assert np.allclose(stats.holm(p), multipletests(p, method="holm")[1])
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])  # by hand
+
+
+def test_holm_is_said_beside_every_verdict_and_can_undo_one():
+    rows = [{"verdict": "reproduced", "p": 0.03}, {"verdict": "reproduced", "p": 0.001},
+            {"verdict": "inconclusive", "p": 0.5}]
+    from latentae.studies.runner import adjust
+    out = adjust(rows)
+    assert out[1]["verdict_holm"].startswith("reproduced (Holm p 0.003, m=3)")
+    assert out[0]["verdict_holm"].startswith("not significant after Holm (p 0.06")
+    assert out[2]["verdict_holm"].startswith("inconclusive (Holm p 0.5")
+
+
+def test_image_bootstrap_resamples_images_not_crops():
+    rng = np.random.default_rng(0)
+    per_image = rng.normal(0.2, 1.0, size=10) + rng.normal(0, 0.1, size=(5, 10))  # (5, 10)
+    crops = np.repeat(per_image, 8, axis=1)                      # 8 identical crops each
+    images = np.repeat(np.arange(10), 8)
+    ci = stats.image_ci(crops, images)
+    # the same as bootstrapping the images themselves: duplicated crops add nothing
+    assert ci == pytest.approx(stats.image_ci(per_image, np.arange(10)))
+    # whereas crops resampled as if independent give a narrower (wrong) interval
+    means = [crops[rng.integers(0, 5, 5)][:, rng.integers(0, 80, 80)].mean()
+             for _ in range(2000)]
+    naive = np.quantile(means, [0.025, 0.975])
+    assert ci[1] - ci[0] > 2 * (naive[1] - naive[0])
+    # order of crops does not matter, only which image each belongs to
+    perm = rng.permutation(80)
+    assert stats.image_ci(crops[:, perm], images[perm]) == pytest.approx(ci, abs=0.05)
+
+
+def test_noninferiority_and_tost_against_a_hand_computed_case():
+    d = [0.1, 0.3, 0.2, 0.4]  # mean 0.25, sd 0.1291, se 0.06455, df 3
+    se = math.sqrt(sum((x - 0.25) ** 2 for x in d) / 3) / 2
+    t_lower, t_upper = (0.25 + 0.2) / se, (0.25 - 0.2) / se        # 6.971, 0.775
+    res = stats.noninferiority(d, 0.2)
+    assert res["ni_p"] == pytest.approx(sps.t.sf(t_lower, 3)) and res["ni_p"] < 0.01
+    assert res["noninferiority"].startswith("non-inferior")
+    assert stats.tost(d, 0.2) == pytest.approx(sps.t.cdf(t_upper, 3))  # ≈ 0.75: not equal
+    assert stats.noninferiority([-0.5, -0.3, -0.4], 0.2)["noninferiority"].startswith(
+        "non-inferiority not shown")
+
+
+def test_held_out_split_selects_on_images_the_test_never_sees(shared_data):
+    data = shared_data / "bsds400-train"
+    train, held = design.split_bsds(design.list_images(data))
+    selection, test = design.split_held_out(held)
+    assert len(selection) == 25 and len(test) == 25
+    assert not set(selection) & set(test) and set(selection) | set(test) == set(held)
+    assert not set(train) & set(held)
+    assert design.crop_files("val", data) == selection
+    assert design.crop_files("test", data) == design.crop_files("test_rs", data) == test
+
+
+def test_a_resized_train_folder_streams_the_same_pixels(shared_data, tmp_path):
+    from latentae.engine.data import TrainImages, list_sources
+    data = shared_data / "bsds400-train"
+    links = design.train_folder(data, tmp_path)
+    resized = design.train_folder(data, tmp_path, 48)
+    assert [p.stem for p in sorted(resized.iterdir())] == [p.stem for p in
+                                                            sorted(links.iterdir())]
+    a, b = (TrainImages(list_sources(f), 48, seed=3) for f in (links, resized))
+    for i in (0, 1, 351):
+        assert torch.equal(a[i][0], b[i][0])
+
+
+def test_curves_average_complete_seed_sets_only():
+    runs = [{"arm": "a", "curve": [{"step": 50, "val": 10.0}, {"step": 100, "val": 12.0},
+                                   {"step": 150, "val": 13.0}]},
+            {"arm": "a", "curve": [{"step": 50, "val": 12.0}, {"step": 100, "val": 14.0}]},
+            {"arm": "b", "curve": [{"step": 50, "val": 9.0}]}]
+    assert common.curve_means(runs) == {"a": ([50, 100], [11.0, 13.0]), "b": ([50], [9.0])}
+
+
+def test_highres_controls_give_the_difference_in_differences(shared_data, fetched, tmp_path,
+                                                              monkeypatch):
+    from latentae.studies import highres_adaptation as hr
+    monkeypatch.setattr(common, "TRAIN_DATA", shared_data / "bsds400-train")
+    monkeypatch.setattr(common, "EVAL_DATA", shared_data / "kodak24")
+    torch.manual_seed(0)
+    assert hr.f8_model().spatial_compression_ratio == 8
+    record = common.run_study(hr, ["--quick", "--arms", "low,high,high-px,low-f8,high-f8",
+                                   "--out", str(tmp_path)])
+    rows = {r["contrast"]: r for r in record["contrasts"]}
+    did = rows["penalty f32 − penalty f8"]
+    first = np.subtract(*[[r["budgets"]["1"]["test"]["psnr_2R"] for r in record["runs"]
+                           if r["arm"] == a] for a in ("high", "low")])
+    second = np.subtract(*[[r["budgets"]["1"]["test"]["psnr_2R"] for r in record["runs"]
+                            if r["arm"] == a] for a in ("high-f8", "low-f8")])
+    assert did["diffs"] == pytest.approx((first - second).round(5).tolist(), abs=1e-4)
+    assert "Holm" in did["verdict_holm"] and "(high-px − low) at 2R − at R" in rows
+    cpu = hr.SCALES["cpu"]
+    (low,), (px,) = (hr.build(a, cpu)[1].phases for a in ("low", "high-px"))
+    assert px.resolution == 2 * low.resolution and px.batch_size * 4 == low.batch_size

@@ -14,6 +14,7 @@ from latentae.engine.data import (
     make_loader,
 )
 from latentae.engine.webdata import write_shards
+from latentae.errors import InputError
 
 
 def make_folder(path, sizes=((40, 48),) * 5):
@@ -47,11 +48,11 @@ def test_small_images_skip_or_upscale(tmp_path):
 
 def test_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no images"):
+    with pytest.raises(InputError, match="no images"):
         list_sources(tmp_path / "empty")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="no usable training image"):
+    with pytest.raises(InputError, match="no usable training image"):
         TrainImages(list_sources(tmp_path / "bad"), 32)[0]
 
 

@@ -7,12 +7,15 @@ import os
 
 import torch
 
+from latentae.errors import InputError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto``: this process's GPU (``LOCAL_RANK``, 0 outside ``torchrun``) if CUDA is
     available, else the CPU; otherwise ``cpu``, ``cuda`` or ``cuda:N``, checked to exist.
 
-    Raises ``ValueError`` for an unknown name or a GPU this machine does not have.
+    Raises :class:`~latentae.errors.InputError` (a ``ValueError``) for an unknown name or
+    a GPU this machine does not have.
     """
     if name == "auto":
         if torch.cuda.is_available():
@@ -21,15 +24,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError as e:
-        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from e
+        raise InputError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from e
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             why = ("this torch is a CPU build" if torch.version.cuda is None
                    else "no CUDA GPU is visible")
-            raise ValueError(f"device {name!r} requested, but {why}; use --device cpu")
+            raise InputError(f"device {name!r} requested, but {why}; use --device cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} requested, but only "
+            raise InputError(f"device {name!r} requested, but only "
                              f"{torch.cuda.device_count()} CUDA device(s) are visible")
     elif dev.type != "cpu":
-        raise ValueError(f"device {name!r} is not supported (use auto, cpu, cuda or cuda:N)")
+        raise InputError(f"device {name!r} is not supported (use auto, cpu, cuda or cuda:N)")
     return dev

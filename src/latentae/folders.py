@@ -24,16 +24,18 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
+from latentae import progress
 from latentae.errors import InputError
 from latentae.eval.psnr_ssim import psnr_per_image
 from latentae.files import check_inside, prepare_output_dir, start_run_dir
 from latentae.io import (
+    center_crop,
     image_grid,
     list_images,
     load_image,
     resize_center_crop,
+    resize_shortest,
     save_image,
     to_tensor,
 )
@@ -132,27 +134,42 @@ def run_settings(runner: ModelRunner, command: str, source: str | os.PathLike,
             **tiles, **settings}
 
 
-def load_rgb(path: Path, notice: Notice = stderr_notice) -> torch.Tensor:
-    """``(3, H, W)`` in [-1, 1]; a notice when the file was not 8-bit RGB."""
+def framed(img: Image.Image, resize: int = 0, crop: int = 0) -> Image.Image:
+    """``resize`` N: the shortest side resized to N, then the central N×N square (ADM's
+    ``center_crop_arr``, :func:`latentae.io.resize_center_crop`); ``crop`` N: the central
+    N×N square at the image's own scale (an image with a side under N is first resized
+    up to N). Neither: the image as it is."""
+    if resize:
+        return resize_center_crop(img, resize)
+    if crop:
+        return center_crop(img if min(img.size) >= crop else resize_shortest(img, crop), crop)
+    return img
+
+
+def load_rgb(path: Path, notice: Notice = stderr_notice, resize: int = 0,
+             crop: int = 0) -> torch.Tensor:
+    """``(3, H, W)`` in [-1, 1] (framed by :func:`framed`); a notice when the file was
+    not 8-bit RGB."""
     try:
         with Image.open(path) as im:
             mode = im.mode
     except (OSError, Image.DecompressionBombError):
         mode = "RGB"  # load_image raises the precise error below
-    img = load_image(path)
+    img = framed(load_image(path), resize, crop)
     if mode != "RGB":
         notice(f"{path}: converted {mode} image to 8-bit RGB")
     return to_tensor(img)
 
 
 def image_batches(files: list[Path], keys: list[str], batch_size: int,
-                  notice: Notice = stderr_notice
+                  notice: Notice = stderr_notice, resize: int = 0, crop: int = 0
                   ) -> Iterator[tuple[list[str], torch.Tensor]]:
     """``(keys, images (B, 3, H, W))`` batches of consecutive same-size images, at most
-    ``batch_size`` each (a progress bar on a terminal)."""
+    ``batch_size`` each (a progress bar on a terminal); ``resize`` / ``crop``: see
+    :func:`framed`."""
     pending: list[tuple[str, torch.Tensor]] = []
-    for f, k in tqdm(list(zip(files, keys)), unit="img", disable=None, file=sys.stderr):
-        x = load_rgb(f, notice)
+    for f, k in progress.bar(list(zip(files, keys)), unit="img"):
+        x = load_rgb(f, notice, resize, crop)
         if pending and (x.shape != pending[0][1].shape or len(pending) == batch_size):
             yield [k for k, _ in pending], torch.stack([t for _, t in pending])
             pending = []
@@ -178,7 +195,7 @@ def encode_folder(runner: ModelRunner, images: str | os.PathLike, out: str | os.
                   model_name: str, shard_size: int = 1000, batch_size: int = 8,
                   apply_scaling: bool = False, sample: bool = False, seed: int = 0,
                   overwrite: bool = False, notice: Notice = stderr_notice,
-                  labels: bool = False) -> tuple[int, int]:
+                  labels: bool = False, resize: int = 0, crop: int = 0) -> tuple[int, int]:
     """Encode every image into ``out/latents-NNNNN.safetensors`` shards of ``shard_size``
     images (``latentae/latents.py``); returns ``(encoded, skipped)`` image counts.
 
@@ -187,7 +204,12 @@ def encode_folder(runner: ModelRunner, images: str | os.PathLike, out: str | os.
     each image's original ``(H, W)``, so ``decode_folder`` crops ``--pad``-ded images
     back. The unit of resume is the shard: a killed run keeps its complete shards, and
     the next run encodes the rest, byte-identical to an uninterrupted run. ``labels``
-    stores each image's class (its subfolder) and the class list (``latents.folder_labels``)."""
+    stores each image's class (its subfolder) and the class list (``latents.folder_labels``).
+    ``resize`` / ``crop`` N (:func:`framed`) make every latent the same shape, as
+    ``diffusion train --cached`` needs; the shards then record N×N as each image's size."""
+    if resize and crop:
+        raise InputError("--resize N (shortest side to N, then the central square) and "
+                         "--crop N (the central square, no resize) exclude each other")
     files, keys = image_keys(images)
     check_keys_storable(keys, images)  # before any work
     label_of, classes = encode_labels(keys, labels)
@@ -196,7 +218,9 @@ def encode_folder(runner: ModelRunner, images: str | os.PathLike, out: str | os.
                           "sample" if sample else "mode", classes)
     run = run_settings(runner, "encode", images, model_name, shard_size=shard_size,
                        apply_scaling=apply_scaling, sample=sample,
-                       seed=seed if sample else None, pad=runner.pad)
+                       seed=seed if sample else None, pad=runner.pad,
+                       **({"resize": resize} if resize else {}),
+                       **({"crop": crop} if crop else {}))
     out = prepare_output_dir(out, overwrite, run, inputs=[model_name])
     chunks = [(out / f"latents-{j:05d}.safetensors", files[i:i + shard_size],
                keys[i:i + shard_size]) for j, i in enumerate(range(0, len(files), shard_size))]
@@ -208,7 +232,7 @@ def encode_folder(runner: ModelRunner, images: str | os.PathLike, out: str | os.
         gen = (torch.Generator(device=runner.device).manual_seed(seed * 100_003 + j)
                if sample else None)
         latents, sizes = {}, {}
-        for batch_keys, x in image_batches(chunk, chunk_keys, batch_size, notice):
+        for batch_keys, x in image_batches(chunk, chunk_keys, batch_size, notice, resize, crop):
             z = runner.encode(x, sample=sample, generator=gen, what=f"{batch_keys[0]}")
             if apply_scaling:
                 z = (z - runner.model.shift_factor) * runner.model.scaling_factor  # (B, nz, h, w)

@@ -151,7 +151,11 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
 
 
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
-    """Shortest side resized to ``size`` (PIL bicubic), then the central square."""
+    """ADM's ``center_crop_arr`` (guided-diffusion, the DiT and DC-AE data pipelines, the
+    ADM reference batches): halve with a box filter while the shortest side is at least
+    ``2·size``, then the shortest side to ``size`` (PIL bicubic), then the central square."""
+    while min(img.size) >= 2 * size:
+        img = img.resize(tuple(x // 2 for x in img.size), resample=Image.BOX)
     return center_crop(resize_shortest(img, size), size)
 
 

@@ -67,7 +67,17 @@ def load(spec: str | os.PathLike, device: str | torch.device = "cpu", *,
     ``spec``: a latentae model directory, a diffusers ``AutoencoderKL``/``AutoencoderDC``
     directory, or a preset name (``latentae models``) when ``random_init`` is true (random
     weights from torch's global RNG; seed it for repeatable weights).
+
+    The model comes in **eval mode with** ``requires_grad`` **off**, as diffusers'
+    ``from_pretrained`` returns it: DC-AE's BatchNorm decoder stages would otherwise
+    normalise with batch statistics and overwrite their running ones. A trainer calls
+    ``model.train()`` and chooses what trains (``train.autoencoder.set_trainable``).
     """
+    return _load(spec, device, random_init).eval().requires_grad_(False)
+
+
+def _load(spec: str | os.PathLike, device: str | torch.device,
+          random_init: bool) -> Autoencoder:
     path = Path(spec)
     if path.is_dir():
         cls = diffusers_class(path)
@@ -255,18 +265,24 @@ def model_info(spec: str | os.PathLike, random_init: bool = False) -> dict[str, 
     else:
         model, source = load(spec, random_init=random_init), "?"
     counts = parameter_counts(model)
-    facts = {"source": source, "family": model.family, "preset": model.preset,
-             "encoder_params": counts["encoder"], "decoder_params": counts["decoder"],
-             "total_params": counts["total"],
-             "spatial_compression_ratio": model.spatial_compression_ratio,
-             "latent_channels": model.latent_channels,
-             "scaling_factor": model.scaling_factor, "shift_factor": model.shift_factor}
+    facts = loaded_facts(model, source)
     if not path.is_dir():
         why = "a preset" if source.startswith("preset") else "not a folder"
         return facts | {"provenance": "none recorded", "card": f"no card ({why})"}
     known = {"family": model.family, "preset": model.preset, "parameters": counts,
              **model_facts(model)}
     return facts | card_and_provenance(path, known, model_dir_provenance(path))
+
+
+def loaded_facts(model: Autoencoder, source: str) -> dict[str, Any]:
+    """The first lines of ``latentae info``: what the loaded model itself says."""
+    counts = parameter_counts(model)
+    return {"source": source, "family": model.family, "preset": model.preset,
+            "encoder_params": counts["encoder"], "decoder_params": counts["decoder"],
+            "total_params": counts["total"],
+            "spatial_compression_ratio": model.spatial_compression_ratio,
+            "latent_channels": model.latent_channels,
+            "scaling_factor": model.scaling_factor, "shift_factor": model.shift_factor}
 
 
 def card_and_provenance(path: Path, known: dict[str, Any], provenance: dict[str, Any]

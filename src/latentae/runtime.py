@@ -33,8 +33,8 @@ from latentae.errors import InputError
 from latentae.models.distributions import DeterministicPosterior, DiagonalGaussian
 from latentae.tiling import TILE_BATCH, check_tiles, pad_to_multiple, tiled_decode, tiled_encode
 
-__all__ = ["DTYPES", "ModelRunner", "autocast", "dtype_from_name", "glibc", "memory_format",
-           "set_threads", "tune_allocator"]
+__all__ = ["COMPILE_BACKENDS", "DTYPES", "ModelRunner", "autocast", "compile_module",
+           "dtype_from_name", "glibc", "memory_format", "set_threads", "tune_allocator"]
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
                                   "float16": torch.float16}
@@ -65,6 +65,25 @@ def autocast(device: torch.device | str, dtype: torch.dtype | str | None = None
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+# torch.compile backends a user may name: inductor (generated kernels, the fast path);
+# eager (graph capture only: checks that a model compiles without generating code)
+COMPILE_BACKENDS = ("inductor", "eager")
+
+
+def compile_module(module, backend: str | None):
+    """``torch.compile(module, backend=backend)`` (a module or a function of modules), or
+    ``module`` itself for ``None``. The compiled wrapper shares the module's parameters;
+    compiling happens at its first calls (a warm-up), and again for a new input shape or
+    train/eval mode: shapes are static (``dynamic=False``), so a second shape gets its own
+    specialised kernels rather than one dynamic-shape graph."""
+    if backend is None:
+        return module
+    if backend not in COMPILE_BACKENDS:
+        raise InputError(f"unknown compile backend {backend!r}; valid: "
+                         f"{', '.join(COMPILE_BACKENDS)}")
+    return torch.compile(module, backend=backend, dynamic=False)
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:

@@ -34,13 +34,14 @@ from latentae.bench.diffusion_columns import (
     static_row,
 )
 from latentae.bench.measure import (
+    interleave,
     machine_info,
     matmul_gflops,
     peak_memory_bytes,
     synchronize,
-    time_calls,
+    time_once,
 )
-from latentae.runtime import autocast
+from latentae.runtime import autocast, compile_module
 
 GUIDANCE_SCALE = 1.5  # the guided combination's value does not change the speed
 
@@ -69,10 +70,12 @@ def make_inputs(col: Column, settings: DiffusionBenchSettings) -> Inputs:
     return inputs
 
 
-def infer_call(col: Column, inp: Inputs, settings: DiffusionBenchSettings, guided: bool):
-    """One sampling step's network evaluation for ``B`` images; ``guided``: on ``2B``
-    (conditional, then null labels) and the classifier-free-guidance combination."""
-    model, device, dtype = col.model, torch.device(settings.device), settings.torch_dtype
+def infer_call(col: Column, model, inp: Inputs, settings: DiffusionBenchSettings,
+               guided: bool):
+    """One sampling step's network evaluation (``model``: the column's, maybe compiled)
+    for ``B`` images; ``guided``: on ``2B`` (conditional, then null labels) and the
+    classifier-free-guidance combination."""
+    device, dtype = torch.device(settings.device), settings.torch_dtype
     c = col.latent_channels
     x, t, y = inp.latents, inp.t, inp.labels
     if guided:
@@ -89,15 +92,16 @@ def infer_call(col: Column, inp: Inputs, settings: DiffusionBenchSettings, guide
     return call
 
 
-def train_call(col: Column, inp: Inputs, optimizer: torch.optim.Optimizer,
+def train_call(col: Column, model, inp: Inputs, optimizer: torch.optim.Optimizer,
                settings: DiffusionBenchSettings, on_the_fly: bool, optimizer_s: list[float]):
-    """One training step of the diffusion model: (on the fly: the frozen encoder on the
-    images, no grad, a posterior sample times the scaling factor), q(x_t | x_0), ε-MSE,
-    backward, AdamW step. Appends the optimizer step's seconds to ``optimizer_s``."""
-    model, device, dtype = col.model, torch.device(settings.device), settings.torch_dtype
+    """One training step of the diffusion model (``model``: the column's, maybe
+    compiled): (on the fly: the frozen encoder on the images, no grad, a posterior sample
+    times the scaling factor), q(x_t | x_0), ε-MSE, backward, AdamW step. Appends the
+    optimizer step's seconds to ``optimizer_s``."""
+    device, dtype = torch.device(settings.device), settings.torch_dtype
     betas = torch.linspace(1e-4, 0.02, TRAIN_STEPS, dtype=torch.float64)
     alphas_cumprod = torch.cumprod(1 - betas, 0).float().to(device)  # ᾱ_t (DDPM eq. 4)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in col.model.parameters() if p.requires_grad]
     c = col.latent_channels
 
     def call() -> None:
@@ -132,30 +136,26 @@ def time_interleaved(calls: dict[str, Callable[[], object]], settings: Diffusion
     for fn in calls.values():
         for _ in range(settings.warmup):
             fn()
-    gc.collect()  # cyclic garbage would distort the RSS baselines
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for r in range(settings.repeats):
-        progress(f"bench:   round {r + 1}/{settings.repeats}")
-        for key, fn in calls.items():
-            times[key] += time_calls(fn, device, warmup=0, repeats=1)
-    peaks = {key: peak_memory_bytes(fn, device) for key, fn in calls.items()}
+    times, peaks = interleave({key: (lambda fn=fn: time_once(fn, device),
+                                     lambda fn=fn: peak_memory_bytes(fn, device))
+                               for key, fn in calls.items()}, settings.repeats, progress)
     return {key: {"times_s": ts, "median_s": statistics.median(ts),
                   "peak_memory_bytes": peaks[key]} for key, ts in times.items()}
 
 
-def _mode_calls(mode: str, columns: list[Column], inputs: list[Inputs],
+def _mode_calls(mode: str, columns: list[Column], models: list, inputs: list[Inputs],
                 optimizer: torch.optim.Optimizer, settings: DiffusionBenchSettings,
                 optimizer_s: dict[str, list[float]]) -> dict[str, Callable[[], object]]:
     calls = {}
-    for col, inp in zip(columns, inputs):
+    for col, model, inp in zip(columns, models, inputs):
         key = col.spec.label
         if mode.startswith("infer"):
             col.model.eval()
-            calls[key] = infer_call(col, inp, settings, guided=mode == "infer_cfg")
+            calls[key] = infer_call(col, model, inp, settings, guided=mode == "infer_cfg")
         else:
             col.model.train()
             optimizer_s[key] = []
-            calls[key] = train_call(col, inp, optimizer, settings, mode == "e2e",
+            calls[key] = train_call(col, model, inp, optimizer, settings, mode == "e2e",
                                     optimizer_s[key])
     return calls
 
@@ -164,8 +164,13 @@ def time_columns(columns: list[Column], settings: DiffusionBenchSettings, progre
                  after_mode: Callable[[], object] = lambda: None) -> dict[str, dict[str, dict]]:
     """``{mode: {column label: timing}}`` for every mode, each mode's repeats interleaved
     across the columns; train timings carry the median ``optimizer_s``. ``after_mode``
-    runs after each mode (the machine's matmul rate is sampled there)."""
+    runs after each mode (the machine's matmul rate is sampled there). With
+    ``settings.compile`` each column's model runs through ``torch.compile`` (compiled in
+    the warm-up calls, which are therefore at least one)."""
+    if settings.compile is not None and settings.warmup < 1:
+        settings = dataclasses.replace(settings, warmup=1)
     inputs = [make_inputs(col, settings) for col in columns]
+    models = [compile_module(col.model, settings.compile) for col in columns]
     unique = {id(p): p for col in columns for p in col.model.parameters() if p.requires_grad}
     # DiT's optimizer (lr 1e-4, no weight decay), PyTorch's default implementation
     optimizer = torch.optim.AdamW(list(unique.values()), lr=1e-4, weight_decay=0.0)
@@ -173,7 +178,7 @@ def time_columns(columns: list[Column], settings: DiffusionBenchSettings, progre
     for mode in settings.modes:
         progress(f"bench: {mode} ({len(columns)} columns, repeats interleaved)")
         optimizer_s: dict[str, list[float]] = {}
-        calls = _mode_calls(mode, columns, inputs, optimizer, settings, optimizer_s)
+        calls = _mode_calls(mode, columns, models, inputs, optimizer, settings, optimizer_s)
         out[mode] = time_interleaved(calls, settings, progress)
         for key, opt in optimizer_s.items():  # the timed rounds come after the warm-up
             timed = opt[settings.warmup:settings.warmup + settings.repeats]
@@ -224,16 +229,24 @@ def measure_diffusion(settings: DiffusionBenchSettings, progress=print) -> dict:
     """Measure the machine, build the columns, time them; returns ``{"settings",
     "machine", "rows"}`` (rows: one JSON-able dict per column, in the given order)."""
     settings.check()
-    device = torch.device(settings.device)
     torch.manual_seed(settings.seed)
     columns = build_columns(settings, progress)  # bad specs fail here, before timing
+    return measure_columns(columns, settings, progress)
+
+
+def measure_columns(columns: list[Column], settings: DiffusionBenchSettings,
+                    progress=print) -> dict:
+    """:func:`measure_diffusion` on columns already built (several batch sizes or modes
+    timed on the same models: ``scripts/gpu_bench.sh``)."""
+    settings.check()
+    device = torch.device(settings.device)
     machine = machine_info(device)
     dtypes = {"float32": torch.float32, settings.dtype: settings.torch_dtype}
     rates: dict[str, list[float]] = {name: [] for name in dtypes}
 
     def sample_matmul() -> None:  # the best sample is the machine's rate: load only lowers it
         for name, dtype in dtypes.items():
-            rates[name].append(matmul_gflops(device, dtype))
+            rates[name].append(matmul_gflops(device, dtype, settings.matmul_size))
     sample_matmul()
     rows = [static_row(col, settings) for col in columns]
     timings = time_columns(columns, settings, progress, after_mode=sample_matmul)

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from latentae.bench.measure import count_flops
+from latentae.bench.settings import Settings
 from latentae.diffusion import count_params, create_diffusion, flops
 from latentae.diffusion.base import DiffusionModel
 from latentae.errors import InputError
@@ -68,22 +69,19 @@ def parse_autoencoders(text: str) -> tuple[AutoencoderSpec, ...]:
     return tuple(specs)
 
 
-@dataclass
-class DiffusionBenchSettings:
-    """One run's settings (all recorded in the report). ``overrides`` are config fields
-    of the diffusion preset (e.g. ``depth=2`` for a tiny test model)."""
+@dataclass(kw_only=True)
+class DiffusionBenchSettings(Settings):
+    """One diffusion bench run's settings (all recorded in the report): the shared
+    record (one dtype; 512² and one image per call by default) plus the diffusion model,
+    the columns and the modes. ``overrides`` are config fields of the diffusion preset
+    (e.g. ``depth=2`` for a tiny test model)."""
 
     diffusion: str
     autoencoders: tuple[AutoencoderSpec, ...]
     resolution: int = 512
     batch: int = 1
-    dtype: str = "float32"
-    device: str = "cpu"
-    warmup: int = 1
-    repeats: int = 3
     on_the_fly: bool = False
     num_classes: int = 1000
-    seed: int = 0
     overrides: dict = field(default_factory=dict)
     mode_subset: tuple[str, ...] = ()  # time only these of MODES (empty: all that apply)
 
@@ -100,11 +98,7 @@ class DiffusionBenchSettings:
         if self.dtype not in DTYPE_NAMES:
             raise InputError(f"unknown dtype {self.dtype!r}; the diffusion bench takes one "
                              f"of {', '.join(DTYPE_NAMES)}")
-        for k in ("resolution", "batch", "repeats"):
-            if getattr(self, k) < 1:
-                raise InputError(f"{k} must be >= 1, got {getattr(self, k)}")
-        if self.warmup < 0:
-            raise InputError(f"warmup must be >= 0, got {self.warmup}")
+        super().check()
         bad = sorted(set(self.mode_subset) - set(MODES))
         if bad:
             raise InputError(f"unknown diffusion bench mode(s) {bad}; valid: {', '.join(MODES)}")
@@ -188,10 +182,10 @@ def build_columns(settings: DiffusionBenchSettings, progress=print) -> list[Colu
     for spec, ae, n in shapes:
         progress(f"bench: building {settings.diffusion} on {spec.label} latents "
                  f"({ae.latent_channels}×{n}×{n})")
-        model = create_diffusion(settings.diffusion, patch_size=spec.patch,
-                                 in_channels=ae.latent_channels, input_size=n,
-                                 num_classes=settings.num_classes,
-                                 **settings.overrides).to(device)
+        with device:  # initialised where it runs (a DiT-XL on a GPU: no CPU detour)
+            model = create_diffusion(settings.diffusion, patch_size=spec.patch,
+                                     in_channels=ae.latent_channels, input_size=n,
+                                     num_classes=settings.num_classes, **settings.overrides)
         if columns:
             tie_parameters(model, columns[0].model)
             gc.collect()  # free the untied copies before building the next column
@@ -207,11 +201,8 @@ def build_columns(settings: DiffusionBenchSettings, progress=print) -> list[Colu
 
 # --- FLOPs -------------------------------------------------------------------------
 def counted_gflop(fn: Callable[[], object]) -> float:
-    """GFLOP that ``torch.utils.flop_counter`` counts for ``fn`` (no grad)."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        fn()
-    return counter.get_total_flops() / 1e9
+    """GFLOP of ``fn`` by the bench's one FLOP counter (``measure.count_flops``)."""
+    return count_flops(fn) / 1e9
 
 
 def forward_gflop_counted(col: Column, settings: DiffusionBenchSettings) -> float | None:

@@ -4,12 +4,10 @@ convention and how each number was taken; JSON as a list of rows, one per column
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
+from latentae.bench.report import machine_lines, write_files
 from latentae.errors import InputError
-from latentae.files import atomic_write_text
 
 # (label, JSON key, format, how the cell is annotated: "ratio" to the baseline column,
 # "matmul" as a share of the machine's matmul rate, None: the value alone)
@@ -39,6 +37,16 @@ ROWS = [
     ("end-to-end training images/s, best repeat", "e2e_train_best_img_s", "{:.3g}", "ratio"),
     ("end-to-end training GFLOP/s", "e2e_train_gflop_s", "{:.1f}", "matmul"),
     ("end-to-end training peak memory (MiB)", "e2e_train_peak_mem_mb", "{:.0f}", "ratio"),
+    ("best inference batch (--best-batch)", "infer_best_batch", "{:d}", None),
+    ("inference images/s at the best batch", "infer_best_batch_img_s", "{:.3g}", "ratio"),
+    ("best guided inference batch", "infer_cfg_best_batch", "{:d}", None),
+    ("guided inference images/s at the best batch", "infer_cfg_best_batch_img_s", "{:.3g}",
+     "ratio"),
+    ("best training batch", "train_best_batch", "{:d}", None),
+    ("training images/s at the best batch", "train_best_batch_img_s", "{:.3g}", "ratio"),
+    ("best end-to-end training batch", "e2e_best_batch", "{:d}", None),
+    ("end-to-end training images/s at the best batch", "e2e_best_batch_img_s", "{:.3g}",
+     "ratio"),
 ]
 
 
@@ -66,11 +74,7 @@ def header(report: dict) -> list[str]:
         f"start and after each mode: {', '.join(f'{x:.0f}' for x in m[k[:-7] + '_samples'])})"
         for k, v in m.items() if k.startswith("matmul_") and k.endswith("_gflops"))
     lines = [
-        f"- machine: {m['cpu']} ({m['cpu_count']} CPUs), device {m['device']}"
-        + (f" ({m['gpu']})" if "gpu" in m else "")
-        + f"; torch {m['torch']}, {m['threads']} threads; {m['date']}",
-        f"- load average (1 min) at start/end: {m.get('load_average_1m')} / "
-        f"{m.get('load_average_1m_end')}",
+        *machine_lines(m),
         f"- {s['diffusion']} ({s['num_classes']} classes + null), {s['resolution']}² images, "
         f"batch {s['batch']}, dtype {dtype}; {s['warmup']} warm-up call(s), then the median "
         f"of {s['repeats']} repeats interleaved across the columns (\"best repeat\" rows: the "
@@ -91,6 +95,11 @@ def header(report: dict) -> list[str]:
         "optimizer state): CUDA max allocated (GPU) or peak RSS (CPU, glibc malloc as "
         "PyTorch leaves it)",
     ]
+    if report.get("best_batch"):
+        first = next(iter(next(iter(report["best_batch"].values())).values()))
+        lines.append(f"- best batch: doubled from 1 while one call's peak memory stays within "
+                     f"{first['memory_limit_bytes'] / 2**20:.0f} MiB, until two doublings gain "
+                     "< 5% images/s; the fixed-batch rows above use the batch stated")
     if s["on_the_fly"]:
         lines.append("- end-to-end: the frozen autoencoder encoder's forward (no grad, "
                      "channels_last, a posterior sample times the scaling factor) on "
@@ -134,17 +143,5 @@ def write_report(report: dict, json_path: str | os.PathLike | None = None,
                  baseline: str | None = None) -> str:
     """Write the JSON rows and/or the Markdown atomically; returns the Markdown."""
     text = to_markdown(report, baseline)
-    for path, data in ((json_path, json.dumps(json_rows(report), indent=2) + "\n"),
-                       (markdown_path, text)):
-        if path is not None:
-            check_writable(path)
-            atomic_write_text(path, data)
+    write_files(json_path, json_rows(report), markdown_path, text)
     return text
-
-
-def check_writable(path: str | os.PathLike) -> None:
-    """Raise :class:`InputError` unless ``path``'s folder exists and is writable (called
-    before minutes of measuring, and again before writing)."""
-    parent = Path(path).resolve().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {path}: folder {parent} is missing or not writable")

@@ -10,6 +10,7 @@ has returned freed memory (``malloc_trim``); GPU peak memory is
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import statistics
@@ -46,6 +47,24 @@ def time_calls(fn: Callable[[], object], device: torch.device, warmup: int = 1,
     for _ in range(warmup):
         fn()
     return [time_once(fn, device) for _ in range(repeats)]
+
+
+def interleave(timers: dict[str, tuple[Callable[[], float], Callable[[], int | None]]],
+               repeats: int, progress=None) -> tuple[dict[str, list[float]], dict]:
+    """The one timing loop of both bench kinds. ``timers``: per column, ``(time, peak)``
+    callables (seconds of one call, peak memory of one call), already warmed up. The
+    repeats are interleaved (A, B, C, A, B, C, ...) so that a change of machine load hits
+    every column alike; then one more, untimed call each for its peak memory (its
+    bookkeeping returns cached memory to the OS, which would slow a timed call).
+    Returns ``({column: seconds per repeat}, {column: peak bytes})``."""
+    gc.collect()  # cyclic garbage would distort the RSS baselines
+    times: dict[str, list[float]] = {name: [] for name in timers}
+    for r in range(repeats):
+        if progress is not None:
+            progress(f"bench:   round {r + 1}/{repeats}")
+        for name, (timed, _) in timers.items():
+            times[name].append(timed())
+    return times, {name: peak() for name, (_, peak) in timers.items()}
 
 
 def median(values: list[float]) -> float:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from latentae.errors import InputError
-from latentae.files import atomic_write_bytes
+from latentae.files import atomic_write_text
 
 # (label, getter, format); getters return None when a value was not measured
 _ROWS = [
@@ -39,18 +39,28 @@ def _fmt(value, fmt: str, base) -> str:
     return text
 
 
-def header_lines(report: dict) -> list[str]:
-    s, m = report["settings"], report["machine"]
-    lines = [
+def machine_lines(m: dict) -> list[str]:
+    """The machine and its load, the first lines of both bench kinds' headers."""
+    return [
         f"- machine: {m['cpu']} ({m['cpu_count']} CPUs), device {m['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "")
         + f"; torch {m['torch']}, {m['threads']} threads; {m['date']}",
         f"- load average (1 min) at start/end: {m.get('load_average_1m')} / "
         f"{m.get('load_average_1m_end')}",
+    ]
+
+
+def header_lines(report: dict) -> list[str]:
+    s, m = report["settings"], report["machine"]
+    lines = [
+        *machine_lines(m),
         f"- {s['resolution']}² images, batch {s['batch']}, dtype {s['dtype']}"
         + (" (non-float32 by autocast; such columns are named model@dtype)"
            if s["dtype"] != "float32" else "")
-        + f", channels_last: {s['channels_last']}; {s['warmup']} warm-up call(s), "
+        + f", channels_last: {s['channels_last']}"
+        + (f", torch.compile backend {s['compile']} (latentae columns)"
+           if s.get("compile") else "")
+        + f"; {s['warmup']} warm-up call(s), "
         f"median of {s['repeats']}",
         f"- this machine's float32 matmul rate: {m['matmul_float32_gflops']:.0f} GFLOP/s"
         + "".join(f"; {k[7:-7]}: {v:.0f} GFLOP/s" for k, v in m.items()
@@ -108,15 +118,32 @@ def to_markdown(report: dict, baseline: str | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
+def check_writable(path: str | os.PathLike | None) -> None:
+    """Raise :class:`InputError` unless ``path``'s folder exists and is writable (called
+    before minutes of measuring, and again before writing); ``None`` and ``-`` (stdout)
+    pass."""
+    if path is None or str(path) == "-":
+        return
+    parent = Path(path).resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {path}: folder {parent} is missing or not writable")
+
+
+def write_files(json_path: str | os.PathLike | None, document,
+                markdown_path: str | os.PathLike | None, text: str) -> None:
+    """The one report writer of both bench kinds: ``document`` as JSON and ``text`` as
+    Markdown, each atomically where a path is given (a full disk: DiskFullError)."""
+    for path, data in ((json_path, json.dumps(document, indent=2) + "\n"),
+                       (markdown_path, text)):
+        if path is not None:
+            check_writable(path)
+            atomic_write_text(path, data)
+
+
 def write_report(report: dict, json_path: str | os.PathLike | None = None,
                  markdown_path: str | os.PathLike | None = None,
                  baseline: str | None = None) -> str:
     """Write JSON and/or Markdown atomically; returns the Markdown text."""
     text = to_markdown(report, baseline)
-    for path, data in ((json_path, json.dumps(report, indent=2) + "\n"), (markdown_path, text)):
-        if path is not None:
-            path = Path(path)
-            if not path.parent.is_dir():
-                raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
-            atomic_write_bytes(path, data.encode())  # a full disk: DiskFullError naming it
+    write_files(json_path, report, markdown_path, text)
     return text

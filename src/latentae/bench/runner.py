@@ -8,7 +8,6 @@ turn. Inputs are fixed random tensors (throughput does not depend on content).
 from __future__ import annotations
 
 import dataclasses
-import gc
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +15,7 @@ import torch
 from latentae import runtime
 from latentae.bench import measure
 from latentae.bench.isolated import DefaultProcessTimer
+from latentae.bench.settings import Settings
 from latentae.bench.subjects import (
     TWIN_FAMILIES,
     Subject,
@@ -31,41 +31,24 @@ from latentae.errors import InputError
 MODES = ("encode", "decode", "train_encode", "train_decode")
 
 
-@dataclass
-class BenchSettings:
-    """One bench run's settings (all recorded in the report)."""
+@dataclass(kw_only=True)
+class BenchSettings(Settings):
+    """One autoencoder bench run's settings (all recorded in the report): the shared
+    record (``dtype`` may name several, one column each; ``compile`` applies to the
+    latentae columns) plus the modes, memory format and allocator."""
 
-    resolution: int = 256
-    batch: int = 4
-    dtype: str = "float32"  # one dtype, or several comma-separated (one column each)
-    device: str = "cpu"
-    warmup: int = 1
-    repeats: int = 3
     modes: tuple[str, ...] = MODES
     channels_last: str = "latentae"  # "latentae", "all" or "none"
     tune_allocator: bool = True  # glibc keeps freed large blocks (runtime.tune_allocator)
-    seed: int = 0
     extras: dict = field(default_factory=dict)
 
-    @property
-    def dtypes(self) -> list[str]:
-        return [d for d in self.dtype.split(",") if d]
-
     def check(self) -> None:
-        bad_dtypes = [d for d in self.dtypes if d not in runtime.DTYPES]
-        if bad_dtypes or not self.dtypes:
-            raise InputError(f"unknown dtype(s) {bad_dtypes}; valid: "
-                             f"{', '.join(runtime.DTYPES)}")
+        super().check()
         bad = sorted(set(self.modes) - set(MODES))
         if bad or not self.modes:
             raise InputError(f"unknown mode(s) {bad}; valid: {', '.join(MODES)}")
         if self.channels_last not in ("latentae", "all", "none"):
             raise InputError("channels_last must be 'latentae', 'all' or 'none'")
-        for k in ("resolution", "batch", "repeats"):
-            if getattr(self, k) < 1:
-                raise InputError(f"{k} must be >= 1, got {getattr(self, k)}")
-        if self.warmup < 0:
-            raise InputError(f"warmup must be >= 0, got {self.warmup}")
 
 
 def _uses_channels_last(s: Subject, settings: BenchSettings) -> bool:
@@ -87,8 +70,10 @@ def _inputs(s: Subject, settings: BenchSettings, batch: int, device: torch.devic
 
 
 def _mode_fn(s: Subject, mode: str, x: torch.Tensor, z: torch.Tensor, device: torch.device,
-             dtype: torch.dtype):
+             dtype: torch.dtype, compile: str | None = None):
     fwd = s.encode if mode.endswith("encode") else s.decode
+    if s.kind == "latentae":  # the twins run as their library ships them
+        fwd = runtime.compile_module(fwd, compile)
     inp = x if mode.endswith("encode") else z
     if not mode.startswith("train"):
         def infer() -> torch.Tensor:
@@ -150,8 +135,8 @@ def prepared_call(s: Subject, mode: str, settings: BenchSettings):
     ``settings.warmup`` untimed runs (used here and in the default-process child)."""
     device = torch.device(settings.device)
     x, z = _inputs(s, settings, settings.batch, device)
-    fn = _mode_fn(s, mode, x, z, device, runtime.dtype_from_name(s.dtype))
-    for _ in range(settings.warmup):
+    fn = _mode_fn(s, mode, x, z, device, runtime.dtype_from_name(s.dtype), settings.compile)
+    for _ in range(max(settings.warmup, settings.compile is not None)):  # compiles here
         fn()
     return fn
 
@@ -175,14 +160,7 @@ def time_mode(subjects: list[Subject], mode: str, settings: BenchSettings,
     so that a change in machine load hits every column alike."""
     subjects = [s for s in subjects if s.trainable or not mode.startswith("train")]
     timers = {s.name: _timers(s, mode, settings, children or {}) for s in subjects}
-    gc.collect()  # once per mode: cyclic garbage would distort the RSS baselines
-    times: dict[str, list[float]] = {n: [] for n in timers}
-    for _ in range(settings.repeats):
-        for name, (timed, _) in timers.items():
-            times[name].append(timed())
-    # Peak memory in one more, untimed call each (its bookkeeping returns cached memory
-    # to the OS, which would slow a timed call).
-    peaks = {name: peak() for name, (_, peak) in timers.items()}
+    times, peaks = measure.interleave(timers, settings.repeats)
     for s in subjects:  # drop the last training step's gradients before the next mode
         for p in s.module.parameters():
             p.grad = None
@@ -276,11 +254,12 @@ def run_bench(subjects: list[Subject], settings: BenchSettings, progress=print) 
     torch.manual_seed(settings.seed)
     machine = measure.machine_info(device)
     machine["allocator_tuned"] = settings.tune_allocator and runtime.tune_allocator()
-    machine["matmul_float32_gflops"] = measure.matmul_gflops(device)
+    n = settings.matmul_size
+    machine["matmul_float32_gflops"] = measure.matmul_gflops(device, n=n)
     for dt in settings.dtypes:
         if dt != "float32":
             machine[f"matmul_{dt}_gflops"] = measure.matmul_gflops(
-                device, runtime.dtype_from_name(dt))
+                device, runtime.dtype_from_name(dt), n=n)
     machine["haar"] = measure.copy_vs_haar(device, settings.batch, settings.resolution)
     by_name = {s.name: s for s in subjects}
     results = {}

@@ -25,9 +25,9 @@ import torch
 from latentae.devices import resolve_device
 from latentae.errors import InputError
 from latentae.files import atomic_write_text
+from latentae.loader import load
 from latentae.models.autoencoder import Autoencoder
-from latentae.pretrained import load
-from latentae.runtime import DTYPES, ModelRunner, set_threads
+from latentae.runtime import COMPILE_BACKENDS, DTYPES, ModelRunner, set_threads
 
 __all__ = ["add_batch_size", "add_device", "add_dtype", "add_json", "add_limit", "add_model",
            "add_overwrite", "add_pad", "add_runtime", "add_threads", "add_tiles",
@@ -125,6 +125,14 @@ def add_batch_size(p: argparse.ArgumentParser, default: int) -> None:
     p.add_argument("--batch", dest="batch_size", type=positive_int, help=argparse.SUPPRESS)
 
 
+def add_compile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", nargs="?", const="inductor", default=None,
+                   choices=list(COMPILE_BACKENDS), metavar="BACKEND",
+                   help="run the model through torch.compile (default backend inductor; "
+                        "'eager' only captures the graph). Compiling takes seconds on a GPU "
+                        "but minutes on a small CPU: see docs/benchmarks.md")
+
+
 def add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: torch's choice)")
@@ -178,10 +186,11 @@ def add_runtime(p: argparse.ArgumentParser, batch_size: int = 8, pad: bool = Tru
 
 # --- what the commands do with them ----------------------------------------------------
 def load_model(args: argparse.Namespace, device: str | torch.device = "cpu") -> Autoencoder:
-    """``latentae.load(args.model)``; ``--random-init`` weights come from ``--seed``."""
+    """``latentae.load(args.model)`` (a model folder, a run folder or checkpoint file: its
+    EMA weights), an autoencoder; ``--random-init`` weights come from ``--seed``."""
     if args.random_init:
         torch.manual_seed(args.seed)  # the same random weights in every run (smoke tests)
-    return load(args.model, device, random_init=args.random_init)
+    return load(args.model, device, random_init=args.random_init, kind="autoencoder")
 
 
 def make_runner(args: argparse.Namespace, model: Autoencoder | None = None) -> ModelRunner:

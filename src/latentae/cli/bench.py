@@ -4,14 +4,13 @@ the measuring is ``latentae/bench/``, the protocol ``docs/benchmarks.md``."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
 import torch
 
 from latentae.bench import MODES, BenchSettings, build_subjects, run_bench, write_report
 from latentae.bench.precision import load_images, psnr_change
+from latentae.bench.report import check_writable
 from latentae.cli import args as shared
 from latentae.cli.bench_diffusion import add_diffusion_args, run_diffusion_bench
 from latentae.devices import resolve_device
@@ -32,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     shared.add_dtype(p, several=True)
     shared.add_device(p)
     shared.add_threads(p)
+    shared.add_compile(p)
     p.add_argument("--warmup", type=shared.non_negative_int, default=1)
     p.add_argument("--repeats", type=shared.positive_int, default=3)
     p.add_argument("--modes", default=",".join(MODES),
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     shared.add_json(p, "the full report")
     p.add_argument("--markdown", metavar="PATH", default=None,
                    help="write the Markdown table to PATH")
-    add_diffusion_args(p, common=False)
+    add_diffusion_args(p)
     p.set_defaults(func=cmd_bench)
 
 
@@ -79,14 +79,6 @@ def cmd_bench_diffusion(args: argparse.Namespace) -> int:
     return run_diffusion_bench(args)
 
 
-def _check_out(path: str | None) -> None:
-    if path is None or path == "-":
-        return
-    parent = Path(path).resolve().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {path}: {parent} is missing or not writable")
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.diffusion or args.autoencoders:
         return cmd_bench_diffusion(args)
@@ -96,7 +88,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     args.device = str(resolve_device(args.device))  # a clear error for a missing GPU
     set_threads(args.threads)
     for path in (args.json, args.markdown):
-        _check_out(path)  # fail before minutes of measuring, not after
+        check_writable(path)  # fail before minutes of measuring, not after
     low = [d for d in args.dtype if d != "float32"]
     if args.psnr_images and not low:
         raise InputError("--psnr-images compares a lower precision with float32: "
@@ -106,7 +98,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              warmup=args.warmup, repeats=args.repeats,
                              modes=tuple(m for m in args.modes.split(",") if m),
                              channels_last=args.channels_last,
-                             tune_allocator=not args.default_allocator)
+                             tune_allocator=not args.default_allocator,
+                             compile=args.compile)
     settings.check()
     models = [(spec, load(spec, random_init=True)) for spec in args.models]
     subjects = build_subjects(models, compare=args.compare,

@@ -1,11 +1,10 @@
 """``latentae bench --diffusion MODEL --autoencoders NAME:pP,...``: the diffusion-side
 speed each autoencoder's latent buys (tokens, GFLOP, sampling and training images/s).
 
-``add_diffusion_args(parser)`` adds the options to a parser; ``run_diffusion_bench(args)``
-runs the bench from the parsed namespace. With ``common=False`` only the diffusion
-options are added, for a parser that already has ``--resolution``, ``--batch``,
-``--dtype``, ``--device``, ``--threads``, ``--warmup``, ``--repeats``, ``--json``,
-``--markdown`` and ``--baseline`` (``latentae bench``'s own).
+``add_diffusion_args(parser)`` adds the diffusion options to ``latentae bench``'s parser
+(which has ``--resolution``, ``--batch-size``, ``--dtype``, ``--device``, ``--threads``,
+``--compile``, ``--warmup``, ``--repeats``, ``--json``, ``--markdown`` and
+``--baseline``); ``run_diffusion_bench(args)`` runs the bench from the parsed namespace.
 """
 
 from __future__ import annotations
@@ -16,23 +15,25 @@ import sys
 
 import torch
 
-from latentae.bench.diffusion import measure_diffusion
+from latentae.bench.batch_search import add_best_batches, best_batches, default_memory_limit
+from latentae.bench.diffusion import measure_columns
 from latentae.bench.diffusion_columns import (
-    DTYPE_NAMES,
     MODES,
     SPEC_FORMS,
     DiffusionBenchSettings,
+    build_columns,
     parse_autoencoders,
 )
-from latentae.bench.diffusion_report import check_writable, write_report
+from latentae.bench.diffusion_report import write_report
+from latentae.bench.report import check_writable
 from latentae.devices import resolve_device
 from latentae.diffusion import list_diffusion
 from latentae.errors import InputError
 
 
-def add_diffusion_args(parser: argparse.ArgumentParser, *, common: bool = True) -> None:
-    """Add ``--diffusion``, ``--autoencoders``, ``--on-the-fly`` (and, with ``common``,
-    the options shared with the autoencoder bench, with the diffusion bench's defaults)."""
+def add_diffusion_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--diffusion``, ``--autoencoders``, ``--on-the-fly`` and ``--diffusion-modes``
+    to ``latentae bench``'s parser (the other options are the bench's own)."""
     g = parser.add_argument_group("diffusion bench")
     g.add_argument("--diffusion", default=None, metavar="MODEL",
                    help=f"diffusion preset to benchmark: {', '.join(list_diffusion())}")
@@ -41,24 +42,15 @@ def add_diffusion_args(parser: argparse.ArgumentParser, *, common: bool = True) 
     g.add_argument("--on-the-fly", action="store_true",
                    help="also time training with the latents computed on the fly: the "
                         "frozen encoder's forward on images, then the training step")
+    g.add_argument("--best-batch", action="store_true",
+                   help="also search each column's throughput-optimal batch (doubling from "
+                        "1 while it fits in --memory-limit; the papers' saturating batch)")
+    g.add_argument("--memory-limit", type=float, default=None, metavar="MIB",
+                   help="--best-batch stops before a batch whose peak memory exceeds this "
+                        "(default: 90%% of the GPU's memory, or half the available RAM)")
     g.add_argument("--diffusion-modes", default=None, metavar="M,...",
                    help=f"time only these of {','.join(MODES)} (default: all; e2e needs "
                         "--on-the-fly)")
-    if not common:
-        return
-    g.add_argument("--resolution", type=int, default=512, help="image size (default 512)")
-    g.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
-    g.add_argument("--dtype", default="float32",
-                   help=f"one of {', '.join(DTYPE_NAMES)} (non-float32 by autocast)")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    g.add_argument("--warmup", type=int, default=1, help="untimed calls per column and mode")
-    g.add_argument("--repeats", type=int, default=3,
-                   help="timed calls per column and mode, interleaved (median reported)")
-    g.add_argument("--baseline", default=None, metavar="COLUMN",
-                   help="column the ratios refer to, e.g. sdvae-f8:p2 (default: the first)")
-    g.add_argument("--json", default=None, metavar="F", help="write the rows here (a list)")
-    g.add_argument("--markdown", default=None, metavar="F", help="write the table here")
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -66,12 +58,16 @@ def command_line(args: argparse.Namespace) -> str:
     parts = ["latentae", "bench", "--diffusion", args.diffusion,
              "--autoencoders", args.autoencoders]
     for flag in ("diffusion_modes", "resolution", "batch", "dtype", "device", "threads",
-                 "warmup", "repeats", "baseline", "json", "markdown"):
+                 "warmup", "repeats", "compile", "baseline", "json", "markdown"):
         value = getattr(args, flag, None)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", str(value)]
     if args.on_the_fly:
         parts.append("--on-the-fly")
+    if getattr(args, "best_batch", False):
+        parts.append("--best-batch")
+        if args.memory_limit is not None:
+            parts += ["--memory-limit", str(args.memory_limit)]
     return shlex.join(parts)
 
 
@@ -89,7 +85,7 @@ def settings_from_args(args: argparse.Namespace) -> DiffusionBenchSettings:
         diffusion=args.diffusion, autoencoders=parse_autoencoders(args.autoencoders),
         resolution=args.resolution, batch=args.batch, dtype=args.dtype,
         device=str(resolve_device(args.device)), warmup=args.warmup, repeats=args.repeats,
-        on_the_fly=args.on_the_fly,
+        on_the_fly=args.on_the_fly, compile=getattr(args, "compile", None),
         mode_subset=tuple(m for m in (args.diffusion_modes or "").split(",") if m))
     settings.check()
     labels = [s.label for s in settings.autoencoders]
@@ -110,7 +106,14 @@ def run_diffusion_bench(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise InputError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    report = measure_diffusion(settings, progress=lambda m: print(m, file=sys.stderr))
+    progress = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    torch.manual_seed(settings.seed)
+    columns = build_columns(settings, progress)
+    report = measure_columns(columns, settings, progress)
+    if args.best_batch:
+        limit = default_memory_limit(settings.device) if args.memory_limit is None \
+            else int(args.memory_limit * 2**20)
+        add_best_batches(report, best_batches(columns, settings, limit, progress))
     report["command"] = command_line(args)
     print(write_report(report, args.json, getattr(args, "markdown", None),
                        baseline=args.baseline))

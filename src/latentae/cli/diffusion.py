@@ -1,17 +1,33 @@
-"""``latentae diffusion {train,sample,eval,ref-stats,convert}``: diffusion models (DiT,
-U-ViT) on an autoencoder's latents — train, draw samples, measure them, and convert
-official DiT / U-ViT / DC-AE checkpoints into latentae model folders."""
+"""``latentae diffusion {train,sample,eval,ref-stats,convert,attach}``: diffusion models
+(DiT, U-ViT) on an autoencoder's latents — train, draw samples, measure them, convert
+official DiT / U-ViT / DC-AE checkpoints into latentae model folders and attach their
+run record (autoencoder, latent scale, the release's sampling defaults)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import pickle
+from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from latentae.cli import args as shared
 from latentae.cli.diffusion_eval import add_eval_parser, add_ref_stats_parser
 from latentae.cli.train import run_training
+from latentae.diffusion.attach import (
+    ARCH_FIELDS,
+    RELEASES,
+    TEMPLATES,
+    attach,
+    release_defaults,
+    write_release,
+)
 from latentae.diffusion.base import count_params
 from latentae.diffusion.config import make_diffusion_config
 from latentae.diffusion.convert import load_official
@@ -22,17 +38,22 @@ from latentae.engine.config import load_yaml
 from latentae.errors import InputError
 from latentae.files import atomic_dir, prepare_output_dir
 from latentae.locks import hold
+from latentae.runtime import set_threads
 
 # Flags that map one-to-one onto DiffusionConfig fields (None = not given: the recipe's
 # value or the default). (flag, type, config field, help)
 TRAIN_FLAGS = (
     ("--autoencoder", str, "autoencoder", "saved latentae or diffusers autoencoder folder"),
     ("--model", str, "model", "diffusion preset (latentae models --diffusion), default dit-s"),
-    ("--patch", int, "patch", "patch size (tokens = (resolution / f / patch)²), default 2"),
+    ("--patch-size", int, "patch_size", "patch size (tokens = (resolution / f / patch)²), "
+     "default 2; also --patch"),
     ("--data", str, "data", "image folder (DIR/CLASS/image for classes) or, with --cached, "
      "the shards of `latentae encode --labels`"),
     ("--out", str, "out", "run folder"),
-    ("--objective", str, "objective", "ddpm (ε, DiT) | flow (velocity, SiT); default ddpm"),
+    ("--objective", str, "objective", "ddpm (ε, DiT/U-ViT) | flow (ours: x_t=(1-t)x+tε) | "
+     "flow-sit (SiT/USiT: x_t=tx+(1-t)ε); default: the recipe's"),
+    ("--schedule", str, "schedule", "ddpm noise schedule: linear (DiT) | scaled-linear "
+     "(SD, U-ViT, DC-AE) | cosine, +zero-snr; default: the recipe's"),
     ("--resolution", int, "resolution", "image size (default 256; --cached: the latents')"),
     ("--batch-size", int, "batch_size", "GLOBAL batch over all processes (recipe: DiT 256, "
      "U-ViT 1024)"),
@@ -50,8 +71,8 @@ TRAIN_FLAGS = (
      "channel (per-channel mean/std of the first --norm-images latents)"),
     ("--norm-images", int, "norm_images", None),
     ("--workers", int, "workers", "image loader processes (on the fly)"),
-    ("--sample-every", int, "val_every", "draw a sample grid into OUT/samples every N steps "
-     "(0: only at the end; default 5000)"),
+    ("--val-every", int, "val_every", "draw a sample grid into OUT/samples every N steps "
+     "(0: only at the end; default 5000), as `train --val-every`; also --sample-every"),
     ("--grid-images", int, "grid_images", None), ("--grid-sampler", str, "grid_sampler", None),
     ("--grid-steps", int, "grid_steps", None), ("--grid-guidance", float, "grid_guidance", None),
     ("--resume", str, "resume", "'auto': continue from the newest checkpoint in OUT"),
@@ -83,6 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_eval_parser(dsub)
     add_ref_stats_parser(dsub)
     add_convert(dsub)
+    add_attach(dsub)
 
 
 def add_train(dsub: argparse._SubParsersAction) -> None:
@@ -100,31 +122,98 @@ def add_train(dsub: argparse._SubParsersAction) -> None:
                    help="on the fly: no random horizontal flips")
     t.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     t.add_argument("--config", help="YAML file of config keys (the command line wins)")
+    t.add_argument("--patch", type=int, dest="patch_size", default=None,
+                   help=argparse.SUPPRESS)  # the earlier spelling of --patch-size
+    t.add_argument("--sample-every", type=int, dest="val_every", default=None,
+                   help=argparse.SUPPRESS)  # the earlier spelling of --val-every
+    shared.add_threads(t)
     t.set_defaults(func=cmd_train)
 
 
+def _record_flags(p: argparse.ArgumentParser) -> None:
+    """What a model folder without a run record (a converted checkpoint) needs, or what
+    overrides its record: shared by `sample` and `attach`."""
+    p.add_argument("--autoencoder", default=None,
+                   help="a converted model: the autoencoder folder it was trained on "
+                        "(latentae or diffusers)")
+    p.add_argument("--autoencoder-random-init", action="store_true",
+                   help="--autoencoder is a preset name with random weights (smoke tests)")
+    p.add_argument("--latent-scale", type=float, default=None,
+                   help="z' = (z - shift)·scale (default: the release's, else the "
+                        "autoencoder's scaling_factor)")
+    p.add_argument("--latent-shift", type=float, default=None)
+    p.add_argument("--resolution", type=int, default=None,
+                   help="image size (default: latent size × the autoencoder's factor)")
+    p.add_argument("--objective", default=None, choices=["ddpm", "flow", "flow-sit"],
+                   help="default: the record's (a converted release remembers its own)")
+    p.add_argument("--schedule", default=None,
+                   help="ddpm noise schedule: linear | scaled-linear | cosine[+zero-snr]")
+    p.add_argument("--guidance-channels", type=shared.positive_int, default=None,
+                   help="guide only the first N channels (3: the DiT release's "
+                        "forward_with_cfg); default: the record's, all")
+
+
+def _record(args: argparse.Namespace) -> dict:
+    return {"autoencoder_random_init": args.autoencoder_random_init,
+            "latent_scale": args.latent_scale, "latent_shift": args.latent_shift,
+            "resolution": args.resolution, "objective": args.objective,
+            "schedule": args.schedule}
+
+
 def add_sample(dsub: argparse._SubParsersAction) -> None:
-    s = dsub.add_parser("sample", help="draw class-balanced samples of a trained run: PNGs "
-                                       "+ samples.npz (resumable)")
-    s.add_argument("run", help="the --out folder of `latentae diffusion train`")
-    s.add_argument("--out", required=True, help="folder for {index:06d}.png and samples.npz")
-    s.add_argument("--n", type=shared.positive_int, required=True, help="number of samples")
+    s = dsub.add_parser("sample", help="draw samples of a trained run or a converted model: "
+                                       "PNGs, samples.npz, grid.png (resumable, torchrun)",
+                        description="One process, or `torchrun --nproc_per_node N -m latentae "
+                        "diffusion sample ...`: each process draws its own blocks of "
+                        "indices (its GPU: LOCAL_RANK); the folder is the same either way.")
+    s.add_argument("run", help="the --out folder of `latentae diffusion train`, or a model "
+                               "folder of `latentae diffusion convert`")
+    s.add_argument("--out", required=True, help="folder for {index:06d}.png, samples.npz "
+                                                "and grid.png")
+    s.add_argument("--n", "--num-samples", dest="n", type=shared.positive_int, default=None,
+                   help="number of samples (default: the rows of --noise); under torchrun "
+                        "spell it --num-samples (torchrun reads --n as its own option)")
     s.add_argument("--guidance", type=shared.non_negative_float, default=None,
-                   help="classifier-free guidance scale (default: the recipe's, 1.5; 1 = off)")
+                   help="classifier-free guidance scale (default: the record's; 1 = off)")
     s.add_argument("--sampler", default=None,
-                   help="ddpm | ddim | dpm++2m (ddpm objective), euler | heun (flow); "
-                        "default: the recipe's")
+                   help="ddpm | ddim | dpm++2m | dpm++3m | dpm++s (ddpm objective), euler | "
+                        "heun | dopri5 | euler-maruyama (flow); default: the record's")
     s.add_argument("--steps", type=shared.positive_int, default=None, help="sampling steps")
+    s.add_argument("--labels", choices=["random", "balanced"], default="random",
+                   help="random: uniform classes, as the DiT/DC-AE samplers (default); "
+                        "balanced: class i mod K")
+    s.add_argument("--noise", default=None, metavar="FILE.npy",
+                   help="initial latents (N, C, h, w) instead of drawing them")
+    for flag, typ, help_ in (("--eta", float, "ddim: 0 deterministic … 1"),
+                             ("--order", int, "dpm++s: 1-3 (DC-AE: 3)"),
+                             ("--grid", str, "dpm++s: time_uniform | logSNR | time_quadratic"),
+                             ("--atol", float, "dopri5 (SiT: 1e-6)"),
+                             ("--rtol", float, "dopri5 (SiT: 1e-3)")):
+        s.add_argument(flag, type=typ, default=None, help=help_ + "; default: the record's")
+    _record_flags(s)
     shared.add_batch_size(s, 16)
     s.add_argument("--seed", type=shared.non_negative_int, default=0,
-                   help="sample i's noise is seeded by (seed, i)")
+                   help="sample i's noise is seeded by (seed, i), its label by (seed, i, 1)")
     shared.add_device(s)
+    shared.add_threads(s)
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_sample)
 
 
+def add_attach(dsub: argparse._SubParsersAction) -> None:
+    a = dsub.add_parser("attach", help="write a converted model's run record (autoencoder, "
+                                       "latent scale, sampling defaults) once")
+    a.add_argument("model", help="a model folder of `latentae diffusion convert`")
+    _record_flags(a)
+    a.add_argument("--sampler", default=None)
+    a.add_argument("--steps", type=shared.positive_int, default=None)
+    a.add_argument("--guidance", type=shared.non_negative_float, default=None)
+    a.set_defaults(func=cmd_attach)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Exit 0 when finished or stopped with a checkpoint; 130 after Ctrl-C."""
+    set_threads(args.threads)
     file = load_yaml(args.config) if args.config else {}
     fields = [dest for _, _, dest, _ in TRAIN_FLAGS] + [dest for _, dest, _ in SWITCHES]
     cli = {k: getattr(args, k) for k in fields + ["learn_sigma", "flip", "progress"]}
@@ -133,37 +222,81 @@ def cmd_train(args: argparse.Namespace) -> int:
                                     f"{out.parent} --n 64 --out SAMPLES`)")
 
 
+OPTIONS = ("eta", "order", "grid", "atol", "rtol")  # samplers.sample(**options)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
-    with hold(args.out):  # one writer per folder
-        npz = sample_folder(args.run, args.out, n=args.n, guidance=args.guidance,
-                            sampler=args.sampler, steps=args.steps,
-                            batch_size=args.batch_size, seed=args.seed, device=args.device,
-                            progress=not args.no_progress)
-    print(f"wrote {args.n} samples to {args.out} and {npz}")
+    set_threads(args.threads)
+    n = args.n
+    if n is None:
+        if args.noise is None:
+            raise InputError("pass --n (or --noise FILE.npy, whose rows it then is)")
+        n = int(np.load(args.noise, mmap_mode="r", allow_pickle=False).shape[0])
+    # One writer per folder; under torchrun rank 0 holds the lock for the whole group.
+    first = os.environ.get("RANK", "0") == "0"
+    with hold(args.out) if first else contextlib.nullcontext():
+        npz = sample_folder(args.run, args.out, n=n, guidance=args.guidance,
+                            sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
+                            seed=args.seed, device=args.device, progress=not args.no_progress,
+                            labels=args.labels, noise=args.noise,
+                            guidance_channels=args.guidance_channels,
+                            sampler_options={k: getattr(args, k) for k in OPTIONS
+                                             if getattr(args, k) is not None},
+                            autoencoder=args.autoencoder, **_record(args))
+    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 speaks (the group is gone)
+        print(f"wrote {n} samples to {args.out}: {npz} (arr_0, labels, latents) and "
+              f"{Path(args.out) / 'grid.png'}")
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    info = attach(args.model, autoencoder=args.autoencoder, **_record(args),
+                  guidance_channels=args.guidance_channels, sampler=args.sampler,
+                  sample_steps=args.steps, guidance=args.guidance)
+    print(f"wrote {Path(args.model) / 'diffusion_run.json'}: autoencoder {info.autoencoder}, "
+          f"latent scale {info.latent_norm.scale[0]:g}, {info.objective} on "
+          f"{info.schedule}, {info.sampler} {info.sample_steps} steps, guidance "
+          f"{info.guidance:g} (sample with `latentae diffusion sample {args.model} --n N "
+          "--out SAMPLES`)")
     return 0
 
 
 def add_convert(dsub: argparse._SubParsersAction) -> None:
-    c = dsub.add_parser("convert", help="convert an official DiT or U-ViT/DC-AE checkpoint "
-                                        "(.pt) into a latentae model folder")
-    c.add_argument("src", help="checkpoint (.pt/.pth): a state dict, or one under "
-                               "'model'/'ema'")
-    c.add_argument("out", help="output folder (config.json + model.safetensors)")
-    c.add_argument("--model", required=True, choices=list_diffusion(),
+    c = dsub.add_parser("convert", help="convert an official DiT, U-ViT or DC-AE "
+                                        "(efficientvit) checkpoint into a latentae model folder")
+    c.add_argument("src", help="checkpoint: .pt/.pth (a state dict, or one under 'model'/"
+                               "'ema'), .safetensors, or a Hugging Face folder of "
+                               "efficientvit's (model.safetensors + config.json)")
+    c.add_argument("out", help="output folder (config.json + model.safetensors [+ "
+                               "release.json])")
+    c.add_argument("--release", default=None,
+                   help="the release it comes from (its architecture and sampling defaults): "
+                        f"{', '.join(RELEASES)}; or a convention for other checkpoints: "
+                        f"{', '.join(TEMPLATES)} (default: the folder's config.json "
+                        "model_name)")
+    c.add_argument("--model", default=None, choices=list_diffusion(),
                    help="latentae preset with the checkpoint's depth and width")
-    c.add_argument("--patch-size", type=int, required=True)
-    c.add_argument("--input-size", type=int, required=True,
+    c.add_argument("--patch-size", type=int, default=None)
+    c.add_argument("--input-size", type=int, default=None,
                    help="latent height = width the model was trained on (image / f)")
-    c.add_argument("--in-channels", type=int, required=True, help="latent channels")
-    c.add_argument("--num-classes", type=int, required=True,
+    c.add_argument("--in-channels", type=int, default=None, help="latent channels")
+    c.add_argument("--num-classes", type=int, default=None,
                    help="classes without the null class (ImageNet: 1000; 0: unconditional)")
     c.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
     c.set_defaults(func=cmd_convert)
 
 
 def read_checkpoint(path: str):
-    """``torch.load(path, weights_only=True)``; an unreadable file is an ``InputError``.
-    ``argparse.Namespace`` is allowed: the DiT release stores its ``args`` as one."""
+    """``torch.load(path, weights_only=True)``, or a ``.safetensors`` file (a folder: its
+    ``model.safetensors``); an unreadable file is an ``InputError``. ``argparse.Namespace``
+    is allowed: the DiT release stores its ``args`` as one."""
+    p = Path(path)
+    if p.is_dir() or p.suffix == ".safetensors":
+        p = p / "model.safetensors" if p.is_dir() else p
+        try:
+            return load_file(str(p))
+        except (OSError, SafetensorError) as e:
+            raise InputError(f"{p} is not a readable safetensors file ({e})") from e
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -175,16 +308,41 @@ def read_checkpoint(path: str):
                          ) from e
 
 
+def _release(args: argparse.Namespace) -> dict:
+    """The release's fields (``--release``, else an HF folder's config.json model_name),
+    with the architecture flags given winning; all five must be known."""
+    name = args.release
+    meta = Path(args.src) / "config.json"
+    if name is None and meta.is_file():
+        name = json.loads(meta.read_text()).get("model_name")
+    defaults = release_defaults(name) if name else {}
+    arch = {k: getattr(args, k) if getattr(args, k) is not None else defaults.get(k)
+            for k in ARCH_FIELDS}
+    missing = [f"--{k.replace('_', '-')}" for k, v in arch.items() if v is None]
+    if missing:
+        raise InputError(f"pass {' '.join(missing)} (or --release NAME of a known "
+                         f"checkpoint: {', '.join(RELEASES)})")
+    return {**defaults, **arch}
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
-    prepare_output_dir(args.out, args.overwrite, inputs=[args.src])  # before the slow part
-    model = load_official(read_checkpoint(args.src), args.model, patch_size=args.patch_size,
-                          input_size=args.input_size, in_channels=args.in_channels,
-                          num_classes=args.num_classes)
+    fields = _release(args)
+    # refuse before the slow part
+    prepare_output_dir(args.out, overwrite=args.overwrite, inputs=[args.src])
+    model = load_official(read_checkpoint(args.src), fields["model"],
+                          patch_size=fields["patch_size"], input_size=fields["input_size"],
+                          in_channels=fields["in_channels"], num_classes=fields["num_classes"])
     with atomic_dir(args.out, overwrite=args.overwrite, inputs=[args.src]) as tmp:
         model.save_pretrained(tmp)
+        if "release" in fields:
+            write_release(tmp, {k: v for k, v in fields.items() if k not in ARCH_FIELDS})
     c = model.config
     print(f"wrote {args.out}: {args.model}/{c.patch_size} on {c.in_channels}x{c.input_size}"
           f"x{c.input_size} latents, {c.num_classes} classes, learned sigma "
           f"{'on' if c.learn_sigma else 'off'}, {count_params(model):,} parameters, "
-          f"{model.tokens} tokens")
+          f"{model.tokens} tokens"
+          + (f"; samples as {fields['release']} ({fields['objective']}, {fields['sampler']} "
+             f"{fields['sample_steps']} steps, guidance {fields['guidance']:g}): `latentae "
+             f"diffusion sample {args.out} --autoencoder AE --n N --out SAMPLES`"
+             if "release" in fields else ""))
     return 0

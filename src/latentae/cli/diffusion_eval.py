@@ -11,35 +11,43 @@ from __future__ import annotations
 import argparse
 import json
 
+from latentae.cli.args import add_threads
 from latentae.devices import resolve_device
 from latentae.diffusion.card import add_generation, generation_entry, samples_model_folder
 from latentae.eval.generation import (
     GenerationConfig,
     evaluate_samples,
     format_result,
+    reference_protocol,
     reference_stats,
 )
 from latentae.files import atomic_write_text
+from latentae.runtime import set_threads
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=50, help="images per Inception batch")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--fid-protocol", choices=["tf1", "pytorch-fid"], default="tf1",
-                   help="resize/scaling before Inception (tf1 = TF graph, torch-fidelity)")
+    p.add_argument("--fid-protocol", choices=["tf1", "pytorch-fid"], default=None,
+                   help="resize/scaling before Inception (tf1 = TF graph, torch-fidelity, "
+                        "ADM's evaluator; pytorch-fid = efficientvit's). Default: the "
+                        "reference file's own, tf1 for a folder")
     p.add_argument("--max-ref-features", type=int, default=10_000,
                    help="real features kept for precision/recall and KID (random subset)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the KID subsets and of the kept reference features")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_threads(p)
 
 
 def _configure_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("samples", help="folder of generated images, or an .npz of uint8 "
                                    "(N, H, W, 3) images (key arr_0, images or samples)")
     p.add_argument("--ref", required=True,
-                   help="folder of real images (resized + centre-cropped to the samples' "
-                        "size) or reference statistics .npz")
+                   help="folder of real images (ADM's center_crop_arr to the samples' "
+                        "size), a statistics .npz of `diffusion ref-stats`, an ADM "
+                        "reference batch (VIRTUAL_imagenet256_labeled.npz: arr_0 and/or "
+                        "mu, sigma, mu_s, sigma_s) or efficientvit's {mu, sigma} npz")
     p.add_argument("--save-ref", default=None, metavar="STATS.npz",
                    help="with a folder --ref: cache its statistics here")
     p.add_argument("--is-splits", type=int, default=10, help="Inception Score splits")
@@ -61,8 +69,8 @@ def _configure_ref_stats(p: argparse.ArgumentParser) -> None:
     p.add_argument("real_dir", help="folder of real images (searched recursively)")
     p.add_argument("--out", required=True, metavar="STATS.npz", help="statistics file")
     p.add_argument("--resolution", type=int, required=True,
-                   help="shortest side resized to this (PIL bicubic), then a square crop: "
-                        "the size of the samples they will be compared with")
+                   help="ADM's center_crop_arr to this size (box-halve while >= 2x, "
+                        "bicubic shortest side, centre square): the samples' size")
     p.add_argument("--crop", choices=["center", "random"], default="center")
     _common(p)
     p.set_defaults(func=cmd_ref_stats)
@@ -86,11 +94,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace, **extra):
-    return GenerationConfig(fid_protocol=args.fid_protocol, seed=args.seed,
+    ref = getattr(args, "ref", None)
+    protocol = args.fid_protocol or (reference_protocol(ref) if ref else "tf1")
+    return GenerationConfig(fid_protocol=protocol, seed=args.seed,
                             ref_max_features=args.max_ref_features, **extra)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     cfg = _config(args, is_splits=args.is_splits, pr_k=args.pr_k,
                   kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size)
     target = samples_model_folder(args.samples) if args.update_card else None  # before work
@@ -111,6 +122,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_ref_stats(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     ref = reference_stats(args.real_dir, args.out, resolution=args.resolution,
                           crop=args.crop, device=resolve_device(args.device),
                           batch_size=args.batch_size, config=_config(args),

@@ -20,10 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="list the diffusion presets (params, tokens, GFLOPs) for latents of "
                         "--resolution images through an f --f, --latent-channels autoencoder")
     p.add_argument("--resolution", type=shared.positive_int, default=256)
-    p.add_argument("--f", type=shared.positive_int, default=8,
-                   help="autoencoder spatial factor")
+    p.add_argument("--f", type=shared.positive_int, default=8, help="autoencoder spatial factor")
     p.add_argument("--latent-channels", type=shared.positive_int, default=4)
-    p.add_argument("--patch", type=shared.positive_int, default=2)
+    p.add_argument("--patch-size", "--patch", dest="patch", type=shared.positive_int, default=2)
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("convert", help="convert weights between diffusers and latentae")

@@ -18,6 +18,7 @@ STUDIES = {  # command name -> module of latentae.studies
     "highres-adaptation": "highres_adaptation",
     "dcae-table1": "dcae_table1",
     "litevae-table7": "litevae_table7",
+    "diffusability-regularisers": "diffusability_regularisers",
 }
 
 

@@ -19,6 +19,7 @@ from latentae.convert.onnx import export_onnx, require_onnx
 from latentae.diffusion.card import diffusion_folder, diffusion_info
 from latentae.errors import InputError
 from latentae.files import atomic_dir, prepare_output_dir
+from latentae.loader import find_run, is_onnx_folder, onnx_info, run_info
 from latentae.locks import hold
 from latentae.pretrained import (
     FORMATS,
@@ -27,6 +28,7 @@ from latentae.pretrained import (
     source_card,
     write_scaling_factors,
 )
+from latentae.runtime import set_threads
 
 EXPORT_FORMATS = (*FORMATS, "onnx")  # onnx: latentae/convert/onnx.py, two graphs
 
@@ -52,6 +54,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", action="store_true",
                    help="class labels from the subfolders (IMAGES/CLASS/...) into the shards "
                         "(for `latentae diffusion train --cached`)")
+    frame = p.add_mutually_exclusive_group()
+    frame.add_argument("--resize", type=shared.positive_int, default=0, metavar="N",
+                       help="resize the shortest side to N, then take the central N×N "
+                            "square (ADM's center_crop_arr): every latent the same shape, "
+                            "as `diffusion train --cached` needs")
+    frame.add_argument("--crop", type=shared.positive_int, default=0, metavar="N",
+                       help="take the central N×N square without resizing (an image with "
+                            "a side under N is first resized up to N)")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="decode latent shards to PNG images (cropped to "
@@ -100,8 +110,11 @@ def _register_model_tools(sub: argparse._SubParsersAction) -> None:
                        "checked against PyTorch with onnxruntime (docs/deployment.md).")
     shared.add_model(p)
     shared.add_overwrite(p, "a non-empty output folder")
-    p.add_argument("--format", choices=EXPORT_FORMATS, default="diffusers")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="diffusers",
+                   help="diffusers (the default: AutoencoderKL / AutoencoderDC folders that "
+                        "diffusers loads), latentae, or onnx")
     p.add_argument("out", help="output folder (missing or empty, or --overwrite)")
+    shared.add_threads(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="family, preset, parameters, compression, scaling "
@@ -119,11 +132,17 @@ def model_name(args: argparse.Namespace) -> str:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     runner = shared.make_runner(args)
+    side, f = args.resize or args.crop, runner.model.spatial_compression_ratio
+    if side % f and not args.pad:
+        raise InputError(f"--{'resize' if args.resize else 'crop'} {side} is not a multiple "
+                         f"of the compression factor {f}: use {max(f, side - side % f)} or "
+                         f"{side - side % f + f}")
     with hold(args.out):  # one writer per folder
         done, skipped = folders.encode_folder(
             runner, args.images, args.out, model_name(args), shard_size=args.shard_size,
-            batch_size=args.batch_size, apply_scaling=args.apply_scaling,
-            sample=args.sample, seed=args.seed, overwrite=args.overwrite, labels=args.labels)
+            batch_size=args.batch_size, apply_scaling=args.apply_scaling, sample=args.sample,
+            seed=args.seed, overwrite=args.overwrite, labels=args.labels, resize=args.resize,
+            crop=args.crop)
     print(f"encoded {done} images into {args.out} ({skipped} already there, skipped)")
     return 0
 
@@ -181,6 +200,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         require_onnx()  # a missing package fails before anything slow
     prepare_output_dir(args.out, args.overwrite, inputs=[args.model])  # before loading
+    set_threads(args.threads)
     model = shared.load_model(args)
     with atomic_dir(args.out, overwrite=args.overwrite, inputs=[args.model]) as tmp:
         if args.format == "onnx":
@@ -197,8 +217,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    run = find_run(args.model)
     folder = diffusion_folder(args.model)  # a DiT / U-ViT folder or run, else an autoencoder
-    info = diffusion_info(folder) if folder else model_info(args.model, args.random_init)
+    if run is not None and (run.kind == "autoencoder" or folder is None):
+        info = run_info(run)  # an autoencoder run, or a diffusion run not exported yet
+    elif is_onnx_folder(Path(args.model)):
+        info = onnx_info(Path(args.model))
+    else:
+        info = diffusion_info(folder) if folder else model_info(args.model, args.random_init)
     if args.json:
         shared.write_json(args.json, info)
         if args.json == "-":

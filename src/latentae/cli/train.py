@@ -6,14 +6,14 @@ import argparse
 
 import yaml
 
-from latentae.cli.args import byte_size, non_negative_int, positive_float
+from latentae.cli.args import add_threads, byte_size, positive_float, positive_int
 from latentae.errors import InputError
 
 # Command-line flags that map one-to-one onto TrainConfig fields (None = not given).
 FLAGS = (("--model", str, "preset name, or a saved latentae or diffusers model directory "
           "to start from (default litevae-tiny)"),
-         ("--recipe", str, "litevae | dcae | sdvae | finetune-decoder | finetune-full "
-          "(default litevae)"),
+         ("--recipe", str, "litevae | dcae | sdvae | finetune-decoder | finetune-full | "
+          "eqvae-finetune (default litevae)"),
          ("--data", str, "training images (recursive folder), a folder of .tar shards, or a "
           "webdataset stream: shards/train-{000000..000099}.tar, https:// URLs, 'pipe:CMD' "
           "(streams resume at a shard boundary)"),
@@ -44,7 +44,17 @@ FLAGS = (("--model", str, "preset name, or a saved latentae or diffusers model d
          ("--workers", int, "data loader processes"),
          ("--small-images", str, "upscale | skip images smaller than the crop"),
          ("--crop-scale", float, "shortest side resized to res × U(1, S) before cropping"),
-         ("--device", str, "auto | cpu | cuda | cuda:N"))
+         ("--device", str, "auto | cpu | cuda | cuda:N"),
+         ("--diffusability-every", int, "log the latent diffusability diagnostics of the "
+          "EMA model on the --val-images held-out images every N steps (0: off)"),
+         ("--generation-probe-every", int, "every N steps train a tiny DiT on the latents "
+          "of the first --generation-probe-images of --data in a child process and log "
+          "its KID against as many --val-data images (0: off)"),
+         ("--generation-probe-images", int, "images of the probe (default 256)"),
+         ("--generation-probe-steps", int, "DiT steps per probe (default 1000)"),
+         ("--generation-probe-model", str, "the probe's DiT preset (default dit-s)"),
+         ("--generation-probe-seeds", int, "DiT seeds per probe, their spread is logged "
+          "(default 2)"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "OUT/model/discriminator (continue GAN fine-tuning)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field: lr=2e-4, p256.batch_size=8, losses.kl=0")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="GLOBAL batch over all processes, every phase (= --set batch_size=N; "
+                        "default: the recipe's)")
+    add_threads(p)
     p.add_argument("--channels-last", action="store_true", default=None)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
@@ -96,8 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "report KID/FID (OUT/diffusion/report.md; ~5 min on 2 CPU cores)")
     p.add_argument("--autoencoder", default=None,
                    help="with --diffusion: this autoencoder folder instead of OUT/model")
-    p.add_argument("--threads", type=non_negative_int, default=0,
-                   help="torch threads (0: half the cores)")
+    add_threads(p)
     p.add_argument("--perceptual", action="store_true",
                    help="add the LPIPS-VGG loss (slower; needs more than 4 minutes)")
     p.set_defaults(func=cmd_demo)
@@ -121,8 +134,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Exit 0 when finished or stopped with a checkpoint (SIGTERM, --max-*); 130 after
     Ctrl-C (checkpoint written on the first, none on a second)."""
     from latentae.engine.config import load_yaml
+    from latentae.runtime import set_threads
     from latentae.train.autoencoder import train
     from latentae.train.config import make_config
+    set_threads(args.threads)
     file = load_yaml(args.config) if args.config else {}
     cli = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
            for flag, _, _ in FLAGS}
@@ -130,7 +145,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                gradient_checkpointing=args.gradient_checkpointing, progress=args.progress,
                overwrite=args.overwrite, restart=args.restart,
                init_discriminator=args.init_discriminator,
-               recipe_overrides=parse_sets(args.set))
+               recipe_overrides={**({"batch_size": args.batch_size} if args.batch_size
+                                    else {}), **parse_sets(args.set)})
     return run_training(lambda: train(make_config(file, cli)),
                         lambda out: f"model: {out}  (load with latentae.load('{out}'))")
 
@@ -153,8 +169,18 @@ def run_training(start, done) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from latentae.engine.monitor import read_metrics
     from latentae.engine.plot import plot_run
-    print(plot_run(args.run, args.out))
+    from latentae.eval.diagnostics import plot_diagnostics
+    out = plot_run(args.run, args.out)
+    print(out)
+    # a run with --diffusability-every: its diagnostics beside the curves
+    drawn = plot_diagnostics(read_metrics(args.run),
+                             Path(out).with_name(Path(out).stem + "-diffusability.png"))
+    if drawn is not None:
+        print(drawn)
     return 0
 
 

@@ -24,6 +24,7 @@ from PIL import Image
 from latentae.engine.data import TrainImages, list_sources
 from latentae.engine.plot import plot_run
 from latentae.engine.state import load_latest
+from latentae.errors import InputError
 from latentae.eval.lpips import load_lpips
 from latentae.eval.psnr_ssim import PSNR_VERSION, SSIM_VERSION
 from latentae.files import atomic_write_text
@@ -75,7 +76,7 @@ def demo_image(name: str) -> Image.Image:
     try:
         import skimage.data
     except ImportError as e:
-        raise ValueError("the demo needs scikit-image (pip install scikit-image)") from e
+        raise InputError("the demo needs scikit-image (pip install scikit-image)") from e
     a = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else \
         getattr(skimage.data, name)()
     return Image.fromarray(a.astype("uint8") * (255 if a.dtype == bool else 1)).convert("RGB")

@@ -35,8 +35,8 @@ RESOLUTION = 64
 N_SAMPLES = 32  # per set: samples, real reference crops, second real crops
 AUTOENCODER_MINUTES = 1.5
 # Ours, for a minutes-long CPU run (the release recipes are for 400K+ GPU steps).
-DEMO_TRAINING = dict(model="dit-tiny", patch=1, resolution=RESOLUTION, batch_size=16, lr=1e-3,
-                     warmup_steps=20, weight_decay=0.0, ema_decay=0.99, grad_clip=1.0,
+DEMO_TRAINING = dict(model="dit-tiny", patch_size=1, resolution=RESOLUTION, batch_size=16,
+                     lr=1e-3, warmup_steps=20, weight_decay=0.0, ema_decay=0.99, grad_clip=1.0,
                      crop_scale=4.0, latent_norm="channel", norm_images=128, log_every=5,
                      val_every=0, ckpt_every=0, grid_images=18, grid_steps=20)
 SAMPLING = dict(sampler="dpm++2m", steps=25, guidance=1.5)
@@ -132,7 +132,7 @@ def render_report(m: dict[str, dict], info: dict) -> str:
     return "\n".join([
         "# latentae demo: a tiny DiT on the demo autoencoder's latents", "",
         f"Autoencoder: `{info['ae']}` ({info['ae_note']}). Diffusion model: {c['model']} "
-        f"(ours: depth 4, width 128, 4 heads), patch {c['patch']}, ddpm objective with "
+        f"(ours: depth 4, width 128, 4 heads), patch {c['patch_size']}, ddpm objective with "
         f"learned sigma, {len(TRAIN_IMAGES)} classes (one per `skimage.data` image: "
         f"{', '.join(TRAIN_IMAGES)}), {RESOLUTION}² crops encoded on the fly (random crop "
         "of the image resized to 64–256 px, flips, posterior draws), per-channel latent "

@@ -88,6 +88,10 @@ class DiffusionModel(nn.Module):
         if t.shape != (b,):
             raise InputError(f"timesteps must be a scalar or shape ({b},); got {tuple(t.shape)}")
         if labels is None:
+            if c.num_classes and not getattr(c, "null_class", True):
+                raise InputError(f"this {self.family} has no null class (its label table has "
+                                 f"{c.num_classes} rows: trained without label dropout), so "
+                                 "it cannot run unconditionally: pass labels, guidance 1")
             return t, torch.full((b,), c.num_classes, dtype=torch.long, device=x.device)
         labels = torch.as_tensor(labels, device=x.device)
         if labels.shape != (b,) or labels.is_floating_point() or labels.is_complex():

@@ -174,8 +174,8 @@ def generation_entry(ref: str | os.PathLike, result: dict[str, Any],
             f"{proto['network']}; IS {c['is_splits']} splits, precision/recall k="
             f"{c['pr_k']}, KID {c['kid_subsets']} subsets of <= {c['kid_subset_size']} "
             f"(seed {c['seed']}); all of it in `diffusion eval --json`")
-    keys = ("gfid", "inception_score", "inception_score_std", "precision", "recall", "kid",
-            "kid_std")
+    keys = ("gfid", "sfid", "inception_score", "inception_score_std", "precision", "recall",
+            "kid", "kid_std")
     entry = {"data": data, "protocol": line,
              "metrics": {k: result[k] for k in keys if result.get(k) is not None}}
     if result.get("notes"):

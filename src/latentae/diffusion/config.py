@@ -23,6 +23,7 @@ from latentae.diffusion.data import cached_resolution
 from latentae.diffusion.recipes import GRID_SAMPLER, GRID_STEPS, get_recipe
 from latentae.diffusion.registry import get_preset
 from latentae.diffusion.samplers import SAMPLERS
+from latentae.diffusion.schedules import get_schedule
 from latentae.engine.config import (
     BIG,
     LOOP_CHOICES,
@@ -34,7 +35,7 @@ from latentae.engine.config import (
 from latentae.errors import InputError
 
 RECIPE_FIELDS = ("lr", "batch_size", "weight_decay", "betas", "warmup_steps", "ema_decay",
-                 "grad_clip", "steps")
+                 "grad_clip", "steps", "objective", "schedule")
 
 
 @dataclass(frozen=True)
@@ -44,14 +45,15 @@ class DiffusionConfig(LoopConfig):
     autoencoder: str = ""           # saved latentae / diffusers folder (or a preset, see below)
     autoencoder_random_init: bool = False  # allow a preset name: random weights (smoke tests)
     model: str = "dit-s"            # diffusion preset (latentae models --diffusion)
-    patch: int = 2
+    patch_size: int = 2
     data: str = ""                  # image folder (DIR/CLASS/img or flat), or latent shards
     cached: bool = False            # data holds `latentae encode [--labels]` shards
-    objective: str = "ddpm"
+    objective: str = "ddpm"         # ddpm | flow | flow-sit (the recipe's when not given)
+    schedule: str = "linear"        # ddpm noise schedule spec (schedules.py; the recipe's)
     learn_sigma: bool | None = None  # None: DiT's choice for ddpm (True), False for flow
     t_sampling: str = "uniform"     # flow: uniform or logit_normal t
     class_dropout: float = 0.1      # label -> null class for guidance (both releases)
-    recipe: str = ""                # "" = the model's family: dit | uvit
+    recipe: str = ""                # "" = the model's family: dit | uvit (or usit)
     lr: float = 1e-4
     batch_size: int = 256
     weight_decay: float = 0.0
@@ -78,14 +80,15 @@ class DiffusionConfig(LoopConfig):
 
 # Allowed range (inclusive) of every numeric field, and the choices (the loop's too).
 LIMITS: dict[str, tuple[float, float]] = {
-    **LOOP_LIMITS, "patch": (1, 64), "lr": (0.0, 10.0), "batch_size": (1, 65_536),
+    **LOOP_LIMITS, "patch_size": (1, 64), "lr": (0.0, 10.0), "batch_size": (1, 65_536),
     "weight_decay": (0.0, 100.0), "betas": (0.0, 1.0), "warmup_steps": (0, BIG),
     "steps": (1, BIG), "resolution": (8, 16_384), "crop_scale": (1.0, 64.0),
     "norm_images": (1, 10**7), "workers": (0, 1024), "class_dropout": (0.0, 1.0),
     "grid_images": (1, 256), "grid_steps": (1, 1000), "grid_guidance": (0.0, 100.0),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
-    **LOOP_CHOICES, "objective": ("ddpm", "flow"), "latent_norm": ("model", "channel"),
+    **LOOP_CHOICES, "objective": tuple(SAMPLERS),  # ddpm, flow, flow-sit
+    "latent_norm": ("model", "channel"),
     "crop": ("random", "center"), "posterior": ("sample", "mode"),
     "t_sampling": ("uniform", "logit_normal"),
 }
@@ -96,9 +99,20 @@ def family_recipe(model: str, recipe: str) -> str:
     return recipe or get_preset(model)[0]
 
 
+# Fields renamed since run folders were first written: old name -> new (one vocabulary:
+# ``patch_size`` as the models and diffusers spell it). Old names are still read.
+RENAMED = {"patch": "patch_size"}
+
+
+def renamed(source: dict[str, Any]) -> dict[str, Any]:
+    """``source`` with old field names replaced by their new ones."""
+    return {RENAMED.get(k, k): v for k, v in source.items()}
+
+
 def make_diffusion_config(*sources: dict[str, Any]) -> DiffusionConfig:
-    """Merge dicts (later wins, ``None`` ignored) over the recipe's values; check."""
-    values = merge_sources(DiffusionConfig, sources)
+    """Merge dicts (later wins, ``None`` ignored; old field names read, :data:`RENAMED`)
+    over the recipe's values; check."""
+    values = merge_sources(DiffusionConfig, tuple(renamed(s) for s in sources))
     if values.get("cached") and values.get("data") and "resolution" not in values:
         values["resolution"] = cached_resolution(values["data"])  # the latents' images
     recipe = get_recipe(family_recipe(values.get("model", "dit-s"), values.get("recipe", "")))
@@ -125,6 +139,7 @@ def check_diffusion_config(cfg: DiffusionConfig) -> None:
     if cfg.grid_sampler not in SAMPLERS[cfg.objective]:
         raise InputError(f"grid_sampler {cfg.grid_sampler!r} does not go with objective "
                          f"{cfg.objective!r}: choose one of {', '.join(SAMPLERS[cfg.objective])}")
+    get_schedule(cfg.schedule)  # a bad spec is an InputError naming the valid ones
     if cfg.learn_sigma and cfg.objective != "ddpm":
         raise InputError("learn_sigma applies to the ddpm objective only (flow predicts the "
                          "velocity alone): drop --learn-sigma or use --objective ddpm")

@@ -12,8 +12,10 @@
   names its label table ``label_emb.weight`` (its ``num_classes=1001`` includes the
   null class) and the DC-AE release (mit-han-lab/efficientvit
   ``diffusioncore/models/uvit.py``) ``label_emb.embedding_table.weight``, nesting the
-  weights as ``{"ema": {name: {"uvit.<key>": tensor}}}``. Learned sigma, the MLP ratio,
-  U-ViT's time MLP, qkv bias and final conv are read from the weights.
+  weights as ``{"ema": {name: {"uvit.<key>" | "dit.<key>": tensor}}}`` in its training
+  checkpoints and as ``diffusion_model.<key>`` in its Hugging Face files. Learned sigma,
+  the MLP ratio, U-ViT's time MLP, qkv bias, final conv and the label table's layout
+  (null class or not, none when unconditional) are read from the weights.
 """
 
 from __future__ import annotations
@@ -149,10 +151,16 @@ def from_diffusers(dmodel) -> DiT:
     return model
 
 
+# Prefixes the releases put on every key: DDP's ``module.``, efficientvit's training
+# checkpoints ``{"ema": {name: {"uvit.<key>" | "dit.<key>": ...}}}`` and its Hugging Face
+# files (``DCAE_Diffusion_HF``: ``diffusion_model.<key>``).
+PREFIXES = ("module.", "diffusion_model.", "uvit.", "dit.")
+
+
 def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     """The weights of a checkpoint: a plain state dict, or one under ``ema`` (preferred)
     or ``model``, or DC-AE's ``{"ema": {name: state_dict}}`` (its first entry, as the
-    release loads it); a ``module.``/``uvit.`` prefix on every key is removed."""
+    release loads it); a prefix of :data:`PREFIXES` on every key is removed."""
     if not isinstance(obj, Mapping):
         raise InputError(f"expected a state dict (a mapping of names to tensors); got "
                          f"{type(obj).__name__}")
@@ -168,7 +176,7 @@ def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
                          "expected the weights, or a checkpoint with them under "
                          "'model' or 'ema'")
     sd = dict(obj)
-    for prefix in ("module.", "uvit."):
+    for prefix in PREFIXES:
         if all(k.startswith(prefix) for k in sd):
             sd = {k[len(prefix):]: v for k, v in sd.items()}
     return sd
@@ -201,6 +209,11 @@ def _official_overrides(sd: dict, family: str, patch_size: int, in_channels: int
         raise InputError(f"the checkpoint predicts {outputs} channels per pixel for {c} "
                          "input channels (expected C or 2·C)")
     fields = {"learn_sigma": outputs == 2 * c, "mlp_ratio": _shape(sd, fc1, what)[0] / width}
+    ada = sd.get("blocks.0.adaLN_modulation.1.weight")
+    if family == "dit" and ada is not None and ada.shape[0] != 6 * width:
+        raise InputError(f"the checkpoint's DiT blocks regress {ada.shape[0] // width}·D "
+                         "modulation values, not 6·D: a post-norm DiT (efficientvit "
+                         "post_norm=True) is not supported, only the release's adaLN-Zero")
     if family == "uvit":
         fields.update(mlp_time_embed="time_embed.0.weight" in sd,
                       qkv_bias="in_blocks.0.attn.qkv.bias" in sd,
@@ -208,16 +221,21 @@ def _official_overrides(sd: dict, family: str, patch_size: int, in_channels: int
     return fields
 
 
-def _check_labels(sd: dict, key: str, num_classes: int, family: str) -> None:
-    """Our label tables have ``num_classes + 1`` rows (the null class last); an
-    unconditional U-ViT has none, an unconditional DiT just the null row."""
-    expected = num_classes + 1 if (num_classes or family == "dit") else 0
+def _null_class(sd: dict, key: str, num_classes: int, family: str) -> bool:
+    """Whether the label table ends with a null class: ``num_classes + 1`` rows (the
+    releases with label dropout); ``num_classes`` rows (trained without it: no guidance);
+    none (unconditional: efficientvit's DiT ``unconditional=True``, a U-ViT with 0 classes;
+    a latentae unconditional DiT keeps one null row)."""
     rows = sd[key].shape[0] if key in sd else 0
-    if rows != expected:
-        hint = f"--num-classes {rows - 1}" if rows else "--num-classes 0 (unconditional)"
-        raise InputError(f"the checkpoint's label table has {rows} rows; {num_classes} "
-                         f"classes need {expected} (the last is the null class for "
-                         f"guidance): pass {hint}")
+    if num_classes == 0 and rows in (0, 1):
+        return rows == 1 or family == "uvit"
+    if num_classes and rows in (num_classes, num_classes + 1):
+        return rows == num_classes + 1
+    hint = ("--num-classes 0 (unconditional)" if rows == 0 else
+            f"--num-classes {rows - 1} (a null row last) or {rows} (no null row)")
+    raise InputError(f"the checkpoint's label table has {rows} rows, which does not fit "
+                     f"{num_classes} classes (expected {num_classes + 1} with the null class "
+                     f"of guidance, or {num_classes} without): pass {hint}")
 
 
 def load_official(state_dict: Any, name: str, patch_size: int, input_size: int,
@@ -233,7 +251,7 @@ def load_official(state_dict: Any, name: str, patch_size: int, input_size: int,
         sd["label_emb.embedding_table.weight"] = sd.pop("label_emb.weight")
     label_key = ("y_embedder" if family == "dit" else "label_emb") + ".embedding_table.weight"
     from_weights = _official_overrides(sd, family, patch_size, in_channels)
-    _check_labels(sd, label_key, num_classes, family)
+    from_weights["null_class"] = _null_class(sd, label_key, num_classes, family)
     width = _shape(sd, "x_embedder.proj.weight" if family == "dit"
                    else "patch_embed.proj.weight", family)[0]
     depth = (_count(sd, "blocks.") if family == "dit"
@@ -251,4 +269,4 @@ def load_official(state_dict: Any, name: str, patch_size: int, input_size: int,
     except ValueError as e:
         raise InputError(f"{e}\n(is --input-size {input_size} the latent size it was "
                          "trained on? the position embedding fixes it)") from e
-    return model
+    return model.eval()  # sampling mode (no label dropout), as diffusers loads

@@ -1,7 +1,8 @@
-"""The ``ddpm`` objective: the DiT/ADM noise schedule, ε-prediction and learned variance.
+"""The ``ddpm`` objective: a discrete noise schedule, ε-prediction and learned variance.
 
-Schedule (Ho et al. 2020 §4; DiT and ADM use it unchanged): linear betas 1e-4 … 0.02 over
-1000 steps, every schedule tensor in float64. Forward process ``x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε``.
+Schedule: a :class:`~latentae.diffusion.schedules.NoiseSchedule` (default ``linear``, the
+DiT/ADM betas 1e-4 … 0.02 over 1000 steps; ``scaled-linear`` for U-ViT/DC-AE), every schedule
+tensor in float64. Forward process ``x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε``.
 
 The model predicts ε; with learned sigma (Nichol & Dhariwal 2021, IDDPM §3.1) it also
 predicts ``v`` per element, and its log variance is the interpolation
@@ -11,7 +12,8 @@ has 2·C channels: the first C are ε, the last C are v (DiT's layout).
 Respacing (IDDPM §4, ADM ``space_timesteps``): keep K of the 1000 timesteps and recompute the
 betas so that ᾱ is unchanged at the kept steps. A respaced :class:`Schedule` indexes its own
 steps 0 … K−1, but the model always receives the ORIGINAL integer timestep
-(``schedule.timesteps[i]``, 0 … 999), as DiT's ``_WrappedModel`` does.
+(``schedule.timesteps[i]``: 0 … 999 for ``linear``, 1 … 1000 for ``scaled-linear``), as DiT's
+``_WrappedModel`` does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from latentae.diffusion.noise import randint, randn
+from latentae.diffusion.schedules import NoiseSchedule, get_schedule
 from latentae.errors import InputError
 
 __all__ = [
@@ -81,9 +84,20 @@ def linear_betas(num_timesteps: int = NUM_TIMESTEPS, beta_start: float = 1e-4,
     return torch.linspace(scale * beta_start, scale * beta_end, num_timesteps, dtype=torch.float64)
 
 
-def ddpm_schedule(num_timesteps: int = NUM_TIMESTEPS) -> Schedule:
-    """The full DiT/ADM training schedule: linear betas, every timestep kept."""
-    return Schedule(linear_betas(num_timesteps), torch.arange(num_timesteps, dtype=torch.int64))
+def ddpm_schedule(num_timesteps: int = NUM_TIMESTEPS,
+                  noise: NoiseSchedule | str | None = None, *,
+                  sampling: bool = False) -> Schedule:
+    """The full training schedule of ``noise`` (default ``linear``: the DiT/ADM betas), every
+    timestep kept, each labelled with what the network sees. ``sampling``: a zero-SNR end
+    is moved to ᾱ = 2⁻²⁴ so that x̂_0 stays finite (diffusers' choice)."""
+    ns = get_schedule(noise)
+    if noise is None or num_timesteps != NUM_TIMESTEPS:
+        ns = NoiseSchedule(ns.name, num_timesteps, ns.zero_terminal_snr, ns.first_timestep)
+    if not sampling:
+        return Schedule(ns.betas, ns.timesteps())
+    ac = ns.sampling_alphas_cumprod()
+    betas = 1.0 - ac / torch.cat([ac.new_ones(1), ac[:-1]])
+    return Schedule(betas, ns.timesteps())
 
 
 def space_timesteps(num_timesteps: int, section_counts: int | str | Sequence[int]) -> list[int]:
@@ -261,9 +275,13 @@ def ddpm_loss_terms(model_fn: ModelFn, x0: torch.Tensor, labels: torch.Tensor | 
 
 
 def ddpm_loss(model_fn: ModelFn, x0: torch.Tensor, labels: torch.Tensor | None, *,
-              generator: torch.Generator | None, learn_sigma: bool) -> torch.Tensor:
-    """(B,) per-sample DiT training loss: t uniform in 0 … 999 and ε ~ N(0, I), both drawn
-    from ``generator`` (t first, then ε), then :func:`ddpm_loss_terms` ``["loss"]``."""
-    t = randint(NUM_TIMESTEPS, (x0.shape[0],), generator, device=x0.device)
+              generator: torch.Generator | None, learn_sigma: bool,
+              noise_schedule: NoiseSchedule | str | None = None) -> torch.Tensor:
+    """(B,) per-sample training loss: step k uniform in 0 … N−1 and ε ~ N(0, I), both drawn
+    from ``generator`` (k first, then ε), then :func:`ddpm_loss_terms` ``["loss"]`` on
+    ``noise_schedule`` (default ``linear``; U-ViT's ``scaled-linear`` draws n ∈ 1 … 1000)."""
+    schedule = ddpm_schedule(noise=noise_schedule)
+    t = randint(len(schedule), (x0.shape[0],), generator, device=x0.device)
     noise = randn(tuple(x0.shape), generator, device=x0.device, dtype=x0.dtype)
-    return ddpm_loss_terms(model_fn, x0, labels, t, noise, learn_sigma=learn_sigma)["loss"]
+    return ddpm_loss_terms(model_fn, x0, labels, t, noise, learn_sigma=learn_sigma,
+                           schedule=schedule)["loss"]

@@ -45,6 +45,10 @@ class DiTConfig:
     num_classes: int = 1000     # the null class is index num_classes
     class_dropout_prob: float = 0.1  # label -> null during training (for guidance)
     learn_sigma: bool = True
+    # The label table ends with the null class. False: trained without label dropout
+    # (K rows, no guidance) or, with num_classes 0, no label embedder at all (DC-AE
+    # table 4's unconditional DiTs, efficientvit ``unconditional=True``).
+    null_class: bool = True
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -108,7 +112,9 @@ class DiT(DiffusionModel):
         c = config
         self.x_embedder = PatchEmbed(c.in_channels, c.hidden_size, c.patch_size)
         self.t_embedder = TimestepEmbedder(c.hidden_size)
-        self.y_embedder = LabelEmbedder(c.num_classes, c.hidden_size, c.class_dropout_prob)
+        self.y_embedder = (LabelEmbedder(c.num_classes, c.hidden_size, c.class_dropout_prob,
+                                         c.null_class)
+                           if c.num_classes or c.null_class else None)
         # Fixed, but an nn.Parameter (frozen) as in the release, so checkpoints and the
         # published parameter counts (675,129,632 for DiT-XL/2) match.
         self.pos_embed = nn.Parameter(torch.zeros(1, self.tokens, c.hidden_size),
@@ -130,8 +136,10 @@ class DiT(DiffusionModel):
         grid = self.config.input_size // self.config.patch_size
         self.pos_embed.copy_(sincos_pos_embed_2d(self.config.hidden_size, grid)[None])
         w = self.x_embedder.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # its bias keeps the conv default
-        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.proj.bias)  # the release zeros it too
+        if self.y_embedder is not None:
+            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         for layer in [b.adaLN_modulation[-1] for b in self.blocks] + [
@@ -143,7 +151,9 @@ class DiT(DiffusionModel):
                 labels: torch.Tensor | None = None) -> torch.Tensor:
         t, labels = self.prepare_inputs(x, t, labels)
         h = self.x_embedder(x) + self.pos_embed              # (B, T, D)
-        c = self.t_embedder(t) + self.y_embedder(labels)     # (B, D)
+        c = self.t_embedder(t)                               # (B, D)
+        if self.y_embedder is not None:
+            c = c + self.y_embedder(labels)
         for block in self.blocks:
             h = block(h, c)                                  # (B, T, D)
         h = self.final_layer(h, c)                           # (B, T, p²·out)

@@ -83,13 +83,15 @@ class LabelEmbedder(nn.Module):
     """Class labels ``(B,)`` -> ``(B, D)``. Row ``num_classes`` is the null class that
     classifier-free guidance uses for the unconditional branch (Ho & Salimans 2022); in
     training mode each label is replaced by it with probability ``dropout_prob``, as the
-    DiT and DC-AE releases do inside the forward."""
+    DiT and DC-AE releases do inside the forward. ``null_class=False``: ``num_classes``
+    rows only (the releases' table when trained without label dropout), no dropout."""
 
-    def __init__(self, num_classes: int, dim: int, dropout_prob: float) -> None:
+    def __init__(self, num_classes: int, dim: int, dropout_prob: float,
+                 null_class: bool = True) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.dropout_prob = dropout_prob
-        self.embedding_table = nn.Embedding(num_classes + 1, dim)
+        self.dropout_prob = dropout_prob if null_class else 0.0
+        self.embedding_table = nn.Embedding(num_classes + int(null_class), dim)
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         if self.training and self.dropout_prob > 0:

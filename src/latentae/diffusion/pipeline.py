@@ -58,6 +58,10 @@ class RunInfo:
     sampler: str                  # the recipe's evaluation sampler, steps, guidance
     sample_steps: int
     guidance: float
+    schedule: str = "linear"      # the ddpm noise schedule's spec (records before it: linear)
+    guidance_channels: int | None = None  # None: all; 3: the DiT release's forward_with_cfg
+    sampler_options: dict = dataclasses.field(default_factory=dict)  # eta, order, atol, ...
+    release: str = ""             # a converted checkpoint: the release it came from
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -73,9 +77,10 @@ class RunInfo:
             raise InputError(f"cannot read {path}: {e}") from e
         if not isinstance(d, dict) or d.get("format") != RUN_FORMAT:
             raise InputError(f"{path} is not a {RUN_FORMAT} record")
-        names = [f.name for f in dataclasses.fields(cls)]
+        fields = dataclasses.fields(cls)
+        optional = {f.name for f in fields if f.default is not dataclasses.MISSING}
         try:
-            values = {k: d[k] for k in names}
+            values = {f.name: d[f.name] for f in fields if f.name in d or f.name not in optional}
         except KeyError as e:
             raise InputError(f"{path} lacks the field {e}") from e
         values.update(latent_norm=LatentNorm.from_dict(d["latent_norm"]),
@@ -125,21 +130,30 @@ class LatentDiffusion:
             raise InputError(f"guidance {guidance} needs classes, and this run is "
                              "unconditional (its data had no class subfolders): use "
                              "--guidance 1")
+        if guidance != 1.0 and not getattr(self.model.config, "null_class", True):
+            raise InputError(f"guidance {guidance} needs the null class, and this model was "
+                             "trained without label dropout (no null row): use --guidance 1")
 
     @torch.no_grad()
     def sample_latents(self, labels: torch.Tensor | None, generators: list[torch.Generator],
                        *, sampler: str, steps: int, guidance: float = 1.0,
-                       progress: bool = False) -> torch.Tensor:
+                       progress: bool = False, noise: torch.Tensor | None = None,
+                       guidance_channels: int | None = None,
+                       options: dict | None = None) -> torch.Tensor:
         """``(B, C, h, w)`` latents in the model's (normalised) space; sample ``i`` drawn
-        from ``generators[i]``."""
+        from ``generators[i]`` (``noise``: x_T itself). ``guidance_channels`` and the
+        sampler ``options`` default to the record's."""
         self.check(sampler, guidance)
         info, model = self.info, self.model.eval()
         shape = (len(generators), info.latent_channels, info.latent_size, info.latent_size)
+        channels = info.guidance_channels if guidance_channels is None else guidance_channels
         return sample(model_call(model, info.objective, self.device), shape,
                       objective=info.objective, sampler=sampler, steps=steps,
                       guidance=guidance, labels=labels, generator=generators,
                       learn_sigma=info.learn_sigma, null_label=info.num_classes,
-                      progress=progress, device=self.device)
+                      progress=progress, device=self.device, schedule=info.schedule,
+                      guidance_channels=channels, noise=noise,
+                      **(info.sampler_options if options is None else options))
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -172,12 +186,18 @@ def model_folder(run: str | os.PathLike) -> Path:
 
 
 def load_run(run: str | os.PathLike, device: torch.device | str = "cpu",
-             autoencoder: nn.Module | None = None) -> LatentDiffusion:
+             autoencoder: nn.Module | None = None,
+             info: RunInfo | None = None) -> LatentDiffusion:
     """The exported model of a ``latentae diffusion train`` run and its autoencoder
-    (``autoencoder``, when the caller holds the run's one already, is used as it is)."""
+    (``autoencoder``, when the caller holds the run's one already, is used as it is).
+    ``info``: the record to use instead of the folder's (``diffusion.attach.resolve_info``
+    for a converted model folder)."""
     device = torch.device(device)
-    folder = model_folder(run)
-    info = RunInfo.read(folder / RUN_FILE)
+    if info is None:
+        folder = model_folder(run)
+        info = RunInfo.read(folder / RUN_FILE)
+    else:
+        folder = Path(run) / "model" if (Path(run) / "model").is_dir() else Path(run)
     model = load(folder, device=device)
     if autoencoder is not None:
         return LatentDiffusion(model, autoencoder.to(device).eval(), info, device)

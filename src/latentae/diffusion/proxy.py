@@ -122,7 +122,7 @@ def proxy_config(s: ProxySettings, spec: str, random_init: bool, data: Path, run
     steps = s.steps
     return make_diffusion_config(dict(
         autoencoder=spec, autoencoder_random_init=random_init, data=str(data), cached=True,
-        out=str(run), model=s.model, patch=s.patch or proxy_patch(shape[-1]),
+        out=str(run), model=s.model, patch_size=s.patch or proxy_patch(shape[-1]),
         resolution=shape[-1] * f, steps=steps, batch_size=s.batch_size, lr=s.lr,
         warmup_steps=0, grad_clip=1.0, latent_norm=s.latent_norm, norm_images=n,
         log_every=max(1, steps // 50), val_every=0, ckpt_every=0, keep_checkpoints=1,
@@ -194,10 +194,10 @@ def _record(cfg: DiffusionConfig, s: ProxySettings, metrics: dict, log: list[dic
             shape: tuple[int, ...], seconds: dict[str, float]) -> dict:
     c, h, _ = shape
     with torch.device("meta"):  # the parameter count only
-        params = count_params(create_diffusion(cfg.model, patch_size=cfg.patch,
+        params = count_params(create_diffusion(cfg.model, patch_size=cfg.patch_size,
                                                in_channels=c, input_size=h, num_classes=0))
     curve = [{"step": r["step"], "loss": r["loss"]} for r in log if "loss" in r]
-    return {"model": cfg.model, "patch": cfg.patch, "tokens": (h // cfg.patch) ** 2,
+    return {"model": cfg.model, "patch": cfg.patch_size, "tokens": (h // cfg.patch_size) ** 2,
             "patch_rule": (f"the patch nearest {TARGET_TOKENS} tokens" if s.patch is None
                            else "set by --proxy-patch"),
             "latent_shape": list(shape), "params": params, "steps": cfg.steps,

@@ -112,7 +112,8 @@ def flops(config: Any) -> int:
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> DiffusionModel:
-    """Rebuild a model saved with ``model.save_pretrained(path)``; fails whole."""
+    """Rebuild a model saved with ``model.save_pretrained(path)``, in eval mode with
+    ``requires_grad`` off; fails whole."""
     path = Path(path)
     try:
         meta = read_config(path)
@@ -132,7 +133,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Diffusi
         raise InputError(f"{weights} is missing, corrupt or truncated: {e}") from e
     except ValueError as e:
         raise InputError(str(e)) from e
-    return model.to(device)
+    return model.to(device).eval().requires_grad_(False)  # as diffusers returns it
 
 
 def describe_presets(*, resolution: int = 256, compression: int = 8, patch_size: int = 2,

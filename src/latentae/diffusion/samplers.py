@@ -1,78 +1,51 @@
-"""Samplers for the two objectives, classifier-free guidance, and the one public ``sample``.
+"""The one public ``sample``: samplers of each objective, classifier-free guidance, checks.
 
-``ddpm`` objective (model_fn gets integer timesteps 0 … 999 and returns ε, or ε and v):
-- ``ddpm``: ancestral sampling (DDPM Alg. 2) on the schedule respaced to ``steps`` (ADM
-  section-count spacing ``space_timesteps(1000, str(steps))`` = diffusers ``"linspace"``:
-  ``round(linspace(0, 999, steps))``), fixed small variance β̃_t or the learned one.
-- ``ddim``: DDIM η = 0 (Song et al. 2021 eq. 12) on the same respaced steps.
-- ``dpm++2m``: DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) as diffusers'
-  ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2,
-  solver_type="midpoint", lower_order_final=True, final_sigmas_type="zero",
-  timestep_spacing="linspace")``: timesteps ``round(linspace(0, 999, steps + 1))[::-1][:-1]``,
-  the first step first order, the last step lands on x̂_0 (σ = 0).
-``flow`` objective (model_fn gets float t in [0, 1] and returns the velocity ε − x):
-- ``euler`` / ``heun``: the ODE dx/dt = v from t = 1 to t = 0 on ``steps`` uniform intervals
-  (Heun: Euler predictor, trapezoid corrector, 2 model calls per step, t = 0 included).
+``ddpm`` objective (model_fn gets the schedule's integer timestep, or ``t·N`` in continuous
+time, and returns ε, or ε and v): ``ddpm``, ``ddim`` (η), ``dpm++2m``, ``dpm++3m``, ``dpm++s``
+(``ddpm_solvers.py``), on any :class:`~latentae.diffusion.schedules.NoiseSchedule`
+(``schedule=``; default ``linear``, DiT's).
+``flow`` / ``flow-sit`` objectives (model_fn gets float t in [0, 1] in the objective's own
+direction and returns its velocity): ``euler``, ``heun``, ``dopri5``, ``euler-maruyama``
+(``flow_solvers.py``).
 
-Guidance (Ho & Salimans 2022): out = u + w·(c − u) on all C prediction channels (ε, or the
+Guidance (Ho & Salimans 2022): out = u + w·(c − u) on the prediction channels (ε, or the
 flow velocity), the conditional and null-class calls batched into one ``model_fn`` call
 (cond first) as DiT's ``forward_with_cfg``; with learned sigma the v channels are the
-conditional ones. (The DiT release guides only ε channels 0–2 of 4 "for exact
-reproducibility" of its paper's numbers and calls all channels the standard approach; we
-take the standard one.) With
-``guidance_interval=(t_lo, t_hi)`` guidance applies only where t_lo ≤ t ≤ t_hi, t in the
-units model_fn receives (Kynkäänniemi et al. 2024); elsewhere only the conditional call runs.
+conditional ones. ``guidance_channels``: None guides all C channels (DC-AE, diffusers, the
+standard); 3 guides only channels 0–2 and takes the rest from the conditional call, the DiT
+(and SiT) release's ``forward_with_cfg`` arithmetic "for exact reproducibility" of the DiT
+paper's numbers. With ``guidance_interval=(t_lo, t_hi)`` guidance applies only where
+t_lo ≤ t ≤ t_hi, t in the units model_fn receives (Kynkäänniemi et al. 2024); elsewhere only
+the conditional call runs.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
-from tqdm import tqdm
 
-from latentae.diffusion.ddpm import (
-    NUM_TIMESTEPS,
-    Schedule,
-    ddpm_schedule,
-    model_log_variance,
-    posterior_mean,
-    predict_x0,
-    respace,
-    space_timesteps,
-    split_output,
+from latentae.diffusion import ddpm_solvers, flow_solvers
+from latentae.diffusion.ddpm_solvers import (  # noqa: F401  (public names, re-exported)
+    ddpm_sampling_schedule,
+    dpm_solver_grid,
+    dpm_solver_orders,
+    dpm_solver_timesteps,
 )
+from latentae.diffusion.flow_solvers import flow_times  # noqa: F401
 from latentae.diffusion.noise import randn
+from latentae.diffusion.sampling import GRIDS, SOLVER_TYPES, Denoiser, SamplerOptions
+from latentae.diffusion.schedules import NoiseSchedule, get_schedule
 from latentae.errors import InputError
 
-__all__ = ["SAMPLERS", "ddpm_sampling_schedule", "dpm_solver_timesteps", "flow_times",
-           "guided_model", "sample"]
+__all__ = ["SAMPLERS", "ddpm_sampling_schedule", "dpm_solver_grid", "dpm_solver_orders",
+           "dpm_solver_timesteps", "flow_times", "guided_model", "sample"]
 
-SAMPLERS: dict[str, tuple[str, ...]] = {"ddpm": ("ddpm", "ddim", "dpm++2m"),
-                                        "flow": ("euler", "heun")}
+_FLOW = tuple(flow_solvers.RUNNERS)
+SAMPLERS: dict[str, tuple[str, ...]] = {"ddpm": tuple(ddpm_solvers.RUNNERS),
+                                        "flow": _FLOW, "flow-sit": _FLOW}
 ModelFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> output
-
-
-def ddpm_sampling_schedule(steps: int | str) -> Schedule:
-    """The 1000-step DiT schedule respaced to ``steps`` (ADM ``"steps"`` = diffusers linspace;
-    any ``space_timesteps`` spec, e.g. ``"ddim50"``, also works)."""
-    return respace(ddpm_schedule(), space_timesteps(NUM_TIMESTEPS, steps))
-
-
-def dpm_solver_timesteps(steps: int) -> list[int]:
-    """Diffusers' ``"linspace"`` spacing for DPM-Solver, descending: ``steps`` timesteps from
-    999 down to ≈ 999/steps; the last step goes to σ = 0."""
-    # i·(999/steps) rounded half to even is numpy's linspace bit for bit (torch's linspace
-    # rounds 15·33.3 up to 499.50000000000006 where numpy has 499.49999999999994).
-    stride = (NUM_TIMESTEPS - 1) / steps
-    return [round(i * stride) for i in range(steps, 0, -1)]
-
-
-def flow_times(steps: int) -> torch.Tensor:
-    """(steps + 1,) float64 times 1 → 0, uniform."""
-    return torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+_RUNNERS = {**ddpm_solvers.RUNNERS, **flow_solvers.RUNNERS}
 
 
 def guided_model(model_fn: ModelFn, labels: torch.Tensor | None, *, guidance: float,
@@ -98,118 +71,51 @@ def guided_model(model_fn: ModelFn, labels: torch.Tensor | None, *, guidance: fl
     return call
 
 
-def _bar(indices: list[int], progress: bool):
-    return tqdm(indices, disable=not progress, unit="step", leave=False)
+def _max_steps(sampler: str, num_timesteps: int) -> int | None:
+    if sampler in ("ddpm", "ddim", "dpm++s"):
+        return num_timesteps
+    return num_timesteps - 1 if sampler in ("dpm++2m", "dpm++3m") else None
 
 
-def _timestep(value: int, x: torch.Tensor) -> torch.Tensor:
-    return torch.full((x.shape[0],), int(value), dtype=torch.int64, device=x.device)  # (B,)
-
-
-def _ancestral(denoise: Denoiser, x: torch.Tensor, steps: int, *, learn_sigma: bool,
-               generator: torch.Generator | None, progress: bool) -> torch.Tensor:
-    """DDPM Alg. 2 on the respaced schedule: x_{t−1} = μ̂(x_t) + σ_t·z, no noise at the end."""
-    sched = ddpm_sampling_schedule(steps)
-    for i in _bar(list(range(len(sched)))[::-1], progress):
-        eps, v = split_output(denoise(x, _timestep(sched.timesteps[i], x)), x.shape[1],
-                              learn_sigma)
-        log_var = torch.as_tensor(model_log_variance(sched, i, v, x), dtype=x.dtype,
-                                  device=x.device)
-        x = posterior_mean(sched, predict_x0(sched, x, i, eps), x, i)
-        if i > 0:  # the last step adds no noise
-            x = x + torch.exp(0.5 * log_var) * randn(tuple(x.shape), generator,
-                                                     device=x.device, dtype=x.dtype)
-    return x
-
-
-def _ddim(denoise: Denoiser, x: torch.Tensor, steps: int, *, learn_sigma: bool,
-          generator: torch.Generator | None, progress: bool) -> torch.Tensor:
-    """DDIM η = 0 (eq. 12): x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev)·ε̂ on the respaced steps."""
-    sched = ddpm_sampling_schedule(steps)
-    ac_prev = sched.alphas_cumprod_prev
-    for i in _bar(list(range(len(sched)))[::-1], progress):
-        eps, _ = split_output(denoise(x, _timestep(sched.timesteps[i], x)), x.shape[1],
-                              learn_sigma)
-        x0 = predict_x0(sched, x, i, eps)
-        x = float(ac_prev[i].sqrt()) * x0 + float((1.0 - ac_prev[i]).sqrt()) * eps
-    return x
-
-
-def _dpm_solver_2m(denoise: Denoiser, x: torch.Tensor, steps: int, *, learn_sigma: bool,
-                   generator: torch.Generator | None, progress: bool) -> torch.Tensor:
-    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2, midpoint form as diffusers) in λ = log(α/σ).
-
-    x_next = (σ_next/σ)·x − α_next·(e^{−h} − 1)·D, h = λ_next − λ, D = x̂_0 on the first step
-    and x̂_0 + (x̂_0 − x̂_0,prev)/(2r) after, r = h_prev/h; the final step returns x̂_0 (σ = 0).
-    """
-    ts = dpm_solver_timesteps(steps)
-    ac = ddpm_schedule().alphas_cumprod[ts]
-    alpha, sigma = ac.sqrt(), (1.0 - ac).sqrt()  # (steps,) float64
-    lam = torch.log(alpha) - torch.log(sigma)
-    prev_x0 = None
-    for k in _bar(list(range(len(ts))), progress):
-        eps, _ = split_output(denoise(x, _timestep(ts[k], x)), x.shape[1], learn_sigma)
-        x0 = (x - float(sigma[k]) * eps) / float(alpha[k])
-        if k == len(ts) - 1:
-            x = x0  # σ_next = 0: the first-order step lands on x̂_0
-        else:
-            h = float(lam[k + 1] - lam[k])
-            r = float(lam[k] - lam[k - 1]) / h if prev_x0 is not None else 1.0
-            d = x0 if prev_x0 is None else x0 + (x0 - prev_x0) / (2 * r)  # D0 + D1/2
-            x = float(sigma[k + 1] / sigma[k]) * x - float(alpha[k + 1]) * math.expm1(-h) * d
-        prev_x0 = x0
-    return x
-
-
-def _velocity(denoise: Denoiser, x: torch.Tensor, t: float) -> torch.Tensor:
-    v = denoise(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device))
-    if v.shape != x.shape:
-        raise InputError(f"the flow model returned shape {tuple(v.shape)}; it must return the "
-                         f"velocity with the latent's shape {tuple(x.shape)}")
-    return v
-
-
-def _euler(denoise: Denoiser, x: torch.Tensor, steps: int, *, learn_sigma: bool,
-           generator: torch.Generator | None, progress: bool) -> torch.Tensor:
-    """x ← x + (t_next − t)·v(x, t) from t = 1 to 0."""
-    ts = flow_times(steps).tolist()
-    for k in _bar(list(range(steps)), progress):
-        x = x + (ts[k + 1] - ts[k]) * _velocity(denoise, x, ts[k])
-    return x
-
-
-def _heun(denoise: Denoiser, x: torch.Tensor, steps: int, *, learn_sigma: bool,
-          generator: torch.Generator | None, progress: bool) -> torch.Tensor:
-    """Heun's method (explicit trapezoid): Euler predictor, average of both slopes."""
-    ts = flow_times(steps).tolist()
-    for k in _bar(list(range(steps)), progress):
-        dt = ts[k + 1] - ts[k]
-        d1 = _velocity(denoise, x, ts[k])
-        d2 = _velocity(denoise, x + dt * d1, ts[k + 1])
-        x = x + dt * 0.5 * (d1 + d2)
-    return x
-
-
-_RUNNERS = {"ddpm": _ancestral, "ddim": _ddim, "dpm++2m": _dpm_solver_2m,
-            "euler": _euler, "heun": _heun}
-_MAX_STEPS = {"ddpm": NUM_TIMESTEPS, "ddim": NUM_TIMESTEPS, "dpm++2m": NUM_TIMESTEPS - 1}
-
-
-def _check_method(objective: str, sampler: str, steps: int, learn_sigma: bool) -> None:
+def _check_method(objective: str, sampler: str, steps: int, learn_sigma: bool,
+                  num_timesteps: int) -> None:
     if objective not in SAMPLERS:
         raise InputError(f"unknown objective {objective!r}; choose one of {', '.join(SAMPLERS)}")
     if sampler not in SAMPLERS[objective]:
         valid = "; ".join(f"{o}: {', '.join(s)}" for o, s in SAMPLERS.items())
         raise InputError(f"sampler {sampler!r} does not go with objective {objective!r}; "
                          f"valid samplers are {valid}")
-    top = _MAX_STEPS.get(sampler)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or (
+    top = _max_steps(sampler, num_timesteps)
+    low = 2 if sampler == "euler-maruyama" else 1
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < low or (
             top is not None and steps > top):
-        raise InputError(f"steps must be an integer in 1 … {top or 'any'} for {sampler}, "
+        raise InputError(f"steps must be an integer in {low} … {top or 'any'} for {sampler}, "
                          f"got {steps!r}")
     if learn_sigma and objective != "ddpm":
         raise InputError("learn_sigma applies to the ddpm objective only; the flow model "
                          "returns the velocity alone")
+
+
+def _options(objective: str, schedule: NoiseSchedule | str | None, options: dict) -> SamplerOptions:
+    """The checked :class:`SamplerOptions` of one call (unknown keys are an error)."""
+    fields = set(SamplerOptions.__dataclass_fields__) - {"schedule", "objective"}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise InputError(f"unknown sampler option(s) {', '.join(unknown)}; valid: "
+                         f"{', '.join(sorted(fields))}")
+    opts = SamplerOptions(get_schedule(schedule), objective, **options)
+    if not 0.0 <= opts.eta <= 1.0:
+        raise InputError(f"eta must be in [0, 1] (0: DDIM, 1: DDPM-like), got {opts.eta}")
+    if opts.order not in (1, 2, 3):
+        raise InputError(f"order must be 1, 2 or 3, got {opts.order}")
+    if opts.grid not in GRIDS:
+        raise InputError(f"unknown grid {opts.grid!r}; choose one of {', '.join(GRIDS)}")
+    if opts.solver_type not in SOLVER_TYPES:
+        raise InputError(f"unknown solver_type {opts.solver_type!r}; choose one of "
+                         f"{', '.join(SOLVER_TYPES)}")
+    if not (opts.atol > 0 and opts.rtol > 0 and 0 <= opts.last_step_size < 1):
+        raise InputError("atol and rtol must be > 0 and last_step_size in [0, 1)")
+    return opts
 
 
 def _check_labels(labels: torch.Tensor | None, batch: int, guidance: float,
@@ -247,29 +153,47 @@ def sample(model_fn: ModelFn, shape: Sequence[int], *, objective: str, sampler: 
            generator: torch.Generator | Sequence[torch.Generator] | None = None,
            guidance_interval: tuple[float, float] | None = None, learn_sigma: bool = False,
            progress: bool = False, null_label: int | None = None,
-           device: torch.device | str | None = None) -> torch.Tensor:
+           device: torch.device | str | None = None,
+           schedule: NoiseSchedule | str | None = None, guidance_channels: int | None = None,
+           noise: torch.Tensor | None = None, **options) -> torch.Tensor:
     """Draw samples (B, C, …) float32 by integrating ``objective``'s reverse process.
 
-    model_fn(x_t, t, labels): ddpm — t int64 (B,) in 0 … 999, returns ε (B, C, …) or with
-    ``learn_sigma`` [ε, v] (B, 2C, …); flow — t float (B,) in [0, 1], returns ε − x.
-    ``sampler``: ddpm → ddpm | ddim | dpm++2m; flow → euler | heun. ``steps``: respaced
-    steps (ddpm, ddim), solver steps (dpm++2m, euler, heun; heun calls the model 2·steps
-    times). Guidance ≠ 1 needs ``labels`` (B,) int64 and ``null_label`` (= num_classes).
-    ``generator`` draws x_T and every ancestral noise, in that order (reproducible); a list
-    of B generators draws sample i's noise from generator i (the same sample in any batch).
-    The tensors live on ``device``, else on labels' device, else on the generator's, else CPU.
+    model_fn(x_t, t, labels): ddpm — t (B,) what the schedule's network sees (int64
+    timesteps, float ``t·N`` for ``dpm++s``), returns ε (B, C, …) or with ``learn_sigma``
+    [ε, v] (B, 2C, …); flow / flow-sit — t float (B,) in [0, 1], returns the velocity.
+    ``sampler``: see :data:`SAMPLERS`. ``steps``: respaced steps (ddpm, ddim), model calls
+    (dpm++2m/3m/s, euler, euler-maruyama), solver steps (heun: 2 calls each), output times
+    (dopri5: adaptive). ``schedule``: a :class:`NoiseSchedule` or its spec (ddpm objective;
+    default ``linear``). ``guidance_channels``: None = all, 3 = the DiT release's.
+    ``options``: ``eta`` (ddim), ``order`` / ``grid`` / ``solver_type`` (dpm++s), ``atol`` /
+    ``rtol`` (dopri5), ``last_step_size`` (euler-maruyama); see :class:`SamplerOptions`.
+    Guidance ≠ 1 needs ``labels`` (B,) int64 and ``null_label`` (= num_classes).
+    ``generator`` draws x_T and every noise of the sampler, in that order (reproducible); a
+    list of B generators draws sample i's noise from generator i (the same sample in any
+    batch). ``noise``: x_T itself (B, C, …) instead of a draw. The tensors live on
+    ``device``, else on labels' device, else on the generator's, else CPU.
     """
-    _check_method(objective, sampler, steps, learn_sigma)
+    opts = _options(objective, schedule, options)
+    _check_method(objective, sampler, steps, learn_sigma, opts.schedule.num_timesteps)
     shape = tuple(int(s) for s in shape)
     if len(shape) < 2:
         raise InputError(f"shape must be (B, C, …), got {shape}")
     _check_labels(labels, shape[0], guidance, null_label)
+    channels = shape[1] if guidance_channels is None else int(guidance_channels)
+    if not 1 <= channels <= shape[1]:
+        raise InputError(f"guidance_channels must be in 1 … {shape[1]} (or None for all), "
+                         f"got {guidance_channels}")
     if device is None:
         device = labels.device if labels is not None else (
             _first(generator).device if generator is not None else torch.device("cpu"))
     denoise = guided_model(model_fn, None if labels is None else labels.to(device),
-                           guidance=float(guidance), null_label=null_label, channels=shape[1],
+                           guidance=float(guidance), null_label=null_label, channels=channels,
                            interval=_check_interval(guidance_interval))
-    x = randn(shape, generator, device=device)
-    return _RUNNERS[sampler](denoise, x, steps, learn_sigma=learn_sigma, generator=generator,
-                             progress=progress)
+    if noise is not None:
+        if tuple(noise.shape) != shape:
+            raise InputError(f"noise has shape {tuple(noise.shape)}; sampling needs {shape}")
+        x = noise.to(device=device, dtype=torch.float32)
+    else:
+        x = randn(shape, generator, device=device)
+    return _RUNNERS[sampler](denoise, x, steps, opts, learn_sigma=learn_sigma,
+                             generator=generator, progress=progress)

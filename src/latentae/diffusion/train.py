@@ -21,8 +21,8 @@ label dropout is switched off on the trained instance for this; the saved config
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,17 @@ from typing import Any
 import torch
 import yaml
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from latentae.devices import resolve_device
 from latentae.diffusion.card import run_card, training_data_fingerprint
-from latentae.diffusion.config import DiffusionConfig, check_diffusion_config
+from latentae.diffusion.config import (
+    RENAMED,
+    DiffusionConfig,
+    check_diffusion_config,
+    renamed,
+)
 from latentae.diffusion.data import LatentNorm, channel_norm, latent_batches, open_training_data
-from latentae.diffusion.ddpm import NUM_TIMESTEPS, ddpm_loss_terms
+from latentae.diffusion.ddpm import ddpm_loss_terms, ddpm_schedule
 from latentae.diffusion.dit import DiTBlock
 from latentae.diffusion.flow import flow_loss_terms, sample_flow_t
 from latentae.diffusion.layers import LabelEmbedder
@@ -51,6 +55,7 @@ from latentae.diffusion.pipeline import (
 )
 from latentae.diffusion.recipes import get_recipe, warmup_lr
 from latentae.diffusion.registry import create_diffusion
+from latentae.diffusion.schedules import get_schedule
 from latentae.diffusion.uvit import UViTBlock
 from latentae.engine import dist
 from latentae.engine.config import LoopConfig
@@ -60,9 +65,12 @@ from latentae.engine.state import Stateful, TrainState, load_latest, seed_from
 from latentae.errors import InputError
 from latentae.files import atomic_dir
 from latentae.io import image_grid, save_image
+from latentae.nn.grad_checkpoint import enable_gradient_checkpointing
 from latentae.runtime import autocast
+from latentae.serialization import load_state_dict_strict
 
-__all__ = ["DiffusionTask", "enable_block_checkpointing", "export_latest", "train"]
+__all__ = ["DiffusionTask", "enable_block_checkpointing", "export_latest", "model_from_state",
+           "train"]
 
 # Settings a resumed run may change (speed and the training-time grid only).
 RUN_TIME_FIELDS = ("workers", "gradient_checkpointing", "grid_images", "grid_sampler",
@@ -95,6 +103,53 @@ def export_latest(cfg: DiffusionConfig) -> Path:
     return task.export(task.model, folder.path)
 
 
+# ours: the std of the normalised latents is measured on the stream's first images when
+# a run starts with the autoencoder's factors (--latent-norm model); outside SCALE_RANGE
+# the factors were not calibrated for these latents (an LDM scaling_factor makes it ~1).
+SCALE_CHECK_IMAGES = 64
+SCALE_RANGE = (0.5, 2.0)
+
+
+def normalized_std(norm: LatentNorm, measured: LatentNorm) -> float:
+    """The pooled std of ``norm.normalize(z)`` over all channels, from ``measured``, the
+    latents' per-channel mean and 1/std (``LatentNorm.from_latents``)."""
+    means = [(m - sh) * sc for m, sh, sc in zip(measured.shift, norm.shift, norm.scale)]
+    variances = [(sc / ms) ** 2 for sc, ms in zip(norm.scale, measured.scale)]
+    c = len(means)
+    pooled = sum(variances) / c + sum(m * m for m in means) / c - (sum(means) / c) ** 2
+    return pooled ** 0.5
+
+
+def warn_latent_scale(norm: LatentNorm, measured: LatentNorm, autoencoder: str) -> float:
+    """Print a warning (stderr, rank 0) when the autoencoder's ``scaling_factor`` leaves
+    the latents' std far from 1; returns that std."""
+    std = normalized_std(norm, measured)
+    if not SCALE_RANGE[0] <= std <= SCALE_RANGE[1]:
+        pooled = normalized_std(LatentNorm("model", (norm.shift[0],) * len(norm.shift),
+                                           (1.0,) * len(norm.shift)), measured)
+        dist.print0(f"warning: the latents of {autoencoder} have std {std:.3g} after its "
+                    f"scaling_factor {norm.scale[0]:.4g} (a diffusion model expects ~1): "
+                    f"its factor is not calibrated for these images. Calibrate it with "
+                    f"`latentae latent-stats {autoencoder} IMAGES --write` (a factor near "
+                    f"{1 / pooled:.4g}) or train with --latent-norm channel",
+                    file=sys.stderr)
+    return std
+
+
+def model_from_state(config: dict[str, Any], saved: dict[str, Any],
+                     device: str | torch.device = "cpu") -> nn.Module:
+    """The EMA diffusion model of ``saved`` (an ``engine.state.read_state`` dict) of the
+    run whose ``config.yaml`` is ``config`` (what :meth:`DiffusionTask.config` wrote)."""
+    run, data = renamed(config["diffusion"]), config["data"]
+    c, h, _ = data["latent_shape"]
+    model = create_diffusion(run["model"], patch_size=run["patch_size"], in_channels=c,
+                             input_size=h, num_classes=len(data["classes"]),
+                             learn_sigma=run["learn_sigma"],
+                             class_dropout_prob=run["class_dropout"])
+    load_state_dict_strict(model, saved["ema"]["model"], source=saved["path"])
+    return model.to(device)
+
+
 @dataclasses.dataclass(frozen=True)
 class DiffusionPhase:
     name: str
@@ -102,28 +157,17 @@ class DiffusionPhase:
     batch_size: int  # per process
 
 
-def _checkpointed(forward, x: torch.Tensor, *args: Any) -> torch.Tensor:
-    if not torch.is_grad_enabled() or not x.requires_grad:
-        return forward(x, *args)  # nothing to save memory on (EMA, sampling)
-    return checkpoint(forward, x, *args, use_reentrant=False)
-
-
 def enable_block_checkpointing(model: nn.Module) -> int:
     """Recompute each transformer block's activations in the backward pass (DiT blocks take
     ``(x, c)``, U-ViT blocks ``(x, skip)``); returns how many were wrapped. Idempotent."""
-    n = 0
-    for m in model.modules():
-        if isinstance(m, (DiTBlock, UViTBlock)) and not getattr(m, "_grad_checkpointing", False):
-            m.forward = functools.partial(_checkpointed, m.forward)
-            m._grad_checkpointing = True
-            n += 1
-    return n
+    return enable_gradient_checkpointing(model, (DiTBlock, UViTBlock))
 
 
 class DiffusionTask:
     """A diffusion model on an autoencoder's latents, as a :class:`~latentae.engine.loop.Task`."""
 
     resume_keys = ("diffusion",)
+    resume_renames = RENAMED  # an old run folder's "patch" is "patch_size"
 
     def __init__(self, cfg: DiffusionConfig, device: torch.device,
                  autoencoder: nn.Module | None = None) -> None:
@@ -138,7 +182,7 @@ class DiffusionTask:
         self.data = open_training_data(cfg, self.autoencoder)
         c, h, _ = self.data.latent_shape
         self.model = create_diffusion(
-            cfg.model, patch_size=cfg.patch, in_channels=c, input_size=h,
+            cfg.model, patch_size=cfg.patch_size, in_channels=c, input_size=h,
             num_classes=len(self.data.classes), learn_sigma=cfg.learn_sigma,
             class_dropout_prob=cfg.class_dropout).to(device)
         for m in self.model.modules():  # dropped by step() for the global batch instead
@@ -156,9 +200,9 @@ class DiffusionTask:
             objective=cfg.objective, learn_sigma=bool(cfg.learn_sigma), latent_norm=self.norm,
             resolution=cfg.resolution, latent_size=h, latent_channels=c,
             num_classes=len(self.data.classes), classes=tuple(self.data.classes),
-            sampler=recipe.sampler if cfg.objective == "ddpm" else "heun",
-            sample_steps=recipe.sample_steps if cfg.objective == "ddpm" else 50,
-            guidance=guidance)
+            sampler=recipe.sampler if cfg.objective == recipe.objective else "heun",
+            sample_steps=recipe.sample_steps if cfg.objective == recipe.objective else 50,
+            guidance=guidance, schedule=str(get_schedule(cfg.schedule)))
         self.opt: torch.optim.Optimizer | None = None
         self.net: nn.Module = self.model
         self.trained_steps = cfg.steps  # fewer when export_latest exports a stopped run
@@ -167,11 +211,18 @@ class DiffusionTask:
         """The model's factors, or per-channel statistics: read back from the run's
         config.yaml when resuming, else computed once (the same on every process)."""
         cfg = self.cfg
-        if cfg.latent_norm == "model":
-            return LatentNorm.from_autoencoder(self.autoencoder)
         folder = RunFolder(cfg.out)
         config = folder.path / "config.yaml"
-        if cfg.resume == "auto" and folder.newest_checkpoint() and config.is_file():
+        resuming = cfg.resume == "auto" and folder.newest_checkpoint() and config.is_file()
+        if cfg.latent_norm == "model":
+            norm = LatentNorm.from_autoencoder(self.autoencoder)
+            if not resuming:  # checked once, when the run starts
+                measured = channel_norm(self.data, self.autoencoder,
+                                        min(cfg.norm_images, SCALE_CHECK_IMAGES),
+                                        **self.stream_args())
+                warn_latent_scale(norm, measured, cfg.autoencoder)
+            return norm
+        if resuming:
             return LatentNorm.from_dict(yaml.safe_load(config.read_text())["latent_norm"])
         norm = channel_norm(self.data, self.autoencoder, cfg.norm_images,
                             **self.stream_args())
@@ -196,6 +247,16 @@ class DiffusionTask:
                 "data": {"items": len(self.data.dataset), "classes": list(self.data.classes),
                          "latent_shape": list(self.data.latent_shape),
                          "tokens": self.model.tokens}}
+
+    def summary(self) -> str:
+        """The resolved run (recipe values included), printed when the run starts."""
+        cfg, (c, h, w) = self.cfg, self.data.latent_shape
+        return (f"{cfg.model}/{cfg.patch_size} ({self.model.tokens} tokens) on latents "
+                f"({c}, {h}, {w}) of {cfg.autoencoder}, {len(self.data.classes)} classes, "
+                f"{cfg.objective} objective; recipe {cfg.recipe}: {cfg.steps} steps, batch "
+                f"{cfg.batch_size} (global), AdamW lr {cfg.lr:g}, warm-up {cfg.warmup_steps}, "
+                f"EMA {cfg.ema_decay}, grad clip {cfg.grad_clip:g}; latent norm "
+                f"{self.norm.kind}")
 
     def begin_phase(self, index: int) -> None:
         cfg = self.cfg
@@ -244,12 +305,14 @@ class DiffusionTask:
                    draw: GlobalDraws) -> dict[str, torch.Tensor]:
         fn = model_call(self.net, self.cfg.objective, self.device)
         if self.cfg.objective == "ddpm":
-            t = draw.take(randint(NUM_TIMESTEPS, (draw.total,), draw.generator))
+            schedule = ddpm_schedule(noise=self.cfg.schedule)
+            t = draw.take(randint(len(schedule), (draw.total,), draw.generator))
             noise = draw.take(randn((draw.total, *z.shape[1:]), draw.generator))
-            return ddpm_loss_terms(fn, z, labels, t, noise, learn_sigma=self.cfg.learn_sigma)
+            return ddpm_loss_terms(fn, z, labels, t, noise, learn_sigma=self.cfg.learn_sigma,
+                                   schedule=schedule)
         t = draw.take(sample_flow_t(draw.total, draw.generator, t_sampling=self.cfg.t_sampling))
         noise = draw.take(randn((draw.total, *z.shape[1:]), draw.generator))
-        return {"loss": flow_loss_terms(fn, z, labels, t, noise)}
+        return {"loss": flow_loss_terms(fn, z, labels, t, noise, self.cfg.objective)}
 
     def checkpoint_items(self) -> dict[str, Stateful]:
         return {"model": self.model, "opt": self.opt}

@@ -48,6 +48,7 @@ class UViTConfig:
     qkv_bias: bool = False
     mlp_time_embed: bool = False  # the releases' ImageNet models use the raw embedding
     final_conv: bool = False      # 3×3 conv after unpatchify (U-ViT release: True)
+    null_class: bool = True       # label table ends with the null class (False: K rows)
 
 
 class UViTBlock(nn.Module):
@@ -86,7 +87,7 @@ class UViT(DiffusionModel):
         self.patch_embed = PatchEmbed(c.in_channels, d, c.patch_size)
         self.time_embed = (nn.Sequential(nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d))
                            if c.mlp_time_embed else nn.Identity())
-        self.label_emb = (LabelEmbedder(c.num_classes, d, c.class_dropout_prob)
+        self.label_emb = (LabelEmbedder(c.num_classes, d, c.class_dropout_prob, c.null_class)
                           if c.num_classes > 0 else None)
         self.extras = 2 if self.label_emb is not None else 1  # label token, time token
         self.pos_embed = nn.Parameter(torch.zeros(1, self.extras + self.tokens, d))

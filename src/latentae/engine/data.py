@@ -72,7 +72,7 @@ def list_sources(path: str | os.PathLike) -> list[Source]:
                              "again with `latentae shards --overwrite`, or move it out of "
                              f"{path}") from e
     if not members:
-        raise ValueError(f"the shards in {path} hold no images")
+        raise InputError(f"the shards in {path} hold no images")
     return members
 
 
@@ -147,7 +147,7 @@ class TrainImages(torch.utils.data.Dataset):
                  phase: int = 0, small: str = "upscale", crop_scale: float = 1.0,
                  flip: bool = True) -> None:
         if not sources:
-            raise ValueError("no training images")
+            raise InputError("no training images")
         self.sources, self.resolution = sources, resolution
         self.seed, self.phase, self.small, self.crop_scale = seed, phase, small, crop_scale
         self.flip = flip
@@ -177,7 +177,7 @@ class TrainImages(torch.utils.data.Dataset):
             corrupt, small = corrupt + c, small + s
             if img is not None:
                 return j, img, corrupt, small
-        raise ValueError(f"no usable training image among {len(self.sources)} sources "
+        raise InputError(f"no usable training image among {len(self.sources)} sources "
                          f"({corrupt} corrupt, {small} smaller than {self.resolution}px "
                          "with small_images='skip')")
 

@@ -18,6 +18,8 @@ linear regression as a third)::
     resume_keys: tuple[str, ...]  top-level keys of config() a resumed run must match
     resume_defaults: dict         optional: fields added to the config later -> the value
                                   runs had before them (an old run folder still resumes)
+    resume_renames: dict          optional: old field name -> new, for the same reason
+    summary() -> str              optional: the resolved settings, printed at the start
     config() -> dict              the resolved configuration, YAML-able (OUT/config.yaml)
     begin_phase(index) -> None    make phase `index` current: trainable parameters, NEW
                                   optimizers (a checkpoint holds the current phase's), DDP
@@ -38,7 +40,9 @@ linear regression as a third)::
 ``torch.manual_seed(cfg.seed)`` was set (the same initial weights on every process).
 
 **Units.** The loop counts images over all processes (``TrainState.nimg``,
-``phase_nimg``); a phase is ``steps × batch_size × processes`` images. The step-valued
+``phase_nimg``); a phase is ``steps × batch_size × processes`` images, where a
+``PhaseSpec.batch_size`` is per process (a task divides its global batch, the one users
+set, by the number of processes). The step-valued
 settings (``log_every``, ``val_every``, ``ckpt_every``, ``max_steps``) are converted to
 images in one place, :func:`images`; ``max_images`` is given in images. 0 turns an
 interval off; the end-of-phase checkpoint and the end-of-run validation still happen.
@@ -69,8 +73,8 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from latentae import progress
 from latentae.devices import resolve_device
 from latentae.engine import dist
 from latentae.engine.config import LoopConfig
@@ -233,7 +237,7 @@ class Window:
         return {k: self.sums[k] / self.counts[k] for k in sorted(self.sums)}
 
 
-def report(s: Session, window: Window, bar: tqdm) -> None:
+def report(s: Session, window: Window, bar: Any) -> None:
     """The window's means to the progress bar and the metrics log."""
     mean, phase, st = window.mean(), s.task.phases[s.state.phase], s.state
     img_s = images(window.steps, phase) / max(time.time() - window.t0, 1e-9)
@@ -246,10 +250,29 @@ def report(s: Session, window: Window, bar: tqdm) -> None:
 
 
 def validate(s: Session) -> None:
+    """The task's validation of the EMA model: logged, and one line on the console."""
     metrics = s.task.validate(s.ema.model, s.state, s.folder.path)
+    step = global_step(s.task.phases, s.state)
     if metrics and s.log is not None:
-        s.log.write({"step": global_step(s.task.phases, s.state), "nimg": s.state.nimg,
+        s.log.write({"step": step, "nimg": s.state.nimg,
                      **{f"val_{k}": v for k, v in metrics.items()}})
+    if metrics:
+        values = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                           for k, v in metrics.items())
+        dist.print0(f"validation at step {step} ({s.task.phases[s.state.phase].name}, "
+                    f"image {s.state.nimg}, EMA model): {values}")
+
+
+def run_hooks(s: Session) -> None:
+    """A task's optional periodic hooks, ``task.periodic() -> [(every_steps, hook)]`` with
+    ``hook(ema, state, folder) -> values`` (e.g. the autoencoder's diffusability
+    diagnostics and generation probe), each logged under its own names when due."""
+    for every, hook in getattr(s.task, "periodic", list)():
+        if due(s, every):
+            values = hook(s.ema.model, s.state, s.folder.path)
+            if values and s.log is not None:
+                s.log.write({"step": global_step(s.task.phases, s.state),
+                             "nimg": s.state.nimg, **values})
 
 
 def run_phase(s: Session) -> bool:
@@ -258,9 +281,8 @@ def run_phase(s: Session) -> bool:
     st, phase = s.state, s.task.phases[s.state.phase]
     total, per_step, start, window = images(phase.steps, phase), images(1, phase), st.nimg, Window()
     batches = s.task.batches(st.phase, st.phase_nimg)
-    bar = tqdm(total=None if s.cfg.max_minutes else total, initial=st.phase_nimg,
-               desc=phase.name, unit="img", unit_scale=True, dynamic_ncols=True,
-               disable=not (s.cfg.progress and dist.is_main()))
+    bar = progress.bar(total=total, initial=st.phase_nimg, desc=phase.name, unit="img",
+                       unit_scale=True, enabled=s.cfg.progress and dist.is_main())
     while True:
         finished = st.phase_nimg >= total
         stopping = not finished and dist.any_true(
@@ -271,6 +293,7 @@ def run_phase(s: Session) -> bool:
                 window = Window()
             if due(s, s.cfg.val_every):
                 validate(s)
+            run_hooks(s)
             if finished or stopping or due(s, s.cfg.ckpt_every):
                 save_checkpoint(s)
         if finished or stopping:
@@ -284,11 +307,18 @@ def run_phase(s: Session) -> bool:
 
 
 def stopped(s: Session) -> None:
-    """Say where the run stopped and how to continue; re-raise a Ctrl-C."""
+    """Say that the run paused (not failed), where, and how to continue or use it;
+    re-raise a Ctrl-C."""
     newest = s.folder.newest_checkpoint()
     where = f"checkpoint {newest}" if newest else "no checkpoint yet (nothing trained)"
-    dist.print0(f"stopped at image {s.state.nimg} (step {global_step(s.task.phases, s.state)}, "
-                f"phase {s.state.phase}); {where}; continue with --resume auto")
+    total = sum(p.steps for p in s.task.phases)
+    why = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}.get(
+        s.signals.received, "the --max-minutes / --max-steps / --max-images limit")
+    dist.print0(f"paused ({why}), not finished: step {global_step(s.task.phases, s.state)} "
+                f"of {total}, image {s.state.nimg}, phase {s.task.phases[s.state.phase].name}; "
+                f"{where}. Continue with the same command and --resume auto"
+                + (f"; its EMA model now: `latentae export {s.folder.path} OUT`"
+                   if newest else ""))
     if s.signals.received == signal.SIGINT:
         raise KeyboardInterrupt
 
@@ -306,8 +336,12 @@ def training_loop(cfg: LoopConfig, make_task: Callable[[torch.device], Task]) ->
     if saved is not None:  # which phase to build; everything is restored after that
         state.load_state_dict(saved["state"])
     folder.write_config(task.config(), saved is not None, task.resume_keys,
-                        getattr(task, "resume_defaults", {}))
+                        getattr(task, "resume_defaults", {}),
+                        getattr(task, "resume_renames", {}))
     log = folder.metrics_log(state.nimg, global_step(task.phases, state))
+    dist.print0(f"{'resuming' if saved is not None else 'new'} run in {folder.path}"
+                + (f" at image {state.nimg}" if saved is not None else "")
+                + (f"\n{task.summary()}" if hasattr(task, "summary") else ""))
     with StopSignals() as signals:
         max_nimg = cfg.max_images or images(cfg.max_steps, task.phases[state.phase])
         s = Session(cfg, task, ema, state, folder, log, signals, device, time.time(),
@@ -341,8 +375,8 @@ def train_phases(s: Session, saved: dict[str, Any] | None) -> Path | None:
         validate(s)
     out = s.task.export(s.ema.model, s.folder.path)
     st = s.state
-    dist.print0(f"exported the EMA model to {out} ({global_step(s.task.phases, st)} steps, "
-                f"{st.nimg} images, {st.skipped} skipped steps, {st.corrupt} corrupt and "
-                f"{st.small} small files skipped)")
+    dist.print0(f"finished: exported the EMA model to {out} ({global_step(s.task.phases, st)} "
+                f"steps, {st.nimg} images, {st.skipped} skipped steps, {st.corrupt} corrupt "
+                f"and {st.small} small files skipped)")
     dist.barrier()
     return out

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from latentae.engine.monitor import read_metrics
+from latentae.errors import InputError
 
-LOSS_KEYS = ("loss", "l1", "perceptual", "wavelet", "highpass", "kl", "adversarial", "d_loss")
+LOSS_KEYS = ("loss", "l1", "perceptual", "wavelet", "highpass", "kl", "adversarial", "d_loss",
+             "equivariance", "latent_scale_equivariance", "decoder_noise")
 
 
 def plot_run(run: str | Path, out: str | Path | None = None) -> Path:
@@ -20,7 +22,7 @@ def plot_run(run: str | Path, out: str | Path | None = None) -> Path:
     train = [r for r in records if "loss" in r]
     val = [r for r in records if any(k.startswith("val_") for k in r)]
     if not train:
-        raise ValueError(f"{run}/metrics.jsonl has no training records yet")
+        raise InputError(f"{run}/metrics.jsonl has no training records yet")
     val_keys = sorted({k for r in val for k in r if k.startswith("val_")})
     fig, axes = plt.subplots(1, 1 + len(val_keys), figsize=(5 * (1 + len(val_keys)), 3.6))
     axes = axes if len(val_keys) else [axes]

@@ -94,13 +94,15 @@ class RunFolder:
         return saved
 
     def write_config(self, doc: dict[str, Any], resuming: bool, keys: tuple[str, ...],
-                     added: dict[str, Any] | None = None) -> None:
+                     added: dict[str, Any] | None = None,
+                     renamed: dict[str, str] | None = None) -> None:
         """Save ``doc`` as ``config.yaml`` (rank 0). When resuming, the saved file must
         agree on every top-level key in ``keys`` (e.g. ``"recipe"``), fields introduced
-        later (``added``: name -> the value runs had before, from the task) aside."""
+        later (``added``: name -> the value runs had before, from the task) aside, and
+        fields renamed since (``renamed``: old name -> new) read under their new name."""
         path = self.path / "config.yaml"
         if resuming and path.is_file():
-            old = yaml.safe_load(path.read_text()) or {}
+            old = with_names(yaml.safe_load(path.read_text()) or {}, renamed or {})
             differ = [k for k in keys if not agrees(old.get(k), doc.get(k), added or {})]
             if differ:
                 fields = [f for k in differ for f in _differing(k, old.get(k), doc.get(k))]
@@ -137,6 +139,15 @@ def run_inputs(cfg: Any) -> list[str]:
     not delete."""
     names = ("model", "autoencoder", "data", "val_data", "reference_data")
     return [str(v) for n in names if isinstance(v := getattr(cfg, n, None), str) and v]
+
+
+def with_names(doc: Any, renamed: dict[str, str]) -> Any:
+    """``doc`` with every mapping key that ``renamed`` names replaced by its new name."""
+    if isinstance(doc, dict):
+        return {renamed.get(k, k): with_names(v, renamed) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [with_names(v, renamed) for v in doc]
+    return doc
 
 
 def agrees(old: Any, new: Any, added: dict[str, Any]) -> bool:

@@ -36,7 +36,6 @@ from typing import IO, Any
 
 import torch
 import torch.distributed as tdist
-import webdataset as wds
 
 from latentae.engine import dist
 from latentae.engine.data import crop_flip, decode_usable
@@ -44,6 +43,19 @@ from latentae.engine.state import seed_from
 from latentae.errors import InputError, StateError
 from latentae.files import atomic_dir, atomic_write, prepare_output_dir
 from latentae.io import IMAGE_SUFFIXES, list_images, load_image, to_tensor
+
+
+class _Deferred:
+    """``webdataset``, imported on first use: training from a folder (the studies, the GPU
+    machine, where it is not installed) never needs it."""
+
+    def __getattr__(self, name: str) -> Any:
+        import webdataset  # deferred: not on the GPU machine, only streams need it
+
+        return getattr(webdataset, name)
+
+
+wds = _Deferred()
 
 __all__ = ["ShardStream", "StreamPosition", "StreamedData", "is_streamed", "shard_urls",
            "write_shards"]

@@ -1,11 +1,13 @@
 """Generation metrics of a folder of samples against real images or cached statistics:
-gFID, Inception Score, precision/recall, KID — behind ``latentae diffusion eval``.
+gFID, sFID, Inception Score, precision/recall, KID — behind ``latentae diffusion eval``.
 
 One Inception pass (the FID port and protocol of ``latentae eval``: uint8 quantization,
 299² TF1 bilinear or pytorch-fid resize) gives pool3 features for FID, precision/recall
-and KID, and the 1008 logits for the Inception Score. Reference statistics are cached
-as npz with their protocol (``reference_stats``, ``load_reference``); the formulas are
-in ``latentae.eval.generation_metrics``.
+and KID, sFID's spatial features (``mixed_6/conv``, first 7 channels, as ADM's
+evaluator), and the 1008 logits for the Inception Score. Reference statistics are
+cached as npz with their protocol (``reference_stats``, ``load_reference``; ADM reference
+batches and efficientvit's statistics are read too); the formulas are in
+``latentae.eval.generation_metrics``.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ from latentae.eval.fid import (
 from latentae.eval.generation_data import (
     ReferenceStats,
     SampleSource,
+    iter_npz_images,
     iter_reference,
     iter_samples,
     load_reference,
     save_reference,
 )
+from latentae.eval.inception import SPATIAL_DIM, load_inception
 from latentae.eval.inception import VERSION as INCEPTION_VERSION
-from latentae.eval.inception import load_inception
 from latentae.eval.inception_logits import HINT, find_logits_file, load_inception_with_logits
 from latentae.eval.reconstruction import tf32_disabled
 
@@ -67,6 +70,7 @@ class Extracted:
     features: torch.Tensor                 # (N, 2048) float32, CPU
     logits: torch.Tensor | None            # (N, 1008) float32, CPU, or None
     size: tuple[int, int] | None           # (H, W) of the images, None if they vary
+    spatial: FeatureStats                  # moments of sFID's 2023-d features
 
 
 def protocol_record(cfg: GenerationConfig) -> dict:
@@ -78,6 +82,8 @@ def protocol_record(cfg: GenerationConfig) -> dict:
         "quantization": "round(clamp(127.5*(x+1), 0, 255)) before Inception",
         "resize": resize, "metric_dtype": "float32 network, TF32 off; statistics in float64",
         "gfid": "Frechet distance of pool3 mean/covariance (float64, symmetric sqrt)",
+        "sfid": ("the same distance on mixed_6/conv's first 7 channels (17x17x7 = 2023, "
+                 "NHWC order), ADM's evaluator's spatial features"),
         "inception_score": gm.IS_VERSION.format(splits=cfg.is_splits),
         "precision_recall": gm.PR_VERSION.format(k=cfg.pr_k),
         "kid": gm.KID_VERSION.format(subsets=cfg.kid_subsets, size=cfg.kid_subset_size,
@@ -101,14 +107,16 @@ def extract(batches: Iterable[torch.Tensor], net: torch.nn.Module, device: torch
     """Inception pool3 features (and logits if ``net`` has them) of image batches
     ``(B, 3, H, W)`` in [-1, 1] or uint8, under FID protocol ``protocol``."""
     stats, feats, logits, sizes = FeatureStats(), [], [], set()
+    spatial = FeatureStats(SPATIAL_DIM)
     if progress:
         batches = tqdm(batches, unit="batch", desc="inception")
     with tf32_disabled():
         for x in batches:
             x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
             sizes.add(tuple(x.shape[-2:]))
-            f = net(resize_for_inception(x.to(device), protocol))   # (B, 2048)
-            stats.update(f)
+            f, s = net(resize_for_inception(x.to(device), protocol), spatial=True)
+            stats.update(f)                                          # (B, 2048)
+            spatial.update(s)                                        # (B, 2023)
             feats.append(f.float().cpu())
             if getattr(net, "fc", None) is not None:
                 logits.append(net.logits(f).float().cpu())           # (B, 1008)
@@ -117,7 +125,15 @@ def extract(batches: Iterable[torch.Tensor], net: torch.nn.Module, device: torch
                if skipped else "")
         raise InputError(f"no images to evaluate{why}")
     return Extracted(stats, torch.cat(feats), torch.cat(logits) if logits else None,
-                     next(iter(sizes)) if len(sizes) == 1 else None)
+                     next(iter(sizes)) if len(sizes) == 1 else None, spatial)
+
+
+def _keep(feats: torch.Tensor, cfg: GenerationConfig) -> torch.Tensor:
+    """At most ``cfg.ref_max_features`` rows: a random subset (seed ``cfg.seed``)."""
+    if feats.shape[0] <= cfg.ref_max_features:
+        return feats
+    g = torch.Generator().manual_seed(cfg.seed)
+    return feats[torch.randperm(feats.shape[0], generator=g)[:cfg.ref_max_features]]
 
 
 def reference_stats(real_dir: str | os.PathLike, out_npz: str | os.PathLike | None = None,
@@ -126,7 +142,7 @@ def reference_stats(real_dir: str | os.PathLike, out_npz: str | os.PathLike | No
                     config: GenerationConfig = GenerationConfig(), inception=None,
                     progress: bool = False) -> ReferenceStats:
     """Statistics of the real images of ``real_dir`` (resized so the shortest side is
-    ``resolution``, PIL bicubic, then a square ``crop``), written to ``out_npz`` if given.
+    ``resolution``: ADM's center_crop_arr, or a random square), written to ``out_npz`` if given.
 
     Keeps mean/covariance of all features and at most ``config.ref_max_features`` of
     the features themselves (a random subset, seed ``config.seed``) for PR and KID.
@@ -137,12 +153,9 @@ def reference_stats(real_dir: str | os.PathLike, out_npz: str | os.PathLike | No
     skipped: list[str] = []
     ext = extract(iter_reference(real_dir, resolution, crop, batch_size, skipped), net,
                   device, config.fid_protocol, progress, skipped)
-    feats = ext.features
-    if feats.shape[0] > config.ref_max_features:
-        g = torch.Generator().manual_seed(config.seed)
-        feats = feats[torch.randperm(feats.shape[0], generator=g)[:config.ref_max_features]]
-    ref = ReferenceStats(ext.stats, feats, config.fid_protocol, INCEPTION_VERSION,
-                         resolution, crop, str(real_dir), skipped)
+    ref = ReferenceStats(ext.stats, _keep(ext.features, config), config.fid_protocol,
+                         INCEPTION_VERSION, resolution, crop, str(real_dir), skipped,
+                         spatial=ext.spatial)
     if out_npz is not None:
         save_reference(ref, out_npz)
     return ref
@@ -167,11 +180,24 @@ def _reference(ref, size, cfg, device, batch_size, net, progress) -> ReferenceSt
         raise InputError(f"reference statistics {ref} use FID protocol {got.protocol!r}, "
                          f"not {cfg.fid_protocol!r}: recompute them or pass "
                          f"--fid-protocol {got.protocol}")
-    if size is not None and size != (got.resolution, got.resolution):
+    if got.images is not None:  # an ADM batch's arr_0: features (and moments if absent)
+        ext = extract(iter_npz_images(got.images, "arr_0", batch_size), net, device,
+                      cfg.fid_protocol, progress)
+        got.features = _keep(ext.features, cfg)
+        if got.n_known:  # no mu/sigma in the file: ADM computes them from arr_0 too
+            got.stats, got.spatial = ext.stats, ext.spatial
+        got.images = None
+    if size is not None and got.resolution and size != (got.resolution, got.resolution):
         raise InputError(f"samples are {size[0]}x{size[1]} but the reference statistics "
                          f"were made at {got.resolution}x{got.resolution}: recompute them "
                          f"at --resolution {size[0]}")
     return got
+
+
+def reference_protocol(ref: str | os.PathLike) -> str:
+    """The FID protocol a ``--ref`` implies: a statistics file's own (``tf1`` for ADM
+    batches, ``pytorch-fid`` for efficientvit's), ``tf1`` for a folder of images."""
+    return load_reference(ref).protocol if Path(ref).is_file() else "tf1"
 
 
 def _check(cfg: GenerationConfig) -> None:
@@ -227,12 +253,16 @@ def evaluate_samples(samples: SampleSource, ref: str | os.PathLike | ReferenceSt
 def _metrics(fake: Extracted, real: ReferenceStats, cfg: GenerationConfig,
              device: torch.device) -> dict:
     n, n_ref = fake.stats.n, real.stats.n
-    out = {"gfid": None, "inception_score": None, "inception_score_std": None,
+    out = {"gfid": None, "sfid": None, "inception_score": None, "inception_score_std": None,
            "precision": None, "recall": None, "kid": None, "kid_std": None,
-           "n": n, "n_ref": n_ref, "n_ref_features": int(real.features.shape[0]),
-           "protocol": protocol_record(cfg), "config": dataclasses.asdict(cfg)}
+           "n": n, "n_ref": n_ref if real.n_known else None,
+           "n_ref_features": int(real.features.shape[0]), "reference": real.describe(),
+           "reference_kind": real.kind, "protocol": protocol_record(cfg),
+           "config": dataclasses.asdict(cfg)}
     if min(n, n_ref) >= 2:
         out["gfid"] = fid_from_stats(real.stats, fake.stats, warn=False)
+    if real.spatial is not None and min(n, real.spatial.n) >= 2:
+        out["sfid"] = fid_from_stats(real.spatial, fake.spatial, warn=False)
     if fake.logits is not None and n >= cfg.is_splits:
         out["inception_score"], out["inception_score_std"] = gm.inception_score(
             fake.logits, cfg.is_splits)
@@ -242,16 +272,27 @@ def _metrics(fake: Extracted, real: ReferenceStats, cfg: GenerationConfig,
     if min(n, real.features.shape[0]) >= 2:
         out["kid"], out["kid_std"] = gm.kid(real.features, fake.features, cfg.kid_subsets,
                                             cfg.kid_subset_size, cfg.seed, device)
+        if not gm.kid_spread_meaningful(real.features.shape[0], n, cfg.kid_subset_size):
+            out["kid_std"] = None  # the subsets (nearly) repeat one set: no uncertainty
     return out
 
 
 def _notes(n: int, real: ReferenceStats, skipped: list[str], is_note: str | None,
            out: dict) -> list[str]:
     notes = []
-    if min(n, real.stats.n) < MIN_IMAGES_WARNING:  # as `latentae eval` words it for rFID
-        notes.append(f"gFID from {min(n, real.stats.n)} images (< {MIN_IMAGES_WARNING}): "
+    small = min(n, real.stats.n) if real.n_known else n
+    if small < MIN_IMAGES_WARNING:  # as `latentae eval` words it for rFID
+        notes.append(f"gFID from {small} images (< {MIN_IMAGES_WARNING}): "
                      "biased upwards, not comparable with published numbers")
-    if real.features.shape[0] < real.stats.n:
+    if out["kid"] is not None and out["kid_std"] is None:
+        notes.append(gm.KID_SPREAD_NOTE.format(size=out["config"]["kid_subset_size"]))
+    if real.spatial is None:
+        notes.append("sFID not computed: the reference holds no spatial statistics "
+                     "(mu_s/sigma_s); recompute it with `latentae diffusion ref-stats`")
+    if not real.resolution:
+        notes.append("the reference does not store its image size: check that it matches "
+                     "the samples'")
+    if real.n_known and real.features.shape[0] < real.stats.n:
         notes.append(f"precision/recall and KID use {real.features.shape[0]} of the "
                      f"{real.stats.n} real features (a random subset, seed in config)")
     if is_note:
@@ -272,12 +313,16 @@ def format_result(r: dict) -> str:
     """A one-screen table of an ``evaluate_samples`` result (counts beside the numbers)."""
     def fmt(v, spec="{:.4f}"):
         return "n/a" if v is None else ("inf" if math.isinf(v) else spec.format(v))
-    rows = [("gFID ↓", fmt(r["gfid"], "{:.3f}")),
+    kid_std = "" if r["kid_std"] is None else f" ± {fmt(r['kid_std'], '{:.5f}')}"
+    rows = [("gFID ↓", fmt(r["gfid"], "{:.3f}")), ("sFID ↓", fmt(r.get("sfid"), "{:.3f}")),
             ("Inception Score ↑", f"{fmt(r['inception_score'], '{:.3f}')} ± "
                                   f"{fmt(r['inception_score_std'], '{:.3f}')}"),
             ("precision ↑", fmt(r["precision"])), ("recall ↑", fmt(r["recall"])),
-            ("KID ↓", f"{fmt(r['kid'], '{:.5f}')} ± {fmt(r['kid_std'], '{:.5f}')}")]
-    lines = [f"{r['n']} samples vs {r['n_ref']} real images ({r['n_ref_features']} real "
-             f"features for PR/KID), FID protocol {r['protocol']['fid_protocol']}"]
+            ("KID ↓", f"{fmt(r['kid'], '{:.5f}')}{kid_std}")]
+    n_ref = "real images" if r["n_ref"] is None else f"{r['n_ref']} real images"
+    lines = [f"{r['n']} samples vs {n_ref} ({r['n_ref_features']} real features for "
+             f"PR/KID), FID protocol {r['protocol']['fid_protocol']} "
+             f"({r['protocol']['resize']}; {r['protocol']['network']})",
+             f"reference: {r.get('reference', 'n/a')}"]
     lines += [f"{name:<22}{value:>20}" for name, value in rows]
     return "\n".join(lines + [f"note: {s}" for s in r["notes"]])

@@ -37,6 +37,18 @@ KID_VERSION = ("KID (Binkowski et al. 2018): unbiased MMD^2 with k(x, y) = (x.y/
                "over subsets, float64")
 
 
+KID_SPREAD_NOTE = ("KID's ± not reported: with subsets of m = min({size}, n) a subset is "
+                   "(nearly) the whole of a set, so the subsets repeat one estimate and "
+                   "their spread is no uncertainty; it needs both sets >= 2·m")
+
+
+def kid_spread_meaningful(n_real: int, n_fake: int, subset_size: int) -> bool:
+    """Whether the spread over KID subsets says anything: every subset must be a real
+    draw from both sets (at most half of each), else the subsets repeat the same images
+    (at small n every subset is the whole set and the spread is 0)."""
+    return min(n_real, n_fake) >= 2 * min(subset_size, n_real, n_fake)
+
+
 def _as_tensor(a: torch.Tensor | np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.as_tensor(a).to(dtype)
 

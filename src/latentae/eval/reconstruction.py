@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
+from latentae import progress
 from latentae.errors import InputError
 from latentae.eval.diffusability import MAX_CODES, DiffusabilityStats
 from latentae.eval.fid import FeatureStats, fid_from_stats, resize_for_inception
@@ -117,10 +117,22 @@ class Timer:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
 
 
+ERROR_COLOURS = "inferno"  # matplotlib colour map of the error image (black: no error)
+
+
 def _error_image(x: torch.Tensor, r: torch.Tensor, gain: float) -> torch.Tensor:
-    """``gain·|x − x̂|`` on the uint8 scale, as a uint8 ``(3, H, W)`` image."""
-    e = (to_uint8(x).float() - to_uint8(r).float()).abs() * gain
-    return e.clamp(0, 255).to(torch.uint8)
+    """``gain·|x − x̂|`` on the uint8 scale, the mean over RGB, in :data:`ERROR_COLOURS`
+    (``255/gain`` levels and more: the top colour): a uint8 ``(3, H, W)`` image. The
+    report draws the colour bar (``eval/report.py``: :func:`error_colours`)."""
+    e = (to_uint8(x).float() - to_uint8(r).float()).abs().mean(0) * gain / 255  # (H, W)
+    return error_colours(e.clamp(0, 1))
+
+
+def error_colours(v: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] ``(H, W)`` -> :data:`ERROR_COLOURS` as uint8 ``(3, H, W)``."""
+    from matplotlib import colormaps  # deferred: heavy, only for the grid
+    rgb = colormaps[ERROR_COLOURS](v.float().numpy())[..., :3]  # (H, W, 3) in [0, 1]
+    return torch.from_numpy(rgb * 255).round().to(torch.uint8).permute(2, 0, 1)
 
 
 def _check(model: torch.nn.Module, cfg: EvalConfig) -> None:
@@ -212,8 +224,8 @@ def evaluate_reconstruction(model: torch.nn.Module, data: str | Path, cfg: EvalC
                 KeptData() if cfg.keep_data else None)
     batches = iter_batches(ds, cfg.batch_size, acc.corrupt)
     if cfg.progress:
-        batches = tqdm(batches, total=math.ceil(len(ds) / cfg.batch_size), unit="batch",
-                       desc="eval")
+        batches = progress.bar(batches, total=math.ceil(len(ds) / cfg.batch_size),
+                               unit="batch", desc="eval")
     with torch.no_grad(), tf32_disabled():
         for x, names in batches:
             _step(x.to(device), names, runner, nets, cfg, acc)

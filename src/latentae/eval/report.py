@@ -12,9 +12,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+from PIL import Image, ImageDraw
+
 from latentae.cards import command_line, files_fingerprint
 from latentae.eval import fid, inception, lpips, mmd, psnr_ssim
-from latentae.eval.reconstruction import EvalConfig, EvalResult
+from latentae.eval.reconstruction import EvalConfig, EvalResult, error_colours
 from latentae.eval.spectrum import plot_spectra
 from latentae.files import atomic_write_bytes, atomic_write_text
 from latentae.io import list_images, save_image
@@ -38,8 +41,10 @@ def protocol(cfg: EvalConfig, model_name: str, model, device: str, n_images: int
         "spatial_compression_ratio": model.spatial_compression_ratio,
         "latent_channels": model.latent_channels,
         "resolution": cfg.resolution,
-        "crop": f"shortest side resized to {cfg.resolution} (PIL bicubic), {cfg.crop} crop "
-                f"{cfg.resolution}x{cfg.resolution}",
+        "crop": (f"ADM center_crop_arr to {cfg.resolution}x{cfg.resolution} (box-halve while "
+                 "the short side >= 2x, then PIL bicubic, centre square)" if cfg.crop ==
+                 "center" else f"shortest side resized to {cfg.resolution} (PIL bicubic), "
+                 f"random crop {cfg.resolution}x{cfg.resolution}"),
         "images": n_images, "corrupt": n_corrupt, "limit": cfg.limit,
         "latent": "posterior mode", "model_dtype": cfg.dtype,
         "padding": "reflect to a multiple of f, cropped back" if cfg.pad else "none",
@@ -202,6 +207,24 @@ def json_safe(v: Any) -> Any:
     return v
 
 
+COLOUR_BAR_HEIGHT = 28  # pixels under the grid: the gradient and its labels
+
+
+def with_colour_bar(grid: Image.Image, gain: float) -> Image.Image:
+    """``grid`` with the error column's colour bar under it: 0 to ``255/gain`` uint8
+    levels of mean |x − x̂| (``reconstruction._error_image``)."""
+    w, h = grid.size
+    out = Image.new("RGB", (w, h + COLOUR_BAR_HEIGHT), (255, 255, 255))
+    out.paste(grid, (0, 0))
+    ramp = error_colours(torch.linspace(0, 1, max(w - 8, 2)).expand(10, -1))  # (3, 10, W)
+    out.paste(Image.fromarray(ramp.permute(1, 2, 0).numpy()), (4, h + 2))
+    draw, top = ImageDraw.Draw(out), 255 / gain
+    draw.text((4, h + 14), "0", fill=(0, 0, 0))
+    label = f"mean |error|, uint8 levels: {top:.3g}+"
+    draw.text((w - 4 - draw.textlength(label), h + 14), label, fill=(0, 0, 0))
+    return out
+
+
 def _markdown(result: EvalResult, proto: dict, extra: list[str]) -> str:
     md = [f"# latentae eval: {proto['model']}", "", "| metric | value |", "|---|---|"]
     md += [f"| {name} {arrow} | {_fmt(result.summary[key], spec)} |"
@@ -226,9 +249,11 @@ def _markdown(result: EvalResult, proto: dict, extra: list[str]) -> str:
     notes = result.notes + (result.diffusability["notes"] if result.diffusability else [])
     if notes:
         md += ["", "## Notes", ""] + [f"- {s}" for s in notes]
+    gain = proto.get("error_gain", 4)
     md += ["", "![reconstructions](recon_grid.png)",
-           "", "Grid rows: original | reconstruction | amplified error "
-           f"(×{proto.get('error_gain', 4)})."]
+           "", f"Grid rows: original | reconstruction | error: the mean over RGB of "
+           f"|x − x̂| in uint8 levels, the colour bar below (×{gain:g}: "
+           f"{255 / gain:.3g} levels and more are the top colour)."]
     return "\n".join(md) + "\n"
 
 
@@ -258,7 +283,8 @@ def write_report(out: str | Path, result: EvalResult, proto: dict,
     atomic_write_text(out / "per_image.csv", buf.getvalue())  # names as their bytes
     paths = {name: out / name for name in FILES}
     if result.grid is not None:
-        save_image(result.grid, out / "recon_grid.png")
+        save_image(with_colour_bar(result.grid, proto.get("error_gain", 4)),
+                   out / "recon_grid.png")
     else:
         paths.pop("recon_grid.png")
     if div is not None and div["spectrum"] is not None:

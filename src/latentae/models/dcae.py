@@ -1,4 +1,4 @@
-"""DC-AE: Deep Compression Autoencoder (Chen et al. 2025, papers/dcae.txt).
+"""DC-AE: Deep Compression Autoencoder (Chen et al. 2025, arXiv:2410.10733).
 
 A plain (deterministic) autoencoder with spatial compression 32, 64 or 128. Every
 down-sampling stage learns a residual over a space-to-channel shortcut and every

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 
+import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -17,21 +18,24 @@ from latentae.nn.resblock import ResBlock
 CHECKPOINTED_BLOCKS = (ResBlock, DCResBlock, EfficientViTBlock)
 
 
-def _checkpointed(forward, x):
-    if not x.requires_grad:  # no graph to save memory on (inference, frozen inputs)
-        return forward(x)
-    return checkpoint(forward, x, use_reentrant=False)
+def _checkpointed(forward, x, *args):
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return forward(x, *args)  # no graph to save memory on (inference, frozen inputs)
+    return checkpoint(forward, x, *args, use_reentrant=False)
 
 
-def enable_gradient_checkpointing(model: nn.Module) -> int:
-    """Wrap the forward of every block in ``CHECKPOINTED_BLOCKS``; returns how many.
-    Idempotent. Call before DDP/compile wrapping. Blocks holding BatchNorm are skipped."""
+def enable_gradient_checkpointing(model: nn.Module,
+                                  blocks: tuple[type, ...] = CHECKPOINTED_BLOCKS) -> int:
+    """Wrap the forward of every module of a type in ``blocks`` (the autoencoders' by
+    default; the diffusion task passes its transformer blocks, whose forward takes
+    ``(x, *extra)``); returns how many. Idempotent. Call before DDP/compile wrapping.
+    Blocks holding BatchNorm are skipped."""
     n = 0
     for m in model.modules():
         # Blocks with BatchNorm stay as they are: the recomputation would update the
         # running statistics a second time (DC-AE's BatchNorm decoder stages).
         has_bn = any(isinstance(c, nn.modules.batchnorm._BatchNorm) for c in m.modules())
-        if (isinstance(m, CHECKPOINTED_BLOCKS) and not has_bn
+        if (isinstance(m, blocks) and not has_bn
                 and not getattr(m, "_grad_checkpointing", False)):
             m.forward = functools.partial(_checkpointed, m.forward)
             m._grad_checkpointing = True

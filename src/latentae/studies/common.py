@@ -46,7 +46,8 @@ def parser(name: str, doc: str, scales: dict | None = None) -> argparse.Argument
     p.add_argument("--quick", action="store_true",
                    help="tiny settings (--scale quick: 32², a few steps): a smoke run")
     p.add_argument("--scale", default="cpu", choices=sorted(scales or design.SCALES),
-                   help="cpu: 64², this 2-core machine; gpu: 128², bf16, one large GPU "
+                   help="cpu: 64², this 2-core machine; gpu: 128², bf16, one large GPU; "
+                        "h200: gpu without LPIPS-VGG/KID, 20 seeds (scripts/gpu_evidence.sh) "
                         "(a study may size its own: see its description)")
     p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT}/{name})")
     p.add_argument("--seed", type=int, default=0, help="study seed (paired seeds derive from it)")
@@ -72,6 +73,8 @@ def parser(name: str, doc: str, scales: dict | None = None) -> argparse.Argument
                         "that trains the same arms the same way, same scale and seeds): "
                         "only the testing runs here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: the scale's)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-loader processes per run (default: the scale's)")
     p.add_argument("--dry-run", action="store_true",
                    help="build every run of the scale and train one step on the CPU, two "
                         "seeds, two crops per set: checks the study runs, measures nothing")
@@ -91,7 +94,7 @@ def scale_from(args: argparse.Namespace, scales: dict | None = None) -> design.S
     return design.get_scale("quick" if args.quick else args.scale, scales, seeds=args.seeds,
                             budgets=budgets, eval_every=args.eval_every,
                             test_crops=args.test_crops, kid_crops=args.kid_crops,
-                            device=args.device, lr_mult=args.lr_mult,
+                            device=args.device, lr_mult=args.lr_mult, workers=args.workers,
                             arm_lr_mult=arm_multipliers(args.arm_lr_mult))
 
 
@@ -253,10 +256,11 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 def render(record: dict[str, Any]) -> str:
     """The Markdown of a study: claim, command, contrasts (CIs, MDE, verdict), runs."""
     cols = ["contrast", "metric", "budget", "set", "arm_mean", "ref_mean", "mean", "sd",
-            "ci95", "mde", "paper_effect", "verdict"]
-    cols += ["equivalence"] if any("equivalence" in r for r in record["contrasts"]) else []
-    rows = [{**r, "ci95": "[{:.3f}, {:.3f}]".format(*r["ci95"]) if "ci95" in r else None}
-            for r in record["contrasts"]]
+            "ci95", "ci95_images", "mde", "paper_effect", "verdict_holm"]
+    for extra in ("equivalence", "noninferiority"):
+        cols += [extra] if any(extra in r for r in record["contrasts"]) else []
+    rows = [{**r, **{k: "[{:.3f}, {:.3f}]".format(*r[k]) for k in ("ci95", "ci95_images")
+                     if k in r}} for r in record["contrasts"]]
     runs = [{"arm": r["arm"], "seed": r["seed_index"], "plateau": r["plateau"],
              "steps": r["curve"][-1]["step"] if r["curve"] else 0,
              "val_psnr": r["curve"][-1]["val"] if r["curve"] else None,
@@ -265,8 +269,13 @@ def render(record: dict[str, Any]) -> str:
     return (f"**Claim.** {record['claim']}\n\n`{record['command']}` — {record['machine']}, "
             f"{record['wall_seconds']} s wall\n\n"
             "Differences are arm − reference, signed so + is the paper's direction; CI: "
-            "the union of the paired bootstrap and t 95% intervals over seeds; MDE at 80% "
-            "power.\n\n" + markdown_table(rows, cols) + "\n" +
+            "the union of the paired bootstrap and t 95% intervals over seeds; ci95_images: "
+            "seeds and test images resampled (crops cluster by image); MDE at 80% power, "
+            "estimated from the observed spread. Verdicts are read after Holm's adjustment "
+            "of the paired t-test p-values over all of this study's rows (m in each "
+            "verdict). Sets: test = held-out test images at native scale, test_rs = the "
+            "same images at the training scale (short side = crop size), kodak = kodak24."
+            "\n\n" + markdown_table(rows, cols) + "\n" +
             markdown_table(arm_summary(record["runs"]), ["arm", "budget", "set", "psnr",
                                                          "ssim", "lpips"]) + "\n" +
             markdown_table(runs, ["arm", "seed", "steps", "plateau", "val_psnr", "train_s",
@@ -278,7 +287,7 @@ def arm_summary(runs: list[dict]) -> list[dict]:
     groups: dict[tuple, dict[str, list[float]]] = {}
     for r in runs:
         for b, tested in r["budgets"].items():
-            for where in ("test", "kodak"):
+            for where in (w for w in ("test", "test_rs", "kodak") if w in tested):
                 g = groups.setdefault((r["arm"], int(b), where), {})
                 for k in ("psnr", "ssim", "lpips"):
                     if k in tested[where]:
@@ -306,15 +315,28 @@ def plot_metric_series(path: Path, record: dict[str, Any], keys: dict[Any, str],
     plot(path, series, xlabel, ylabel, f"{record['study']} ({record['scale']['name']})", logx)
 
 
-def plot_curves(path: Path, results: list[dict], title: str) -> None:
-    """Mean held-out validation PSNR against steps, one line per arm."""
-    series: dict[str, dict[int, list[float]]] = {}
+def curve_means(results: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
+    """Per arm, the mean validation PSNR at each step that **every** seed of the arm
+    reached: a run that stopped early (plateau) ends its arm's curve there, so no point
+    averages fewer seeds than the arm has (issue 27 defect 4)."""
+    values: dict[str, dict[int, list[float]]] = {}
+    seeds: dict[str, int] = {}
     for r in results:
+        seeds[r["arm"]] = seeds.get(r["arm"], 0) + 1
         for c in r["curve"]:
-            series.setdefault(r["arm"], {}).setdefault(c["step"], []).append(c["val"])
-    plot(path, {a: (sorted(v), [float(np.mean(v[s])) for s in sorted(v)])
-                for a, v in series.items()}, "training step", "val PSNR (held-out crops)",
-         title)
+            values.setdefault(r["arm"], {}).setdefault(c["step"], []).append(c["val"])
+    out = {}
+    for arm, by_step in values.items():
+        steps = sorted(s for s, v in by_step.items() if len(v) == seeds[arm])
+        out[arm] = (steps, [float(np.mean(by_step[s])) for s in steps])
+    return out
+
+
+def plot_curves(path: Path, results: list[dict], title: str) -> None:
+    """Mean held-out validation PSNR against steps, one line per arm (complete seed sets
+    only: :func:`curve_means`)."""
+    plot(path, curve_means(results), "training step",
+         "val PSNR (held-out selection crops; all seeds)", title)
 
 
 def plot(path: Path, series: dict[str, tuple[list, list]], xlabel: str, ylabel: str,

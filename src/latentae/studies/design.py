@@ -4,9 +4,14 @@ resumable training run per (arm, seed).
 
 - **Held-out rule** (:func:`split_bsds`): of the 400 BSDS images, the 50 whose
   ``sha256(file name)`` is lowest are held out; training reads the other 350 (a folder
-  of links, :func:`train_folder`). Evaluation uses random crops of the held-out images
-  at native scale (no resize; positions from a seeded generator, :func:`random_crops`)
-  and kodak24 crops as a second, out-of-distribution set.
+  of links, :func:`train_folder`). The 50 are split again (:func:`split_held_out`): the
+  25 lowest hashes are the **selection** images (the ``val`` crops: validation curve,
+  plateau stop, lr sweeps), the other 25 the **test** images (``test``/``test_rs`` crops:
+  the final tables), on which nothing is selected. Evaluation uses random crops of those
+  images at native scale (no resize; positions from a seeded generator,
+  :func:`random_crops`); ``test_rs`` crops the test images at the *training* scale (short
+  side resized to the crop size, as ``crop_flip`` does in training: issue 27 defect 2,
+  train/test scale); kodak24 crops are a second, out-of-distribution set.
 - **Paired seeds** (:func:`paired_seed`): run seed = ``seed_from(study seed, seed
   index)``, never the arm, so every arm of one seed index starts from the same initial
   weights (where modules are shared) and reads the same data order.
@@ -34,13 +39,14 @@ import torch
 from latentae.engine.state import load_latest, seed_from
 from latentae.errors import InputError, TrainingStopped
 from latentae.files import atomic_path, atomic_write_text
-from latentae.io import list_images, load_image, to_tensor
+from latentae.io import list_images, load_image, resize_shortest, to_tensor
 from latentae.pretrained import load
 from latentae.train.autoencoder import train
 from latentae.train.config import make_config
 from latentae.train.recipes import LossWeights, Phase, Recipe
 
 HELD_OUT = 50
+SELECTION = 25  # of the held-out images: selection (val); the rest: the test images
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,11 @@ SCALES = {
     "cpu": Scale("cpu", 64, 8, (200, 400, 800), 50, 64, 1024, 256, 0, 3),
     "gpu": Scale("gpu", 128, 32, (1000, 2000), 250, 256, 2048, 512, 2048, 3,
                  device="cuda", dtype="bfloat16", perceptual=True, workers=3),
+    # The GPU machine as it is (scripts/gpu_evidence.sh): LPIPS-VGG (56 MiB) and Inception
+    # cannot travel with the data, so L1 + KL only and no KID; PSNR decides, LPIPS-Alex is
+    # reported. 20 paired seeds; many runs share the GPU, each decoding its own JPEGs.
+    "h200": Scale("h200", 128, 32, (400, 800), 100, 256, 2048, 512, 0, 20,
+                  device="cuda", dtype="bfloat16", perceptual=False, workers=0),
 }
 
 
@@ -110,18 +121,37 @@ def split_bsds(files: list[Path], held_out: int = HELD_OUT) -> tuple[list[Path],
     return sorted(ranked[held_out:]), sorted(ranked[:held_out])
 
 
-def train_folder(data: Path, cache: Path) -> Path:
-    """A folder of links to the training part of ``data`` (``cache/bsds-train``). Built in
-    a private temporary folder and renamed into place, so study workers that start
-    together never see (or trip over) a half-made one."""
+def split_held_out(held: list[Path], selection: int = SELECTION
+                   ) -> tuple[list[Path], list[Path]]:
+    """``(selection, test)`` of the held-out images: the ``selection`` lowest name hashes
+    drive every choice (validation curve, plateau, lr sweeps), the rest only the final
+    test (issue 27 defect 1: val and test shared the 50 images); both sorted by name."""
+    if len(held) <= selection:
+        raise InputError(f"need more than {selection} held-out images, got {len(held)}")
+    ranked = sorted(held, key=name_rank)
+    return sorted(ranked[:selection]), sorted(ranked[selection:])
+
+
+def train_folder(data: Path, cache: Path, resolution: int | None = None) -> Path:
+    """A folder of the training part of ``data``: links (``cache/bsds-train``), or with
+    ``resolution`` PNGs already resized so the short side is ``resolution``
+    (``cache/bsds-train-rR``): the resize training's ``crop_flip`` (``crop_scale`` 1) does
+    at every step, done once, so training reads the same pixels at a fraction of the
+    decoding cost (on the GPU machine, JPEG decoding starves the GPU). Built in a private
+    temporary folder and renamed into place, so study workers that start together never
+    see (or trip over) a half-made one."""
     train_files, _ = split_bsds(list_images(data))
-    folder = cache / "bsds-train"
+    folder = cache / ("bsds-train" if resolution is None else f"bsds-train-r{resolution}")
     if folder.is_dir() and len(list(folder.iterdir())) == len(train_files):
         return folder
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".bsds-train.", dir=cache))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=cache))
     for f in train_files:
-        os.symlink(f.resolve(), tmp / f.name)
+        if resolution is None:
+            os.symlink(f.resolve(), tmp / f.name)
+        else:  # same stem: the files sort (and so stream) in the same order
+            resize_shortest(load_image(f), resolution).save(tmp / f"{f.stem}.png",
+                                                           compress_level=1)
     if folder.is_dir():  # an incomplete folder from an interrupted older version
         shutil.rmtree(folder, ignore_errors=True)
     try:
@@ -131,9 +161,20 @@ def train_folder(data: Path, cache: Path) -> Path:
     return folder
 
 
-def random_crops(files: list[Path], n: int, size: int, seed: int) -> torch.Tensor:
+def one_resolution(recipe: Recipe) -> int | None:
+    """The recipe's training resolution if every phase shares it (then the training
+    images may be resized once: :func:`train_folder`), else None."""
+    sizes = {p.resolution for p in recipe.phases}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def random_crops(files: list[Path], n: int, size: int, seed: int,
+                 training_scale: bool = False) -> torch.Tensor:
     """``(n, 3, size, size)`` in [-1, 1]: crop k from image ``k mod len(files)`` (a
-    seeded permutation) at a seeded position, native scale (no resize)."""
+    seeded permutation, so crops ``k`` and ``k + len(files)`` share an image: the
+    image-level bootstrap's clusters) at a seeded position, native scale (no resize), or
+    with ``training_scale`` after resizing the short side to ``size`` (as training's
+    ``crop_flip`` with ``crop_scale`` 1)."""
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(files), generator=g)
     images: dict[int, torch.Tensor] = {}
@@ -141,7 +182,8 @@ def random_crops(files: list[Path], n: int, size: int, seed: int) -> torch.Tenso
     for k in range(n):
         i = int(order[k % len(files)])
         if i not in images:
-            images[i] = to_tensor(load_image(files[i]))          # (3, H, W) in [-1, 1]
+            img = load_image(files[i])
+            images[i] = to_tensor(resize_shortest(img, size) if training_scale else img)
         img = images[i]
         h, w = img.shape[-2:]
         if min(h, w) < size:
@@ -152,17 +194,30 @@ def random_crops(files: list[Path], n: int, size: int, seed: int) -> torch.Tenso
     return out
 
 
+CROP_SEEDS = {"val": 1, "test": 2, "kodak": 3, "test_rs": 5}  # 4: diffusion training crops
+
+
+def crop_files(kind: str, data: Path) -> list[Path]:
+    """The images a crop set is cut from: ``val`` the selection images, ``test`` and
+    ``test_rs`` the test images (:func:`split_held_out`), ``kodak`` every image of
+    ``data``."""
+    if kind not in CROP_SEEDS:
+        raise InputError(f"unknown crop set {kind!r}; valid: {', '.join(CROP_SEEDS)}")
+    files = list_images(data)
+    if kind == "kodak":
+        return files
+    selection, test = split_held_out(split_bsds(files)[1])
+    return selection if kind == "val" else test
+
+
 def crop_set(kind: str, data: Path, n: int, size: int, cache: Path) -> torch.Tensor:
-    """Cached evaluation crops: ``val`` / ``test`` (held-out BSDS, different seeds) or
-    ``kodak`` (every kodak24 image)."""
-    path = cache / f"crops-{kind}-{n}-{size}.pt"
+    """Cached evaluation crops of :func:`crop_files` (``test_rs``: at the training
+    scale); crop k comes from image ``k mod len(crop_files(...))``."""
+    path = cache / f"crops-{kind}-{n}-{size}-split2.pt"  # split2: val/test images disjoint
     if path.is_file():
         return torch.load(path, weights_only=True)  # never a pickle payload
-    files = list_images(data)
-    if kind in ("val", "test"):
-        files = split_bsds(files)[1]
-    seed = {"val": 1, "test": 2, "kodak": 3}[kind]
-    crops = random_crops(files, n, size, seed)
+    crops = random_crops(crop_files(kind, data), n, size, CROP_SEEDS[kind],
+                         training_scale=kind == "test_rs")
     cache.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:  # a unique temporary: workers may write it together
         torch.save(crops, tmp)
@@ -199,6 +254,7 @@ def run_config(init: Path, data: Path, run_dir: Path, seed: int, scale: Scale, c
         "resume": "auto", "restart": True, "max_steps": chunk, "val_every": 0,
         "ckpt_every": 0, "keep_checkpoints": 1, "log_every": 25, "progress": False,
         "grad_clip": 0.0,  # neither paper clips (issue 17, rule 6)
+        "compile": False,  # a run trains in chunks: each would compile again
         "device": scale.device, "workers": scale.workers, **(overrides or {})})
 
 

@@ -151,10 +151,12 @@ def generation_metrics(model_path: Path, scale: DiffusionScale, data: Path, cach
     ref = reference(data, cache, scale.samples, scale.resolution, scale.device)
     m = evaluate_samples(npz, ref, device=device, batch_size=50, config=GenerationConfig(
         kid_subset_size=max(2, scale.samples // 2), seed=seed))
-    res = {"gen_kid_x1e3": 1e3 * m["kid"], "gen_kid_std_x1e3": 1e3 * m["kid_std"],
+    res = {"gen_kid_x1e3": 1e3 * m["kid"], "gen_kid_std_x1e3": (
+               None if m["kid_std"] is None else 1e3 * m["kid_std"]),
            "gen_fid": m["gfid"], "gen_precision": m["precision"], "gen_recall": m["recall"],
-           "diffusion": {"model": cfg.model, "patch": cfg.patch, "latent_shape":
-                         list(latents.shape[1:]), "tokens": (latents.shape[-1] // cfg.patch) ** 2,
+           "diffusion": {"model": cfg.model, "patch": cfg.patch_size, "latent_shape":
+                         list(latents.shape[1:]),
+                         "tokens": (latents.shape[-1] // cfg.patch_size) ** 2,
                          "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
                          "learn_sigma": cfg.learn_sigma, "train_latents": len(latents),
                          "samples": m["n"], "reference_crops": m["n_ref"],

@@ -21,25 +21,37 @@ Sizes (``SCALES``): ``--scale cpu`` R = 64 (2R = 128: f32 latents of 2×2 and 4�
 2R arms dominate the cost (≈ 4× the pixels), so 300 steps is what fits 45 minutes at
 ``--jobs 2``. ``p3`` needs an LPIPS-trained phase 1 (LPIPS-VGG in the loss): it runs at
 ``--scale gpu`` only (``SCALE_ARMS``).
+
+Controls (issue 27 defect 3): ``high`` sees 4× the pixels per step, and is also better at
+R, so the penalty ``high − low`` at 2R overstates what low-resolution training costs.
+``high-px`` trains at 2R with a quarter of the batch (equal pixels per step and equal
+steps: equal pixels seen); ``low-f8`` / ``high-f8`` are the same arms on an f8c4 DC-AE
+(the tiny preset's first four stages: the paper's claim is that the penalty is specific
+to high compression). ``DIFF_IN_DIFF`` reports, per seed, the penalty at 2R net of the
+same arms' difference at R, and f32's penalty minus f8's. Phase 2's memory (the paper's
+cost metric, 153.98 → 67.81 GB) is a GPU measurement: ``scripts/gpu_bench.sh``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
 from latentae.errors import InputError
 from latentae.eval.psnr_ssim import psnr_per_image
-from latentae.registry import create_model
+from latentae.registry import create_model, get_preset
 from latentae.studies import common, design
 from latentae.studies.design import Scale
-from latentae.studies.runner import Contrast, reconstruct
+from latentae.studies.runner import Contrast, DiffInDiff, reconstruct
 from latentae.train.recipes import LossWeights, Phase, Recipe
 
 NAME = "highres_adaptation"
 CLAIM = ("DC-AE fig. 3b / §3.3: low-res training costs quality at high res (the penalty), "
          "and phase 2 on the latent-facing layers at high res closes it (direction only)")
 ARMS = {"low": "phase 1 at R", "high": "phase 1 at 2R",
+        "high-px": "phase 1 at 2R, batch / 4 (the pixels per step of low)",
+        "low-f8": "f8c4 DC-AE, phase 1 at R", "high-f8": "f8c4 DC-AE, phase 1 at 2R",
         **{f"p2-{k}": f"low → phase 2 at 2R, encoder.head.{k} + decoder.input.{k}"
            for k in (1, 2, 3)},
         "p3": "p2-2 → phase 3 at R, decoder.head + PatchGAN"}
@@ -52,21 +64,43 @@ SRC = "DC-AE fig. 3b / table 6 (rFID): direction only"
 CONTRASTS = (Contrast("high", "low", "psnr_2R", 0.0, SRC),
              *(Contrast(f"p2-{k}", "low", "psnr_2R", 0.0, SRC) for k in (1, 2, 3)),
              Contrast("p2-2", "high", "psnr_2R", 0.0, "phase 2 matches high-res training"),
+             Contrast("high-px", "low", "psnr_2R", 0.0, "the penalty at equal pixels seen"),
+             Contrast("high-f8", "low-f8", "psnr_2R", 0.0, "the penalty at f8 (control)"),
              Contrast("p3", "p2-2", "lpips", 0.0, "DC-AE §3.3 phase 3", sign=-1.0),
              Contrast("p3", "p2-2", "kid_x1e3", 0.0, "DC-AE §3.3 phase 3", sign=-1.0))
+
+DID = "issue 27: the penalty net of the confounds (direction only)"
+DIFF_IN_DIFF = (
+    DiffInDiff("(high − low) at 2R − at R", ("high", "low", "psnr_2R"),
+               ("high", "low", "psnr"), DID),
+    DiffInDiff("(high-px − low) at 2R − at R", ("high-px", "low", "psnr_2R"),
+               ("high-px", "low", "psnr"), DID),
+    DiffInDiff("penalty f32 − penalty f8", ("high", "low", "psnr_2R"),
+               ("high-f8", "low-f8", "psnr_2R"), DID),
+)
 
 
 def preset(scale: Scale) -> str:
     return "dcae-tiny-f64" if scale.resolution >= 128 else "dcae-tiny-f32"
 
 
+def f8_model():
+    """An f8c4 DC-AE: the tiny f32 preset cut to its first four stages."""
+    cfg = get_preset("dcae-tiny-f32")[1]
+    stages = {f.name: getattr(cfg, f.name)[:4] for f in dataclasses.fields(cfg)
+              if isinstance(getattr(cfg, f.name), tuple) and len(getattr(cfg, f.name)) == 6}
+    return create_model("dcae-tiny-f32", latent_channels=4, **stages)
+
+
 def build(arm: str, scale: Scale, init_from: Path | None = None):
     steps, r, m = scale.budgets[-1], scale.resolution, scale.lr_mult
     loss = LossWeights(perceptual=1.0 if scale.perceptual else 0.0, kl=0.0)
-    if arm in ("low", "high"):
-        phase = Phase(arm, steps, r if arm == "low" else 2 * r, scale.batch_size, 6.4e-5 * m,
+    if arm in ("low", "high", "high-px", "low-f8", "high-f8"):
+        batch = max(1, scale.batch_size // 4) if arm == "high-px" else scale.batch_size
+        phase = Phase(arm, steps, r if arm.startswith("low") else 2 * r, batch, 6.4e-5 * m,
                       optimizer="adamw", weight_decay=0.1, losses=loss)
-        return create_model(preset(scale)), Recipe(arm, (phase,))
+        model = f8_model() if arm.endswith("f8") else create_model(preset(scale))
+        return model, Recipe(arm, (phase,))
     if arm == "p3":
         if not scale.perceptual:
             raise InputError("arm p3 (phase 3) continues an LPIPS-trained phase 1: run it "

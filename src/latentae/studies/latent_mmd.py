@@ -35,12 +35,15 @@ TRAINS_AS = litevae_vs_sdvae.NAME  # so --runs-from can reuse that study's runs
 
 @torch.no_grad()
 def latents(model, crops: torch.Tensor) -> torch.Tensor:
-    return torch.cat([model.encode(b).mode().float() for b in crops.split(32)])
+    """Posterior means of ``crops``, on the model's device, float32 on the CPU."""
+    device = next(model.parameters()).device
+    return torch.cat([model.encode(b.to(device)).mode().float().cpu()
+                      for b in crops.split(32)])
 
 
 def extra_metrics(model, scale: design.Scale, data: Path, cache: Path) -> dict[str, float]:
     """Whole-code MMD² ×1e3 per σ of the model-scaled test-crop latents."""
-    model = model.cpu().eval()
+    model = model.to(scale.device).eval()
     factor = 1.0 / float(latents(model, design.crop_set(
         "val", data, scale.val_crops, scale.resolution, cache)).std())
     z = latents(model, design.crop_set("test", data, scale.test_crops, scale.resolution,

@@ -21,6 +21,12 @@ Sizes (``SCALES``): ``--scale cpu`` is ``design.SCALES["cpu"]`` (64², batch 8, 
 ``litevae-tiny``) with the PSNR-judged arms only (``SCALE_ARMS``: base, wavelet, smc;
 L1 + KL, no LPIPS: rule 5). The GAN arms need LPIPS-VGG in the loss of base and of the
 GAN phase, which on this CPU costs several times an L1 step: they run at ``--scale gpu``.
+
+Equal budgets (issue 27 defect 4): every arm trains the full budgets (``PLATEAU =
+design.NEVER``): a run the plateau rule stops early (two of three SMC runs stalled at
+300/400 steps) would otherwise be compared at its stop against an 800-step base. The SMC
+decoder gets its own lr from its own sweep (``--arm-lr-mult smc=M``: the sweep is
+``--arms smc --seeds 1 --budgets 200 --lr-mult M`` for M in 1, 4, 16).
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ CONTRASTS = (
              "table 10 rFID: direction only", sign=-1.0),
 )
 DEFAULT_CONSTANT = 0.1
+PLATEAU = design.NEVER  # equal budgets for every arm (module docstring)
 
 
 def adaptive_median(init_from: Path) -> float:

@@ -51,7 +51,9 @@ class Contrast:
     """``arm − reference`` on ``metric`` (``sign`` −1 where lower is better); the paper's
     effect in the same signed units, and where it is from. ``margin`` (a fraction of the
     reference arm's mean) adds an equivalence verdict: the CI of the difference inside
-    ±margin·|reference mean| (``stats.equivalence``)."""
+    ±margin·|reference mean| (``stats.equivalence``). ``noninferiority`` (> 0, in the
+    metric's signed units, stated before any run) adds the one-sided test that the arm is
+    worse by less than it (``stats.noninferiority``: "matches the reference")."""
 
     arm: str
     reference: str
@@ -60,6 +62,20 @@ class Contrast:
     source: str
     sign: float = 1.0
     margin: float | None = None
+    noninferiority: float | None = None
+
+
+@dataclass(frozen=True)
+class DiffInDiff:
+    """A difference of two paired differences, per seed: ``(first) − (second)``, each
+    ``(arm, reference, metric)`` on the test set, e.g. the high-resolution penalty net of
+    the high-resolution arm's advantage at R, or f32's penalty minus f8's (direction
+    only: + = the first difference is the larger)."""
+
+    name: str
+    first: tuple[str, str, str]
+    second: tuple[str, str, str]
+    source: str
 
 
 _NETS: dict[str, Any] = {}
@@ -171,18 +187,19 @@ def train_and_test(mod: ModuleType, arm: str, seed_index: int, scale: design.Sca
         init = init_from
     res = scale.resolution
     val = design.crop_set("val", data, scale.val_crops, res, cache)
-    rec = design.train_arm(folder / "run", init, recipe, design.train_folder(data, cache),
+    images = design.train_folder(data, cache, design.one_resolution(recipe))
+    rec = design.train_arm(folder / "run", init, recipe, images,
                            seed, scale, val_psnr(val, scale.device),
                            getattr(mod, "PLATEAU", design.Plateau()))
-    test = design.crop_set("test", data, scale.test_crops, res, cache)
-    kod = design.crop_set("kodak", kodak, scale.kodak_crops, res, cache)
+    sets = test_sets(scale, data, kodak, cache)
     saved = sorted((int(k), v) for k, v in rec["budgets"].items())
     tested = {}
     for b in scale.budgets:
         step, path = max(((s, p) for s, p in saved if s <= b), default=saved[0])
         m = load(path)
-        tested[str(b)] = {"step": step, "test": measure(m, test, scale.device, scale.kid_crops),
-                          "kodak": measure(m, kod, scale.device, 0)}
+        tested[str(b)] = {"step": step} | {
+            where: measure(m, crops, scale.device, scale.kid_crops if where == "test" else 0)
+            | {"n_images": n_images} for where, (crops, n_images) in sets.items()}
         if hasattr(mod, "extra_metrics"):  # e.g. other crop sizes, latent MMD
             tested[str(b)]["test"].update(mod.extra_metrics(m, scale, data, cache))
         if hasattr(mod, "generation_metrics") and b == scale.budgets[-1]:  # the final
@@ -195,6 +212,21 @@ def train_and_test(mod: ModuleType, arm: str, seed_index: int, scale: design.Sca
             "final_model": saved[-1][1], "budgets": tested,
             "params": sum(p.numel() for p in final.parameters()),
             "encoder_gflop": encoder_gflop(final, res)}
+
+
+TEST_RS_PER_IMAGE = 8  # test_rs: the resized test images leave few distinct positions
+
+
+def test_sets(scale: design.Scale, data: Path, kodak: Path, cache: Path
+              ) -> dict[str, tuple[torch.Tensor, int]]:
+    """``{set: (crops, images they come from)}``: ``test`` (native scale), ``test_rs``
+    (the test images at the training scale: issue 27 defect 2) and ``kodak``."""
+    res, n_test = scale.resolution, len(design.crop_files("test", data))
+    n_rs = min(scale.test_crops, TEST_RS_PER_IMAGE * n_test)
+    return {"test": (design.crop_set("test", data, scale.test_crops, res, cache), n_test),
+            "test_rs": (design.crop_set("test_rs", data, n_rs, res, cache), n_test),
+            "kodak": (design.crop_set("kodak", kodak, scale.kodak_crops, res, cache),
+                      len(design.crop_files("kodak", kodak)))}
 
 
 def encoder_gflop(model: torch.nn.Module, resolution: int) -> float:
@@ -223,35 +255,91 @@ def run_all(mod: ModuleType, arms: tuple[str, ...], scale: design.Scale, out: Pa
     return [f.result() for f in futures]
 
 
+SETS = ("test", "test_rs", "kodak")
+
+
 def contrasts(mod: ModuleType, results: list[dict], scale: design.Scale,
               arms: tuple[str, ...]) -> list[dict]:
-    """Each declared contrast (both arms run) at each budget, on both test sets."""
+    """Each declared contrast (both arms run) at each budget, on every test set, then
+    Holm's adjustment over all of the study's rows (:func:`adjust`)."""
     by = {(r["arm"], r["seed_index"]): r for r in results}
     rows = []
     for c in mod.CONTRASTS:
         if c.arm not in arms or c.reference not in arms:
             continue
         for b in scale.budgets:
-            for where in ("test", "kodak"):
-                pick = [(by[(c.arm, i)]["budgets"][str(b)][where],
-                         by[(c.reference, i)]["budgets"][str(b)][where])
+            for where in SETS:
+                pick = [(by[(c.arm, i)]["budgets"][str(b)].get(where),
+                         by[(c.reference, i)]["budgets"][str(b)].get(where))
                         for i in range(scale.seeds)]
-                if c.metric not in pick[0][0]:
+                if pick[0][0] is None or c.metric not in pick[0][0]:
                     continue
-                a, r = ([p[k][c.metric] for p in pick] for k in (0, 1))
-                items = None
-                if c.metric in pick[0][0]["per_crop"]:
-                    items = c.sign * (np.array([p[0]["per_crop"][c.metric] for p in pick])
-                                      - np.array([p[1]["per_crop"][c.metric] for p in pick]))
-                row = {"contrast": f"{c.arm} − {c.reference}", "metric": c.metric,
-                       "budget": b, "set": where, "source": c.source,
-                       "arm_mean": float(np.mean(a)), "arm_sd": float(np.std(a, ddof=1))
-                       if len(a) > 1 else None, "ref_mean": float(np.mean(r)),
-                       **stats.compare(a, r, c.paper_effect, c.sign, items)}
-                if c.margin is not None and "ci95" in row:
-                    row["margin"] = c.margin * abs(row["ref_mean"])
-                    row["equivalence"] = stats.equivalence(row["ci95"], row["margin"])
-                rows.append(row)
+                rows.append(contrast_row(c, b, where, pick))
+    for d in getattr(mod, "DIFF_IN_DIFF", ()):
+        if {d.first[0], d.first[1], d.second[0], d.second[1]} <= set(arms):
+            rows += [did_row(d, b, by, scale.seeds) for b in scale.budgets]
+    return adjust([r for r in rows if r is not None])
+
+
+def did_row(d: DiffInDiff, budget: int, by: dict, seeds: int) -> dict | None:
+    """The row of a :class:`DiffInDiff` at ``budget`` (None when a metric is missing)."""
+    def diff(arm: str, ref: str, metric: str) -> list[float] | None:
+        tested = [(by[(arm, i)]["budgets"][str(budget)]["test"],
+                   by[(ref, i)]["budgets"][str(budget)]["test"]) for i in range(seeds)]
+        if metric not in tested[0][0]:
+            return None
+        return [a[metric] - r[metric] for a, r in tested]
+    first, second = diff(*d.first), diff(*d.second)
+    if first is None or second is None:
+        return None
+    return {"contrast": d.name, "metric": f"{d.first[2]} − {d.second[2]}", "budget": budget,
+            "set": "test", "source": d.source, "arm_mean": float(np.mean(first)),
+            "ref_mean": float(np.mean(second)), **stats.compare(first, second, 0.0)}
+
+
+def contrast_row(c: Contrast, budget: int, where: str, pick: list[tuple[dict, dict]]
+                 ) -> dict:
+    """One row: ``pick`` is ``[(arm's tested set, reference's tested set)]`` per seed."""
+    a, r = ([p[k][c.metric] for p in pick] for k in (0, 1))
+    items = images = None
+    if c.metric in pick[0][0].get("per_crop", {}):
+        items = c.sign * (np.array([p[0]["per_crop"][c.metric] for p in pick])
+                          - np.array([p[1]["per_crop"][c.metric] for p in pick]))
+        n_img = pick[0][0].get("n_images")
+        images = np.arange(items.shape[1]) % n_img if n_img else None  # design.random_crops
+    row = {"contrast": f"{c.arm} − {c.reference}", "metric": c.metric, "budget": budget,
+           "set": where, "source": c.source, "arm_mean": float(np.mean(a)),
+           "arm_sd": float(np.std(a, ddof=1)) if len(a) > 1 else None,
+           "ref_mean": float(np.mean(r)),
+           **stats.compare(a, r, c.paper_effect, c.sign, items, images)}
+    if c.margin is not None and "ci95" in row:
+        row["margin"] = c.margin * abs(row["ref_mean"])
+        row["equivalence"] = stats.equivalence(row["ci95"], row["margin"])
+    if c.noninferiority is not None and len(a) > 1:
+        row |= stats.noninferiority(row["diffs"], c.noninferiority)
+    return row
+
+
+DIRECTIONAL = ("reproduced", "not reproduced (CI excludes the paper's direction)")
+
+
+def adjust(rows: list[dict]) -> list[dict]:
+    """Holm over the study's rows (one family: every metric, budget and set), and over
+    its non-inferiority tests (a second family). ``verdict_holm``: the verdict, with a
+    directional one kept only if its adjusted p < 0.05 — said beside it."""
+    tested = [r for r in rows if "p" in r]
+    for r, q in zip(tested, stats.holm([r["p"] for r in tested])):
+        r["p_holm"], m = q, len(tested)
+        keep = r["verdict"] not in DIRECTIONAL or q < 1 - stats.LEVEL
+        r["verdict_holm"] = (f"{r['verdict']} (Holm p {q:.2g}, m={m})" if keep else
+                             f"not significant after Holm (p {q:.2g}, m={m}; unadjusted: "
+                             f"{r['verdict']})")
+    ni = [r for r in rows if "ni_p" in r]
+    for r, q in zip(ni, stats.holm([r["ni_p"] for r in ni])):
+        r["ni_p_holm"] = q
+        r["noninferiority"] += f", Holm p {q:.2g} (m={len(ni)})"
+        if q >= 1 - stats.LEVEL and r["ni_p"] < 1 - stats.LEVEL:
+            r["noninferiority"] = "not shown after Holm: " + r["noninferiority"]
     return rows
 
 
@@ -259,7 +347,7 @@ def study_record(mod: ModuleType, scale: design.Scale, results: list[dict],
                  rows: list[dict], started: float) -> dict[str, Any]:
     slim = [{k: v for k, v in r.items() if k != "budgets"} | {"budgets": {
         b: {"step": t["step"], **{w: {k: v for k, v in t[w].items() if k != "per_crop"}
-                                   for w in ("test", "kodak")}}
+                                   for w in SETS if w in t}}
         for b, t in r["budgets"].items()}} for r in results]
     return {"study": mod.NAME, "claim": mod.CLAIM, "scale": asdict(scale),
             "contrasts": rows, "runs": slim,

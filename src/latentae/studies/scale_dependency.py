@@ -27,12 +27,12 @@ CONTRASTS = (Contrast("lite-tiny", "sd-enc", "psnr_drop_2R", 0.0, "fig. 5, direc
              Contrast("lite-tiny", "sd-enc", "psnr_drop_4R", 0.0, "fig. 5, direction"))
 build = litevae_vs_sdvae.build
 TRAINS_AS = litevae_vs_sdvae.NAME  # so --runs-from can reuse that study's runs
-CROPS_PER_SIZE = {"quick": 2, "cpu": 128, "gpu": 512}
+CROPS_PER_SIZE = {"quick": 2, "cpu": 128, "gpu": 512, "h200": 512}
 
 
 def extra_metrics(model, scale: design.Scale, data: Path, cache: Path) -> dict[str, float]:
     """PSNR at R, 2R, 4R on native-scale held-out crops, and the drops from R."""
-    n, out = CROPS_PER_SIZE.get(scale.name, 128), {}
+    n, out = 2 if scale.dry_run else CROPS_PER_SIZE.get(scale.name, 128), {}
     for k in (k for k in (1, 2, 4) if k * scale.resolution <= 320):  # BSDS: 481×321
         crops = design.crop_set("test", data, n, k * scale.resolution, cache)
         out[f"psnr_{k}R"] = float(psnr_per_image(

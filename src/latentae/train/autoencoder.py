@@ -15,7 +15,8 @@ for a run that started from a model directory, the regression report
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,15 @@ from latentae.losses import (
     r1_penalty,
     wavelet_charbonnier_loss,
 )
+from latentae.losses.regularisers import NAMES as REGULARISERS
+from latentae.losses.regularisers import check_regularisers, regulariser_terms
 from latentae.models.distributions import DiagonalGaussian
 from latentae.nn.grad_checkpoint import enable_gradient_checkpointing
 from latentae.pretrained import load
 from latentae.runtime import autocast
 from latentae.train.card import training_card, training_data_fingerprint
 from latentae.train.config import TrainConfig, check_recipe, config_document, resolve_recipe
+from latentae.train.diffusability import DiffusabilityHooks
 from latentae.train.discriminator import load_discriminator, save_discriminator
 from latentae.train.recipes import ADDED_PHASE_FIELDS, Phase, Recipe, phase_lr
 from latentae.train.regression import RegressionCheck
@@ -73,13 +77,17 @@ class AutoencoderForward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, eps: torch.Tensor, regularisers: Callable | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """``regularisers(decode, z, x) -> {name: term}`` (losses/regularisers.py) runs
+        here, inside the one (DDP) forward, on the same ``z``."""
         posterior = self.model.encode(x)
         z = posterior.mean + posterior.std * eps  # (B, nz, H/f, W/f)
         if isinstance(posterior, DiagonalGaussian):  # KL in float32 even under autocast
             moments = torch.cat([posterior.mean, posterior.logvar], dim=1).float()
             posterior = DiagonalGaussian(moments)
-        return self.model.decode(z), posterior.kl().float()
+        terms = regularisers(self.model.decode, z, x) if regularisers is not None else {}
+        return self.model.decode(z), posterior.kl().float(), terms
 
 
 def set_trainable(model: nn.Module, groups: tuple[str, ...]) -> list[nn.Parameter]:
@@ -108,6 +116,30 @@ def make_optimizer(params: list[nn.Parameter], phase: Phase) -> torch.optim.Opti
     return cls(params, lr=phase.lr, betas=tuple(phase.betas), weight_decay=phase.weight_decay)
 
 
+def recipe_summary(cfg: TrainConfig, recipe: Recipe) -> str:
+    """``model`` and ``recipe`` as resolved (steps scaled, overrides applied): a header
+    line and one line per phase with what trains and the non-zero loss weights."""
+    disc = (f", discriminator {recipe.discriminator}" if recipe.uses_discriminator else "")
+    lines = [f"model {cfg.model}, recipe {recipe.name}{disc}, data {cfg.data}:"]
+    for p in recipe.phases:
+        losses = ", ".join(f"{f.name} {getattr(p.losses, f.name):g}"
+                           for f in dataclasses.fields(p.losses)
+                           if f.name not in ("highpass_sigma", "adaptive")
+                           and getattr(p.losses, f.name))
+        gan = f", GAN from step {p.disc_start}" if p.discriminator_on else ""
+        lines.append(f"  phase {p.name}: {p.steps} steps at {p.resolution}², batch "
+                     f"{p.batch_size} (global), {p.optimizer} lr {p.lr:g} ({p.lr_decay}), "
+                     f"trains {'+'.join(p.train_groups)}; losses {losses or 'none'}{gan}")
+    return "\n".join(lines)
+
+
+def per_process(recipe: Recipe, world: int) -> tuple[Phase, ...]:
+    """The phases as one process runs them: ``batch_size`` is the global batch (as DiT and
+    edm2 count it), each of ``world`` processes takes ``batch_size / world``."""
+    return tuple(dataclasses.replace(p, batch_size=p.batch_size // world)
+                 for p in recipe.phases)
+
+
 class AutoencoderTask:
     """An autoencoder, its discriminator and losses, as a :class:`~latentae.engine.loop.Task`."""
 
@@ -115,7 +147,8 @@ class AutoencoderTask:
     resume_defaults = ADDED_PHASE_FIELDS  # old run folders resume (rundir.agrees)
 
     def __init__(self, cfg: TrainConfig, recipe: Recipe, device: torch.device) -> None:
-        self.cfg, self.recipe, self.device, self.phases = cfg, recipe, device, recipe.phases
+        self.cfg, self.recipe, self.device = cfg, recipe, device
+        self.phases = per_process(recipe, dist.world_size())
         self.model = load(cfg.model, random_init=True).to(
             device, memory_format=memory_format(cfg))
         check_phases(self.model, recipe, cfg)
@@ -138,7 +171,9 @@ class AutoencoderTask:
             if dist.is_main() and RegressionCheck.wanted(cfg) else None
         self.lpips_metric = optional_lpips("alex", device, dist.is_main()
                                            and self.val_images is not None)
-        self.phase: Phase = recipe.phases[0]
+        self.diffusability = DiffusabilityHooks(cfg, self.val_images,
+                                                recipe.phases[-1].resolution)
+        self.phase: Phase = self.phases[0]
         self.g_opt: torch.optim.Optimizer | None = None
         self.d_opt: torch.optim.Optimizer | None = None
         self.G: nn.Module | None = None
@@ -146,6 +181,10 @@ class AutoencoderTask:
 
     def config(self) -> dict[str, Any]:
         return config_document(self.cfg, self.recipe)
+
+    def summary(self) -> str:
+        """The resolved recipe, one line per phase (printed when the run starts)."""
+        return recipe_summary(self.cfg, self.recipe)
 
     def begin_phase(self, index: int) -> None:
         """Train only the phase's groups, with new optimizers and DDP wrappers."""
@@ -195,6 +234,10 @@ class AutoencoderTask:
         logs["lr"] = lr
         return logs
 
+    def periodic(self) -> list:
+        """The loop's periodic hooks: diffusability diagnostics and generation probe."""
+        return self.diffusability.hooks()
+
     def checkpoint_items(self) -> dict[str, Stateful]:
         items: dict[str, Stateful] = {"model": self.model}
         if self.disc is not None:
@@ -239,13 +282,17 @@ def check_phases(model: nn.Module, recipe: Recipe, cfg: TrainConfig) -> None:
             raise InputError(f"phase {p.name}.resolution {p.resolution} is not divisible by "
                              f"the compression ratio {f} of {cfg.model}: use a multiple of "
                              f"{f} (--set resolution={max(f, p.resolution // f * f)})")
-        if p.batch_size % cfg.accumulation:
-            raise InputError(f"phase {p.name}: batch_size {p.batch_size} is not divisible "
-                             f"by accumulation {cfg.accumulation}")
+        if p.batch_size % (cfg.accumulation * dist.world_size()):
+            raise InputError(f"phase {p.name}: batch_size {p.batch_size} (the global batch) "
+                             f"is not divisible by accumulation {cfg.accumulation} × "
+                             f"{dist.world_size()} processes")
         unknown = sorted(set(p.train_groups) - model.param_groups().keys())
         if unknown:
             raise InputError(f"phase {p.name}.train_groups: {type(model).__name__} has no "
                              f"group(s) {unknown}; valid: {sorted(model.param_groups())}")
+        groups = model.param_groups()
+        check_regularisers(p.losses, {id(q) for g in p.train_groups for q in groups[g]},
+                           groups["encoder"], f"phase {p.name}")
 
 
 def reconstruction_losses(recon: torch.Tensor, x: torch.Tensor, kl: torch.Tensor,
@@ -272,12 +319,14 @@ def generator_step(task: AutoencoderTask, x: torch.Tensor, eps: torch.Tensor, ga
     task.g_opt.zero_grad(set_to_none=True)
     if task.disc is not None:
         task.disc.requires_grad_(False)
+    reg = regularisers_of(task, state)
     for i, (xb, eb) in enumerate(zip(x.chunk(acc), eps.chunk(acc))):
         with dist.no_sync(task.G, sync=i == acc - 1):
             with autocast(task.device):
-                recon, kl = task.G(xb, eb)
+                recon, kl, extra = task.G(xb, eb, reg)
             recon = recon.float()
             terms = reconstruction_losses(recon, xb, kl, phase, task.perceptual)
+            terms.update({k: v.float() for k, v in extra.items()})
             if gan_on:  # the unwrapped D: its gradients are not wanted here
                 terms["adversarial"] = adversarial_term(task, recon, sum(terms.values()), logs)
             loss = sum(terms.values())
@@ -288,6 +337,17 @@ def generator_step(task: AutoencoderTask, x: torch.Tensor, eps: torch.Tensor, ga
     logs["g_grad_norm"] = optimizer_step(task.g_opt, task.model.parameters(), state,
                                          task.cfg, "G")
     return logs, torch.cat(recons)
+
+
+def regularisers_of(task: AutoencoderTask, state: TrainState) -> Callable | None:
+    """The phase's diffusability regularisers as ``(decode, z, x) -> terms`` with their
+    draws seeded from (seed, phase, image index), or ``None`` when all are off."""
+    w = task.phase.losses
+    if not any(getattr(w, n) for n in REGULARISERS):
+        return None
+    g = torch.Generator().manual_seed(seed_from(task.cfg.seed, state.phase, state.phase_nimg, 4))
+    return lambda decode, z, x: regulariser_terms(
+        w, decode, z, x, g, task.perceptual if w.perceptual else None)
 
 
 def adversarial_term(task: AutoencoderTask, recon: torch.Tensor, rec: torch.Tensor,

@@ -12,6 +12,7 @@ from latentae.engine.data import Source, sources_fingerprint
 from latentae.engine.loop import images
 from latentae.engine.monitor import read_metrics
 from latentae.train.config import TrainConfig
+from latentae.train.diffusability import last_values
 from latentae.train.recipes import Recipe
 from latentae.train.validation import first_images
 
@@ -41,7 +42,15 @@ def training_card(cfg: TrainConfig, recipe: Recipe, run: Path, data: dict[str, A
             "recipe": recipe.name, "recipe_overrides": dict(cfg.recipe_overrides) or None,
             "phases": phases, "steps": sum(p.steps for p in recipe.phases),
             "nimg": sum(images(p.steps, p) for p in recipe.phases), "data": data,
-            "validation": final_validation(cfg, run)}
+            "validation": final_validation(cfg, run),
+            "diffusability": last_diffusability(run)}
+
+
+def last_diffusability(run: Path) -> dict[str, Any] | None:
+    """The last diffusability diagnostics and generation probe of the run, if logged."""
+    if not (run / "metrics.jsonl").is_file():
+        return None
+    return last_values(read_metrics(run))
 
 
 def final_validation(cfg: TrainConfig, run: Path) -> dict[str, Any] | None:

@@ -63,6 +63,13 @@ class TrainConfig(LoopConfig):
     compile: bool = False
     gradient_checkpointing: bool = False  # recompute block activations in backward
     recipe_overrides: tuple[tuple[str, Any], ...] = ()
+    # Diffusability while training (train/diffusability.py); 0: off.
+    diffusability_every: int = 0  # diagnostics on the first val_images held-out images
+    generation_probe_every: int = 0  # a tiny DiT on the latents (diffusion/probe.py)
+    generation_probe_images: int = 256  # ours: training images encoded = held-out references
+    generation_probe_steps: int = 1000  # ours: the DiT's optimizer steps per probe
+    generation_probe_model: str = "dit-s"  # the proxy's model
+    generation_probe_seeds: int = 2  # DiT seeds per probe: their spread is reported
 
 
 # Allowed range (inclusive, with a strict upper bound for ``OPEN_ABOVE``) of every numeric
@@ -75,7 +82,11 @@ LIMITS: dict[str, tuple[float, float]] = {
     "lr": (0.0, 10.0), "betas": (0.0, 1.0), "weight_decay": (0.0, 100.0),
     "disc_start": (0, BIG), "disc_warmup": (0, BIG), "highpass_sigma": (1e-3, 100.0),
     "shuffle_buffer": (0, 10**8), "reference_images": (1, 100_000),
-    "regression_tolerance": (0.0, 100.0),
+    "regression_tolerance": (0.0, 100.0), "equivariance_p": (0.0, 1.0),
+    "decoder_noise_sigma": (0.0, 100.0),
+    "diffusability_every": (0, BIG), "generation_probe_every": (0, BIG),
+    "generation_probe_images": (2, 100_000), "generation_probe_steps": (1, BIG),
+    "generation_probe_seeds": (1, 100),
 }
 LOSS_LIMIT = (0.0, 1e6)  # every LossWeights weight without its own entry in LIMITS
 LOSS_LIMITS = {f.name: LIMITS.get(f.name, LOSS_LIMIT) for f in dataclasses.fields(LossWeights)}

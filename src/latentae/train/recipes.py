@@ -1,9 +1,10 @@
 """Training recipes as data: a recipe is a discriminator choice and a list of
 :class:`Phase` records, each saying what trains, at which resolution, with which
-optimizer and which losses (DESIGN.md, "Training"). The autoencoder task
+optimizer and which losses (docs/training.md). The autoencoder task
 (``autoencoder.py``) runs them in order through the generic loop (``loop.py``). A phase
-is ``steps`` optimizer steps; one step consumes ``batch_size`` images per process times
-the number of processes (the loop counts images). Values are checked in ``config.py``.
+is ``steps`` optimizer steps; one step consumes ``batch_size`` images, the global batch
+over all processes (each takes ``batch_size / processes``; the loop counts images).
+Values are checked in ``config.py``.
 
 Where a paper (or the LDM config a paper follows) states a value it is cited; every
 value that is our choice is marked ``# ours:`` with the reason, and listed in
@@ -38,6 +39,12 @@ class LossWeights:
     # CutMix regularisation of a U-Net discriminator (Schönfeld et al. §3.2): weight of
     # losses.cutmix_loss in the D loss; 0 (off) in every recipe: LiteVAE does not say.
     cutmix: float = 0.0
+    # Diffusability regularisers (losses/regularisers.py, each cited there); 0: off.
+    equivariance: float = 0.0  # EQ-VAE (Kouzelis et al. 2025): decode a transformed latent
+    equivariance_p: float = 0.5  # paper: EQ-VAE's p_prior, the share of steps that apply it
+    latent_scale_equivariance: float = 0.0  # Skorokhodov et al. 2025, bilinear x2/x4
+    decoder_noise: float = 0.0  # decode z + sigma*std(z)*eps, sigma ~ U(0, sigma_max)
+    decoder_noise_sigma: float = 0.2  # ours: sigma_max, in units of the latent's std
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,9 @@ class Phase:
 
 # Phase fields added after runs were first written, with the value those runs used: a
 # config.yaml without them resumes when this run has that value (``rundir.write_config``).
-ADDED_PHASE_FIELDS: dict[str, object] = {"warmup_steps": 0, "lr_decay": "constant"}
+ADDED_PHASE_FIELDS: dict[str, object] = {
+    "warmup_steps": 0, "lr_decay": "constant", "equivariance": 0.0, "equivariance_p": 0.5,
+    "latent_scale_equivariance": 0.0, "decoder_noise": 0.0, "decoder_noise_sigma": 0.2}
 
 
 def phase_lr(phase: Phase, step: int) -> float:
@@ -130,7 +139,7 @@ def dcae() -> Recipe:
     # the latent (K = 0: encoder.project_out / decoder.project_in / decoder.head), and the
     # same words "head layers" for the encoder (phase 2) and the decoder (phase 3), so one
     # K for both. Fig. 11 (App. G) ablates K, but its values are not in the text we have
-    # (papers/dcae.txt holds only the caption): ours: K = 1 is our reading of §3.2.
+    # (the paper text holds only the caption): ours: K = 1 is our reading of §3.2.
     # ours: steps (100k/20k/20k), batch 16, resolutions 256²/512²/256² (the paper's low
     # resolution is 256²; its high-resolution memory figure is at 1024²), LPIPS weight 1.
     # ours: λ_adv 0.1 and the hinge loss in phase 3 (the paper names only "PatchGAN loss").
@@ -193,13 +202,38 @@ def finetune_full() -> Recipe:
     return _finetune("finetune-full", ("all",), 1e-6, 1e-6)
 
 
+def eqvae_finetune() -> Recipe:
+    """EQ-VAE (Kouzelis et al. 2025; official ``configs/eqvae_config.yaml``): fine-tune
+    encoder and decoder of a trained autoencoder (any ``latentae.load``-able one:
+    latentae or diffusers) with the equivariance loss (``losses/regularisers.py``) on
+    top of the LDM loss: L1 + LPIPS, KL 1e-6, PatchGAN hinge from step 0 with
+    ``disc_weight`` 0.5 times the adaptive weight, Adam betas (0.5, 0.9), 256² crops,
+    batch 10 × 2 accumulation rounds, the transform in half the steps (p 0.5);
+    "five epochs" of ImageNet (1,281,167 images) at batch 20: 320,292 steps.
+    ``--steps-scale`` shrinks the schedule; ``--reference-data`` adds the before/after
+    report (with the diffusability diagnostics before and after)."""
+    # paper: LDM's lr rule base_learning_rate 4.5e-6 × batch 10 × accumulation 2 × GPUs;
+    # ours: one GPU (the GPU count is not stated), so 9e-5.
+    # ours: the 1k-step discriminator warm-up of the fine-tune recipes (no D is released
+    # with the public VAEs, so a random D must not push the decoder at first).
+    # ours: equivariance weight 1 (EQ-VAE swaps the plain reconstruction for the
+    # transformed one in those steps; ours adds it: losses/regularisers.py).
+    losses = LossWeights(kl=1e-6, adversarial=0.5, adaptive=True, equivariance=1.0,
+                         equivariance_p=0.5)
+    return Recipe("eqvae-finetune", (Phase("eqvae", 320_292, 256, 20, 9e-5,
+                                           betas=(0.5, 0.9), losses=losses,
+                                           discriminator_on=True, disc_warmup=1_000),),
+                  discriminator="patchgan")
+
+
 RECIPES = {"litevae": litevae, "dcae": dcae, "sdvae": sdvae,
-           "finetune-decoder": finetune_decoder, "finetune-full": finetune_full}
+           "finetune-decoder": finetune_decoder, "finetune-full": finetune_full,
+           "eqvae-finetune": eqvae_finetune}
 
 
 def get_recipe(name: str) -> Recipe:
     """A recipe by name (``litevae``, ``dcae``, ``sdvae``, ``finetune-decoder``,
-    ``finetune-full``)."""
+    ``finetune-full``, ``eqvae-finetune``)."""
     if name not in RECIPES:
         raise InputError(f"unknown recipe {name!r}; valid: {sorted(RECIPES)}")
     return RECIPES[name]()

@@ -1,5 +1,5 @@
 """Autoencoder validation: held-out images, LPIPS when its weights are cached, and the
-EMA model's reconstructions measured (PSNR/SSIM with the uint8 protocol of DESIGN.md,
+EMA model's reconstructions measured (PSNR/SSIM with the uint8 protocol of docs/evaluation.md,
 LPIPS) and drawn as a grid."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def reconstruct(model, images: torch.Tensor, batch_size: int = 8) -> torch.Tenso
 @torch.no_grad()
 def per_image_metrics(model, images: torch.Tensor, lpips=None
                       ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """PSNR / SSIM (uint8 protocol of DESIGN.md) and LPIPS of ``model`` on ``images``
+    """PSNR / SSIM (uint8 protocol of docs/evaluation.md) and LPIPS of ``model`` on ``images``
     ``(N, 3, H, W)`` in [-1, 1], per image: ``{name: (N,) float64}``, and the
     reconstructions."""
     recon = reconstruct(model, images)
