@@ -70,9 +70,11 @@ def run(*argv) -> int:
 
 
 def _err(capsys) -> str:
+    """Standard error less the progress bars' lines (latentae.progress writes them there)."""
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    return err
+    return "".join(line for line in err.splitlines(True)
+                   if not re.search(r"\|.*\[\d+:\d+.*\]$", line.rstrip()))
 
 
 def _temporaries(root: Path) -> list[str]:
