@@ -180,3 +180,10 @@ def test_compile_flag_times_the_compiled_model_with_equal_outputs(tmp_path):
     rep = json.loads(out.read_text())
     assert rep["settings"]["compile"] == "eager"
     assert rep["results"]["sdvae-tiny"]["train_decode"]["images_per_s"] > 0
+
+
+def test_the_header_says_whether_the_cpu_has_bf16_instructions(report):
+    flags = open("/proc/cpuinfo").read().split()
+    assert report["machine"]["cpu_bf16"] == [f for f in ("avx512_bf16", "amx_bf16")
+                                             if f in flags]
+    assert "CPU bf16 instructions: " in to_markdown(report)

@@ -16,7 +16,8 @@ from latentae.train.config import make_config, resolve_recipe
 from latentae.train.recipes import RECIPES, Phase, get_recipe, phase_lr
 
 FAMILY_OF_RECIPE = {"litevae": "litevae-*", "dcae": "dcae-*", "sdvae": "sdvae-*",
-                    "finetune-decoder": "sdvae-*", "finetune-full": "sdvae-*"}
+                    "finetune-decoder": "sdvae-*", "finetune-full": "sdvae-*",
+                    "eqvae-finetune": "*"}  # any loadable autoencoder
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
@@ -55,9 +56,13 @@ def test_no_recipe_turns_on_what_its_paper_does_not_use(recipe):
     for phase in get_recipe(recipe).phases:
         assert phase.losses.cutmix == 0 and phase.losses.r1 == 0
         # LiteVAE §6 drops the adaptive weight; DC-AE (App. E) states none; the
-        # fine-tunes keep the LDM loss of the SD-VAE they start from.
+        # fine-tunes keep the LDM loss of the SD-VAE they start from (EQ-VAE's config
+        # is LDM's LPIPSWithDiscriminator too).
         assert phase.losses.adaptive == (recipe in ("sdvae", "finetune-decoder",
-                                                    "finetune-full"))
+                                                    "finetune-full", "eqvae-finetune"))
+        # the diffusability regularisers: only EQ-VAE's own recipe turns one on
+        assert phase.losses.equivariance == (1.0 if recipe == "eqvae-finetune" else 0.0)
+        assert phase.losses.latent_scale_equivariance == phase.losses.decoder_noise == 0
 
 
 def test_finetune_decoder_trains_the_decoder_side_only():

@@ -126,7 +126,7 @@ def test_paired_seed_ignores_the_arm_and_plateau_rule_fires():
 
 STUDIES = ["dcae_shortcuts", "litevae_vs_sdvae", "progressive", "recipe_ablations",
            "scale_dependency", "latent_mmd", "highres_adaptation", "dcae_table1",
-           "litevae_table7"]
+           "litevae_table7", "diffusability_regularisers"]
 
 
 @pytest.mark.slow
@@ -144,7 +144,8 @@ def test_study_quick_mode_writes_contrasts_with_cis(name, shared_data, fetched, 
     assert (tmp_path / "table.md").read_text().count("|") > 10
     assert "±" in (tmp_path / "table.md").read_text()  # per-arm mean ± sd over seeds
     figure = {"scale_dependency": "psnr_vs_resolution.png", "latent_mmd": "mmd_vs_sigma.png",
-              "dcae_table1": "generation.png", "litevae_table7": "generation.png"}.get(name)
+              "dcae_table1": "generation.png", "litevae_table7": "generation.png",
+              "diffusability_regularisers": "generation.png"}.get(name)
     assert figure is None or (tmp_path / figure).stat().st_size > 1000
     # --resume reuses every finished run: the same numbers, no training
     again = common.run_study(mod, ["--quick", "--out", str(tmp_path), "--resume"])

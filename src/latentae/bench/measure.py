@@ -159,6 +159,19 @@ def copy_vs_haar(device: torch.device, batch: int = 4, resolution: int = 256,
     return out
 
 
+def cpu_bf16_instructions() -> list[str]:
+    """The CPU's bf16 instruction sets (``avx512_bf16``, ``amx_bf16`` from
+    ``/proc/cpuinfo``): without them bf16 autocast on the CPU is emulated, and slower
+    than float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")),
+                         [])
+    except OSError:
+        return []
+    return [name for name in ("avx512_bf16", "amx_bf16") if name in flags]
+
+
 def machine_info(device: torch.device) -> dict[str, object]:
     """What the numbers depend on: CPU/GPU model, torch version, threads, load."""
     cpu = platform.processor() or platform.machine()
@@ -171,6 +184,7 @@ def machine_info(device: torch.device) -> dict[str, object]:
     info: dict[str, object] = {
         "cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "device": str(device),
+        "cpu_bf16": cpu_bf16_instructions(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     if hasattr(os, "getloadavg"):
