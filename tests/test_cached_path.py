@@ -15,6 +15,7 @@ from PIL import Image
 from latentae.cli import main
 from latentae.diffusion.data import LatentNorm
 from latentae.diffusion.train import normalized_std
+from latentae.errors import InputError
 from latentae.folders import framed
 from latentae.io import resize_center_crop
 from latentae.latents import read_header
@@ -47,6 +48,8 @@ def test_encode_resize_gives_one_shape_and_diffusion_trains_on_it(tmp_path, caps
     plain = tmp_path / "plain"
     assert main(["encode", str(ae), str(photos), str(plain), "--labels", "--pad"]) == 0
     assert len(_shapes(plain)) > 1  # what a user got before: --cached refuses it
+    with pytest.raises(InputError, match="--resize N"):
+        diffusion_run(tmp_path / "refused", ae, plain, cached=True, steps=1, resolution=64)
     shards = tmp_path / "latents"
     assert main(["encode", str(ae), str(photos), str(shards), "--labels",
                  "--resize", "32"]) == 0

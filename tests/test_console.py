@@ -17,7 +17,7 @@ from test_train import tiny_config  # noqa: E402
 def test_the_bar_writes_whole_lines_with_an_eta_when_not_a_terminal():
     out = io.StringIO()
     for _ in progress.bar(range(4), file=out, total=4, unit="img", mininterval=0,
-                          maxinterval=0, miniters=1):
+                          maxinterval=0, miniters=1, delay=0):
         pass
     text = out.getvalue()
     lines = text.splitlines()
@@ -48,3 +48,10 @@ def test_a_run_prints_its_recipe_validations_and_how_it_ended(tmp_path, capsys):
     val = [line for line in lines if line.startswith("validation at step")]
     assert len(val) == 1 and "psnr" in val[0] and "EMA model" in val[0]
     assert lines[-1].startswith("finished: exported the EMA model")
+
+
+def test_a_short_command_prints_no_bar_in_a_log():
+    out = io.StringIO()
+    for _ in progress.bar(range(4), file=out, total=4):
+        pass
+    assert out.getvalue() == ""  # under LOG_SECONDS: a one-line error stays one line

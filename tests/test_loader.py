@@ -131,3 +131,28 @@ def test_info_of_an_onnx_export_folder(tmp_path, capsys):
     assert main(["info", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "ONNX export folder" in out and "encoder.onnx" in out and "litevae" in out
+
+
+def test_a_finished_run_exports_and_shows_its_training_card(paused_run, tmp_path, capsys):
+    import shutil
+
+    from latentae.cards import read_card
+    from latentae.train.autoencoder import train
+    from latentae.train.config import make_config, resolve_recipe
+    run = tmp_path / "run"
+    shutil.copytree(paused_run, run)
+    config = yaml_config(run)
+    cfg = make_config({**config["train"], "out": str(run), "resume": "auto", "max_steps": 0})
+    assert train(cfg, resolve_recipe(cfg)) == run / "model"
+    trained = read_card(run / "model")[0]
+    assert trained and "recipe" in trained
+    assert main(["export", str(run), str(tmp_path / "exp"), "--format", "latentae"]) == 0
+    assert read_card(tmp_path / "exp")[0]["recipe"] == trained["recipe"]
+    capsys.readouterr()
+    assert main(["info", str(run), "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["source"] == "latentae directory"
+
+
+def yaml_config(run: Path) -> dict:
+    import yaml
+    return yaml.safe_load((run / "config.yaml").read_text())

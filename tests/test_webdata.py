@@ -220,7 +220,7 @@ def _ddp_worker(rank: int, world: int, port: int, tmp: str, data: str) -> None:
     from latentae.engine import dist
     try:
         train(stream_run(Path(tmp), data, "ddp", max_steps=2, shuffle_buffer=0,
-                         recipe_overrides={**TINY, "batch_size": 1}))
+                         recipe_overrides={**TINY, "batch_size": 2}))  # global: 1 each
     finally:
         dist.destroy()
 

@@ -1,7 +1,8 @@
 """The one progress bar of long commands (train, diffusion train, sample, encode/decode,
 eval): tqdm with an ETA on a terminal; when stderr is not a terminal (a log file, a
-pipe, CI) one plain line every :data:`LOG_SECONDS` seconds instead of carriage-return
-redraws, so a log shows where a run is and how long it has left."""
+pipe, CI) one plain line every :data:`LOG_SECONDS` seconds (from the first
+:data:`LOG_SECONDS` on) instead of carriage-return redraws, so a log shows where a run
+is and how long it has left."""
 
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ def bar(iterable: Any = None, *, enabled: bool = True, file: TextIO | None = Non
     out = file or sys.stderr
     tty = hasattr(out, "isatty") and out.isatty()
     if not tty:
+        # delay: a command shorter than LOG_SECONDS prints no bar at all (its output,
+        # e.g. a one-line error, stays what it was)
         kwargs = {"mininterval": LOG_SECONDS, "maxinterval": LOG_SECONDS, "ascii": True,
+                  "delay": LOG_SECONDS,
                   "dynamic_ncols": False, "ncols": 100, **kwargs}
     return tqdm(iterable, file=out if tty else _Lines(out), disable=not enabled, **kwargs)
 

@@ -202,12 +202,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     prepare_output_dir(args.out, args.overwrite, inputs=[args.model])  # before loading
     set_threads(args.threads)
     model = shared.load_model(args)
+    run = find_run(args.model)  # a finished run's export holds the training card
+    card = source_card(run.folder / "model" if run is not None and run.checkpoint is None
+                       and (run.folder / "model").is_dir() else args.model)
     with atomic_dir(args.out, overwrite=args.overwrite, inputs=[args.model]) as tmp:
         if args.format == "onnx":
             parity = export_onnx(model, tmp, progress=lambda m: print(m, file=sys.stderr))
-            write_card(tmp, card_fields(model, "onnx", keep=source_card(args.model)))
+            write_card(tmp, card_fields(model, "onnx", keep=card))
         else:
-            save_pretrained(model, tmp, format=args.format, card=source_card(args.model))
+            save_pretrained(model, tmp, format=args.format, card=card)
     print(f"wrote {args.format} model to {args.out}")
     if args.format == "onnx":
         for graph, checks in parity.items():
@@ -219,8 +222,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     run = find_run(args.model)
     folder = diffusion_folder(args.model)  # a DiT / U-ViT folder or run, else an autoencoder
-    if run is not None and (run.kind == "autoencoder" or folder is None):
-        info = run_info(run)  # an autoencoder run, or a diffusion run not exported yet
+    if run is not None and run.kind == "autoencoder" and run.checkpoint is None \
+            and (run.folder / "model").is_dir():
+        info = model_info(run.folder / "model")  # a finished run: its export and card
+    elif run is not None and (run.kind == "autoencoder" or folder is None):
+        info = run_info(run)  # a paused autoencoder or diffusion run: a checkpoint's EMA
     elif is_onnx_folder(Path(args.model)):
         info = onnx_info(Path(args.model))
     else:

@@ -148,8 +148,9 @@ class CachedLatents(torch.utils.data.Dataset):
         self.meta = metas[0][1]
         if len(shapes) != 1:
             raise InputError(f"the latents in {path} have {len(shapes)} shapes "
-                             f"{sorted(shapes)[:3]}: encode images of one size (resize and "
-                             "crop them first), or train on the images without --cached")
+                             f"{sorted(shapes)[:3]}: encode them to one size with `latentae "
+                             "encode ... --resize N` (or --crop N), or train on the images "
+                             "without --cached")
         self.entries = sorted(entries, key=lambda e: PurePosixPath(e[1]).parts)
         self.shape, self.classes, self.seed = shapes.pop(), classes or [], seed
         self.labels = [labels.get(k, 0) for _, k in self.entries]

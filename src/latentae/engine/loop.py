@@ -208,8 +208,11 @@ def save_checkpoint(s: Session) -> None:
 
 
 def limit_reached(s: Session) -> bool:
+    """A limit of this process is reached. The time limit waits for the first step (a
+    run stopped before it would have no checkpoint: nothing to resume or export)."""
     cfg, trained = s.cfg, s.state.nimg - s.start_nimg
-    return (bool(cfg.max_minutes) and time.time() - s.start_time > 60 * cfg.max_minutes
+    return (bool(cfg.max_minutes) and trained > 0
+            and time.time() - s.start_time > 60 * cfg.max_minutes
             or bool(s.max_nimg) and trained >= s.max_nimg)
 
 
