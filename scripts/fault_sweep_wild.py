@@ -356,7 +356,7 @@ CASES = [
          "--device cpu --no-progress", 2, r"latentae diffusion ref-stats REAL_DIR",
          before="poor message"),
     Case("DE03e", "new: messages", "diffusion eval $FX/good --ref $O/bad_ref.npz --device "
-         "cpu --no-progress", 2, r"not a latentae-ref-stats/1 file.*diffusion ref-stats",
+         "cpu --no-progress", 2, r"expected a latentae reference.*diffusion ref-stats",
          setup=lambda w: np.savez(w / "o/bad_ref.npz", foo=np.zeros(3)),
          before="poor message"),
     Case("DM03", "new: messages", "models --diffusion --resolution 0 --f 0", 2,

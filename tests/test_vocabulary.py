@@ -19,7 +19,7 @@ from diffusion_helpers import save_autoencoder, write_images  # noqa: E402
 
 # Commands that only move files or print: no torch threads to set.
 NO_COMPUTE = {"models", "convert", "weights fetch", "weights list", "weights verify",
-              "info", "plot", "shards", "study", "diffusion convert"}
+              "info", "plot", "shards", "study", "diffusion convert", "diffusion attach"}
 
 
 def _commands(p: argparse.ArgumentParser, prefix: str = ""):

@@ -81,7 +81,8 @@ def _mode_fn(s: Subject, mode: str, x: torch.Tensor, z: torch.Tensor, device: to
                 return fwd(inp)
         return infer
 
-    params = [p for p in s.module.parameters() if p.requires_grad]
+    s.module.requires_grad_(True)  # latentae.load hands out a frozen model (eval, no grad)
+    params = list(s.module.parameters())
 
     def train_step() -> None:
         for p in params:

@@ -153,7 +153,8 @@ def load_reference(path: str | os.PathLike) -> ReferenceStats:
         return ReferenceStats(stats, torch.zeros(0, 2048), "tf1", "ADM evaluator graph", (
             shape[1] if shape else 0), "center", str(path), spatial=spatial, kind="adm",
             n_known=not has_stats, images=str(path) if shape else None)
-    raise InputError(f"{path} holds {sorted(keys)}: expected {EXPECTED}")
+    raise InputError(f"{path} holds {sorted(keys)}: expected {EXPECTED}; make a latentae "
+                     "one with `latentae diffusion ref-stats REAL_DIR --out STATS.npz`")
 
 
 def _load_latentae(path: str | os.PathLike, keys: set[str]) -> ReferenceStats:
