@@ -200,8 +200,9 @@ def _sample(run: Path, out: Path, info, *, n: int, guidance: float | None,
                                _file_digest(noise) if noise is not None else None,
                                guidance_channels)
     if dist.is_main():
-        (out / "latents").mkdir(parents=True, exist_ok=True)
-        check_settings(out, settings)
+        out.mkdir(parents=True, exist_ok=True)
+        check_settings(out, settings)  # before latents/: a new folder must still be empty
+        (out / "latents").mkdir(exist_ok=True)
     dist.barrier()
     if not dist.is_main():
         check_settings(out, settings)  # the same check on every rank (rank 0 wrote it)
