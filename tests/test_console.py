@@ -48,3 +48,17 @@ def test_a_run_prints_its_recipe_validations_and_how_it_ended(tmp_path, capsys):
     val = [line for line in lines if line.startswith("validation at step")]
     assert len(val) == 1 and "psnr" in val[0] and "EMA model" in val[0]
     assert lines[-1].startswith("finished: exported the EMA model")
+
+
+def test_a_failed_start_leaves_no_empty_run_folder(tmp_path):
+    import pytest
+
+    from latentae.engine.config import LoopConfig
+    from latentae.engine.loop import training_loop
+
+    def broken(device):
+        raise ValueError("bad data")
+
+    with pytest.raises(ValueError):
+        training_loop(LoopConfig(out=str(tmp_path / "new"), device="cpu"), broken)
+    assert not (tmp_path / "new" / "checkpoints").exists()  # was: an empty checkpoints/
