@@ -55,3 +55,17 @@ def test_a_short_command_prints_no_bar_in_a_log():
     for _ in progress.bar(range(4), file=out, total=4):
         pass
     assert out.getvalue() == ""  # under LOG_SECONDS: a one-line error stays one line
+
+
+def test_a_failed_start_leaves_no_empty_run_folder(tmp_path):
+    import pytest
+
+    from latentae.engine.config import LoopConfig
+    from latentae.engine.loop import training_loop
+
+    def broken(device):
+        raise ValueError("bad data")
+
+    with pytest.raises(ValueError):
+        training_loop(LoopConfig(out=str(tmp_path / "new"), device="cpu"), broken)
+    assert not (tmp_path / "new" / "checkpoints").exists()  # was: an empty checkpoints/

@@ -6,7 +6,7 @@ import argparse
 
 import yaml
 
-from latentae.cli.args import add_threads, byte_size, positive_float, positive_int
+from latentae.cli.args import add_threads, byte_size, positive_int
 from latentae.errors import InputError
 
 # Command-line flags that map one-to-one onto TrainConfig fields (None = not given).
@@ -100,17 +100,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replace what a non-empty OUT holds")
     p.set_defaults(func=cmd_shards)
 
-    p = sub.add_parser("demo", help="train litevae-tiny for ~4 min on CPU, write a report "
+    p = sub.add_parser("demo", help="train litevae-tiny on CPU (a fixed 750 steps, ~4 min "
+                                    "on an idle 2-core machine), write a report "
                                     "(--diffusion: then a tiny DiT on its latents)")
     p.add_argument("--out", default="demo")
-    p.add_argument("--minutes", type=positive_float, default=None,
-                   help="training minutes (default 4; with --diffusion 1.5 for the DiT)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="training steps, the same on every machine (default 750; with "
+                        "--diffusion 300 for the DiT)")
     p.add_argument("--diffusion", action="store_true",
                    help="train a tiny DiT on the demo autoencoder's latents, sample it, "
                         "report KID/FID (OUT/diffusion/report.md; ~5 min on 2 CPU cores)")
     p.add_argument("--autoencoder", default=None,
                    help="with --diffusion: this autoencoder folder instead of OUT/model")
-    add_threads(p)
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="torch threads (default 1: the same numbers on every machine; "
+                        "another count changes the last digits)")
     p.add_argument("--perceptual", action="store_true",
                    help="add the LPIPS-VGG loss (slower; needs more than 4 minutes)")
     p.set_defaults(func=cmd_demo)
@@ -194,14 +198,14 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.diffusion:
-        from latentae.demos.diffusion import run_diffusion_demo
-        report = run_diffusion_demo(args.out, args.minutes or 1.5, args.autoencoder,
+        from latentae.demos.diffusion import DIT_STEPS, run_diffusion_demo
+        report = run_diffusion_demo(args.out, args.steps or DIT_STEPS, args.autoencoder,
                                     threads=args.threads)
-        print(f"report: {report}")
+        print(f"demo finished: report {report}")
         return 0
-    from latentae.demos.autoencoder import run_demo
-    report = run_demo(args.out, args.minutes or 4.0, perceptual=args.perceptual,
+    from latentae.demos.autoencoder import STEPS, run_demo
+    report = run_demo(args.out, args.steps or STEPS, perceptual=args.perceptual,
                       threads=args.threads)
-    print(f"report: {report}\nrecon grid: {report.parent / 'recon_grid.png'}\n"
+    print(f"demo finished: report {report}\nrecon grid: {report.parent / 'recon_grid.png'}\n"
           f"loss curve: {report.parent / 'loss_curve.png'}")
     return 0

@@ -4,17 +4,17 @@ scikit-image and matplotlib ship (two held out), evaluate it against the untrain
 model, and write ``OUT/report.md`` with metrics, a recon grid and the loss curves.
 Nothing is downloaded.
 
-The run is a fixed number of steps with a cosine learning-rate decay to 0, planned from
-the speed of a few timed steps on this machine (:func:`plan_steps`), so the schedule
-ends when the time does; ``max_minutes`` guards against a machine that slows down
-during the run (on a shared machine the plan is off by ±25%: a run planned too long is
-stopped when its learning rate is already near 0, one planned too short ends early)."""
+The run is a fixed budget of :data:`STEPS` steps with a cosine learning-rate decay to 0,
+on :data:`THREADS` thread by default: the same seed gives the same numbers on every
+machine, whatever its load (a different thread count changes the float sums, and so the
+last digits). The time it takes is estimated up front from :data:`STEP_SECONDS`; a busy
+machine only makes it slower. The curve (the run's validation) and the table are
+measured on the same held-out crops (``OUT/data/val``, 64² PNGs)."""
 
 from __future__ import annotations
 
-import os
 import platform
-import statistics
+import shutil
 import time
 from pathlib import Path
 
@@ -23,19 +23,19 @@ from PIL import Image
 
 from latentae.engine.data import TrainImages, list_sources
 from latentae.engine.plot import plot_run
-from latentae.engine.state import load_latest
-from latentae.errors import InputError
+from latentae.errors import InputError, TrainingStopped
 from latentae.eval.lpips import load_lpips
 from latentae.eval.psnr_ssim import PSNR_VERSION, SSIM_VERSION
-from latentae.files import atomic_write_text
+from latentae.files import atomic_dir, atomic_write_text
 from latentae.io import image_grid, resize_shortest, save_image
 from latentae.losses.perceptual import PerceptualLoss
 from latentae.models.autoencoder import Autoencoder
+from latentae.pretrained import load as latentae_load
 from latentae.registry import create_model
 from latentae.train.autoencoder import train
 from latentae.train.config import make_config
 from latentae.train.recipes import LossWeights, Phase, Recipe
-from latentae.train.validation import evaluate
+from latentae.train.validation import evaluate, load_center_crops
 
 # Mostly colour photographs (with many grayscale ones a minutes-long run learns
 # luminance first and the held-out colour photos come back grey), two grayscale ones.
@@ -62,7 +62,16 @@ MODEL = "litevae-tiny"
 #   comes back grey instead of brown (its hue, like every hue, still comes out weak).
 MODEL_OVERRIDES = dict(latent_channels=16, decoder_channels=(24, 24, 64, 64))
 EMA_DECAY = 0.995  # ours: the cosine decay already settles the weights at the end
-STEP_OVERHEAD = 1.2  # data, EMA, losses, logging beyond the timed steps (measured 1.1-1.5 here)
+VAL_CROPS = 6  # random 64² crops of each held-out image: the curve's and the table's
+THREADS = 1  # ours: a fixed count, so the numbers repeat on every machine
+STEPS = 750  # ours: ~4 minutes in all on an idle 2-core machine at THREADS (STEP_SECONDS)
+# Wall seconds of one demo step at 1 thread (train step, EMA, data, logging, validation
+# every 100 steps) on the 2-core machine of docs/benchmarks.md when idle (load ~2):
+# `run_demo(steps=100, threads=1)` took 30 s of training, 37 s in all (2026-12-04; under
+# a load of 16 the same run took 104 s and gave the same numbers). SETUP_SECONDS: the
+# images, the evaluation and the report.
+STEP_SECONDS = 0.30
+SETUP_SECONDS = 10
 
 
 def demo_image(name: str) -> Image.Image:
@@ -115,24 +124,9 @@ def demo_model() -> Autoencoder:
     return create_model(MODEL, **MODEL_OVERRIDES)
 
 
-def plan_steps(minutes: float, perceptual: bool) -> int:
-    """The steps that fit in ``minutes`` here: the median time of a few forward + backward
-    + Adam steps of a demo model on a demo batch, times :data:`STEP_OVERHEAD`."""
-    model = demo_model()
-    x = torch.rand(BATCH, 3, RESOLUTION, RESOLUTION) * 2 - 1
-    lpips = PerceptualLoss("vgg") if perceptual else None
-    opt = torch.optim.Adam(model.parameters())
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        recon, _ = model(x)
-        loss = (recon - x).abs().mean() + (lpips(recon, x) if lpips is not None else 0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t0)
-    per_step = statistics.median(times[1:]) * STEP_OVERHEAD  # the first one warms up
-    return max(1, int(60 * minutes / per_step))
+def estimate_minutes(steps: int, perceptual: bool) -> float:
+    """The expected minutes on an idle machine at one thread (LPIPS-VGG: ~2.4× a step)."""
+    return (SETUP_SECONDS + steps * STEP_SECONDS * (2.4 if perceptual else 1.0)) / 60
 
 
 def has_lpips(net: str) -> bool:
@@ -143,61 +137,65 @@ def has_lpips(net: str) -> bool:
         return False
 
 
-def val_crops(val_dir: Path, per_image: int = 6) -> torch.Tensor:
-    """``per_image`` random 64² crops of each held-out image (fixed seed): ``(N, 3, 64, 64)``."""
-    data = TrainImages(list_sources(val_dir), RESOLUTION, seed=1234, crop_scale=CROP_SCALE)
-    return torch.stack([data[i][0] for i in range(per_image * len(data))])
+def write_val_crops(images: Path, out: Path, per_image: int = VAL_CROPS) -> Path:
+    """``per_image`` random 64² crops of each held-out image in ``images`` (fixed seed) as
+    PNGs in ``out``: the run validates on them (the curve) and the report's table too."""
+    data = TrainImages(list_sources(images), RESOLUTION, seed=1234, crop_scale=CROP_SCALE)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(per_image * len(data)):
+        save_image(data[i][0], out / f"crop{i:03d}.png")
+    return out
 
 
-def idle_cores() -> int:
-    """The cores no other process keeps busy (1-minute load average), at least one: on
-    a shared machine OpenMP threads that wait on busy cores cost more than they give
-    (measured here: 1 thread 2× faster than 2 under load)."""
-    cores = os.cpu_count() or 1
-    return max(1, min(cores, cores - round(os.getloadavg()[0])))
+def run_demo(out: str | Path = "demo", steps: int = STEPS, seed: int = 0,
+             perceptual: bool = False, threads: int = THREADS) -> Path:
+    """Train ``steps`` steps, evaluate, report. Returns the path of ``report.md``.
 
-
-def run_demo(out: str | Path = "demo", minutes: float = 4.0, seed: int = 0,
-             perceptual: bool = False, threads: int = 0) -> Path:
-    """Train for about ``minutes``, evaluate, report. Returns the path of ``report.md``.
-
-    ``perceptual=True`` adds the LPIPS-VGG loss. It is off by default: in three CPU
-    minutes it costs ~60% of each step (285 instead of 677 steps here) and its gradient
-    dominates early, giving an input-independent texture (held-out PSNR 11.8 dB) where
-    L1 alone gives recognisable reconstructions (14.5 dB; untrained 9.4 dB)."""
+    ``perceptual=True`` adds the LPIPS-VGG loss. It is off by default: on a CPU it costs
+    ~60% of each step and its gradient dominates early, giving an input-independent
+    texture (held-out PSNR 11.8 dB) where L1 alone gives recognisable reconstructions
+    (14.5 dB; untrained 9.4 dB) in the same minutes."""
     t0, out = time.time(), Path(out)
-    torch.set_num_threads(threads or idle_cores())
-    train_dir, val_dir = write_skimage_images(out / "data", EXTRA_TRAIN_IMAGES)
+    torch.set_num_threads(threads)
     vgg, alex = perceptual and has_lpips("vgg"), has_lpips("alex")
     if perceptual and not vgg:
         print("note: LPIPS weights not cached (run `latentae weights fetch`); "
               "training without the perceptual loss")
-    steps = plan_steps(minutes, vgg)
+    print(f"demo: {steps} steps of batch {BATCH} at {RESOLUTION}², {threads} thread(s): "
+          f"about {estimate_minutes(steps, vgg):.1f} min on an idle machine (longer on a "
+          "busy one; the numbers do not depend on it)", flush=True)
+    train_dir, images_dir = write_skimage_images(out / "data", EXTRA_TRAIN_IMAGES)
+    val_dir = write_val_crops(images_dir, out / "data" / "val_crops")
     torch.manual_seed(seed)
     untrained = demo_model()
-    untrained.save_pretrained(str(out / "init"))  # the run starts from these weights
+    # the run starts from these weights; tagged so no fine-tune regression report is made
+    untrained.save_pretrained(str(out / "init"), card={"tags": ["untrained"]})
     cfg = make_config(dict(model=str(out / "init"), data=str(train_dir),
-                           val_data=str(val_dir), out=str(out / "run"), seed=seed,
-                           # only if the machine slows down: the demo stays under 5 minutes
-                           max_minutes=minutes + 0.25,
-                           val_every=100, ckpt_every=0, log_every=10, ema_decay=EMA_DECAY,
+                           val_data=str(val_dir), val_images=len(list(val_dir.iterdir())),
+                           out=str(out / "run"), seed=seed, val_every=100, ckpt_every=0,
+                           log_every=10, ema_decay=EMA_DECAY,
                            overwrite=True,  # a demo always starts over
                            crop_scale=CROP_SCALE))
-    train(cfg, demo_recipe(vgg, steps))
+    exported = train(cfg, demo_recipe(vgg, steps))
+    if exported is None:  # stopped by a signal, with a checkpoint
+        raise TrainingStopped(f"the demo stopped before its {steps} steps; run it again")
     t_train = time.time() - t0
-    state = load_latest(out / "run" / "checkpoints")
-    model = demo_model()
-    model.load_state_dict(state["ema"]["model"])
-    model.save_pretrained(str(out / "model"))
-    x = val_crops(val_dir)
+    copy_model(exported, out / "model")  # the run's model with its full card
+    model = latentae_load(out / "model")
+    x = load_center_crops(str(val_dir), RESOLUTION, cfg.val_images)
     before, after = compare(untrained, model, x, alex, out / "recon_grid.png")
     plot_run(out / "run", out / "loss_curve.png")
-    nimg = state["state"]["nimg"]
-    info = dict(steps=nimg // BATCH, planned=steps, nimg=nimg, t_train=t_train,
-                t_total=time.time() - t0, n_val=len(x), vgg=vgg)
+    info = dict(steps=steps, nimg=steps * BATCH, t_train=t_train, t_total=time.time() - t0,
+                n_val=len(x), vgg=vgg, threads=threads)
     report = out / "report.md"
     atomic_write_text(report, render_report(before, after, info))
     return report
+
+
+def copy_model(model_dir: Path, dest: Path) -> None:
+    """``dest`` becomes a copy of ``model_dir`` (config, weights and card), atomically."""
+    with atomic_dir(dest, overwrite=True) as tmp:
+        shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
 
 
 def compare(untrained: torch.nn.Module, trained: torch.nn.Module, x: torch.Tensor,
@@ -215,6 +213,10 @@ def compare(untrained: torch.nn.Module, trained: torch.nn.Module, x: torch.Tenso
     return before, after
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def render_report(before: dict, after: dict, info: dict) -> str:
     """The Markdown report."""
     keys = [k for k in ("psnr", "ssim", "lpips") if k in after]
@@ -224,16 +226,15 @@ def render_report(before: dict, after: dict, info: dict) -> str:
     for label, m in ((f"untrained {name} (same init)", before),
                      (f"trained {name} (EMA)", after)):
         table.append(f"| {label} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + " |")
-    stopped = "" if info["steps"] >= info["planned"] else (
-        f" (of {info['planned']} planned: stopped by the time limit, the machine having "
-        "slowed down, or by a signal, before the learning rate had decayed)")
     lines = [
         f"# latentae demo: {MODEL} (f8, {MODEL_OVERRIDES['latent_channels']} latent channels) "
         "trained on CPU",
-        "", f"Trained {info['steps']} steps{stopped} ({info['nimg']} images of 64², batch "
-        f"{BATCH}) in {info['t_train'] / 60:.1f} min of training; "
+        "", f"Trained {info['steps']} steps, a fixed budget ({info['nimg']} images of 64², "
+        f"batch {BATCH}), in {info['t_train'] / 60:.1f} min of training; "
         f"{info['t_total'] / 60:.1f} min in all on {platform.processor() or platform.machine()}"
-        f" with {torch.get_num_threads()} threads.", "",
+        f" with {plural(info['threads'], 'thread')}. The same seed and thread count give the "
+        "same numbers on any machine, busy or idle (up to the CPU's float kernels); only the "
+        "minutes change.", "",
         f"Model: the `{MODEL}` preset with 16 latent channels instead of its 4 (a 64² crop "
         "becomes 8×8×16 numbers, 12× fewer than its pixels; with 4 channels, 48× fewer, "
         "even a perfect 8×8 thumbnail reaches only 18.4 dB / SSIM 0.47 on these crops) and "
@@ -244,11 +245,14 @@ def render_report(before: dict, after: dict, info: dict) -> str:
         f"Training images: `skimage.data` {', '.join(TRAIN_IMAGES)}, its stereo motorcycle "
         "(left) and matplotlib's grace_hopper sample (random 64² crops of the "
         "image resized to 64–256 px on its shortest side, random flips). "
-        f"Held out: {', '.join(VAL_IMAGES)}; evaluated on {info['n_val']} fixed 64² crops.",
+        f"Held out: {', '.join(VAL_IMAGES)}; evaluated on {info['n_val']} fixed random 64² "
+        f"crops ({VAL_CROPS} of each, `data/val_crops/`): the table and the curve's "
+        "validation points use the same crops, so the curve's last point is the table's "
+        "trained row.",
         "", "Losses: L1 + " + ("LPIPS-VGG + " if info["vgg"] else "")
         + "1e-6·KL + 0.1·wavelet Charbonnier + 0.1·Gaussian high-pass L1 (LiteVAE §4); "
         f"Adam lr {LR:g} after a {WARMUP_STEPS}-step warm-up, cosine decay to 0 over the "
-        f"planned steps, betas (0.5, 0.9); EMA {EMA_DECAY}; no discriminator in a run this "
+        f"{info['steps']} steps, betas (0.5, 0.9); EMA {EMA_DECAY}; no discriminator in a run this "
         "short" + ("" if info["vgg"] else ", and no LPIPS loss (`--perceptual` adds it; it "
                    "needs a longer run)") + ".", "",
         "## Held-out reconstruction", "", *table, "",
@@ -266,6 +270,7 @@ def render_report(before: dict, after: dict, info: dict) -> str:
         "command, recipes, resuming and many GPUs.", "",
         "## Training curves", "", "![loss curve](loss_curve.png)", "",
         "Run folder: `run/` (config.yaml, metrics.jsonl, TensorBoard, checkpoints); "
-        "exported EMA model: `model/` (`latentae.load('model')`); its initial weights: "
+        "exported EMA model: `model/` (a copy of `run/model` with its card; "
+        "`latentae.load('model')`); its initial weights: "
         "`init/`.", ""]
     return "\n".join(lines)

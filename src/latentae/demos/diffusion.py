@@ -3,7 +3,7 @@ the demo's autoencoder, sampled and measured, with a report that says what the n
 and cannot mean. Nothing is downloaded.
 
 Steps: the autoencoder (``--autoencoder``, else ``OUT/model`` from ``latentae demo``, else
-a ``latentae demo`` of 1.5 minutes first); the ``skimage.data`` training images of that
+a ``latentae demo --steps 200`` first); the ``skimage.data`` training images of that
 demo, one class per image (``OUT/diffusion/data/NAME/NAME.png``); ``dit-tiny`` (ours) with
 patch 1 on 64² crops encoded on the fly (random crop of the image resized to 64–256 px,
 flips, as the autoencoder demo); class-balanced samples; gFID/KID/precision/recall against
@@ -13,7 +13,6 @@ random crops of the same images, beside the same numbers for a second set of rea
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from pathlib import Path
@@ -24,16 +23,19 @@ from latentae.demos.autoencoder import TRAIN_IMAGES, run_demo, write_skimage_ima
 from latentae.diffusion.config import make_diffusion_config
 from latentae.diffusion.data import ClassImages
 from latentae.diffusion.generate import sample_folder
-from latentae.diffusion.train import export_latest, train
+from latentae.diffusion.train import train
 from latentae.engine.data import list_sources
-from latentae.engine.state import load_latest
+from latentae.errors import TrainingStopped
 from latentae.eval.generation import GenerationConfig, evaluate_samples, reference_stats
 from latentae.files import atomic_write_text
 from latentae.io import load_image, resize_shortest, save_image
 
 RESOLUTION = 64
 N_SAMPLES = 32  # per set: samples, real reference crops, second real crops
-AUTOENCODER_MINUTES = 1.5
+AUTOENCODER_STEPS = 200  # ours: a shorter autoencoder demo when none is there yet
+# ours: a fixed budget, the same numbers on every machine (demos/autoencoder.py); ~2 CPU
+# minutes at 1 thread (docs/diffusion.md: 92 steps of batch 16 in 0.6 CPU min)
+DIT_STEPS = 300
 # Ours, for a minutes-long CPU run (the release recipes are for 400K+ GPU steps).
 DEMO_TRAINING = dict(model="dit-tiny", patch_size=1, resolution=RESOLUTION, batch_size=16,
                      lr=1e-3, warmup_steps=20, weight_decay=0.0, ema_decay=0.99, grad_clip=1.0,
@@ -68,33 +70,41 @@ def demo_autoencoder(out: Path, autoencoder: str | None, threads: int) -> tuple[
         return autoencoder, "given with --autoencoder"
     if (out / "model" / "config.json").is_file():
         return str(out / "model"), f"found in {out / 'model'} (an earlier `latentae demo`)"
-    run_demo(out, AUTOENCODER_MINUTES, threads=threads)
-    return str(out / "model"), (f"trained now by `latentae demo` for {AUTOENCODER_MINUTES} "
-                                "min (report: report.md)")
+    print(f"diffusion demo: first the autoencoder ({AUTOENCODER_STEPS} steps of "
+          "`latentae demo`)", flush=True)
+    run_demo(out, AUTOENCODER_STEPS, threads=threads)
+    return str(out / "model"), (f"trained now by `latentae demo --steps {AUTOENCODER_STEPS}`"
+                                " (report: report.md)")
 
 
-def run_diffusion_demo(out: str | Path = "demo", minutes: float = 1.5,
-                       autoencoder: str | None = None, threads: int = 0, seed: int = 0) -> Path:
-    """Train for ``minutes``, sample, measure; returns ``OUT/diffusion/report.md``."""
+def run_diffusion_demo(out: str | Path = "demo", steps: int = DIT_STEPS,
+                       autoencoder: str | None = None, threads: int = 1, seed: int = 0) -> Path:
+    """Train ``steps`` steps, sample, measure; returns ``OUT/diffusion/report.md``. Says
+    what it does at each stage (a progress bar, also in a log: ``progress.py``)."""
     t0, out = time.time(), Path(out)
-    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) // 2))  # see train.demo
+    torch.set_num_threads(threads)  # a fixed count: the same numbers everywhere
     ae, ae_note = demo_autoencoder(out, autoencoder, threads)
     t_ae, work = time.time() - t0, out / "diffusion"
     train_dir, _ = write_skimage_images(work / "images")
     data = class_folders(train_dir, work / "data")
     cfg = make_diffusion_config(dict(autoencoder=ae, data=str(data), out=str(work / "run"),
-                                     seed=seed, max_minutes=minutes, steps=1_000_000,
-                                     overwrite=True, device="cpu", progress=False,
-                                     **DEMO_TRAINING))
+                                     seed=seed, steps=steps, overwrite=True, device="cpu",
+                                     progress=True, **DEMO_TRAINING))
+    print(f"diffusion demo: training {DEMO_TRAINING['model']} for {steps} steps of batch "
+          f"{cfg.batch_size}", flush=True)
     t1 = time.time()
-    train(cfg)  # stopped by the clock with a checkpoint
-    export_latest(cfg)  # RUN/model from its EMA weights, and the last training grid
+    if train(cfg) is None:  # stopped by a signal, with a checkpoint
+        raise TrainingStopped(f"the diffusion demo stopped before its {steps} steps; run "
+                              "it again")
     t_train, t2 = time.time() - t1, time.time()
+    print(f"diffusion demo: sampling {N_SAMPLES} images ({SAMPLING['sampler']}, "
+          f"{SAMPLING['steps']} steps)", flush=True)
     npz = sample_folder(work / "run", work / "samples", n=N_SAMPLES, device="cpu",
-                        progress=False, seed=seed, **SAMPLING)
+                        progress=True, seed=seed, **SAMPLING)
     t_sample = time.time() - t2
+    print(f"diffusion demo: gFID, KID, precision and recall of {N_SAMPLES} samples and of "
+          f"{N_SAMPLES} other real crops (Inception on the CPU)", flush=True)
     metrics = measure(npz, data, work, seed)
-    steps = load_latest(work / "run" / "checkpoints")["state"]["nimg"] // cfg.batch_size
     info = dict(ae=ae, ae_note=ae_note, t_ae=t_ae, t_train=t_train, t_sample=t_sample,
                 t_metrics=time.time() - t2 - t_sample, t_total=time.time() - t0,
                 steps=steps, grid=sorted((work / "run" / "samples").glob("*.png"))[-1])

@@ -88,8 +88,9 @@ class RunFolder:
         if dist.is_main():
             if clear:
                 self.clear()
-            self.checkpoints.mkdir(parents=True, exist_ok=True)
-            remove_temporaries(self.checkpoints)
+            remove_temporaries(self.checkpoints)  # a glob: nothing when absent
+        # nothing is created here: a start that fails before write_config (bad data, a
+        # bad model) leaves no empty folders behind (state.save makes checkpoints/)
         dist.barrier()
         return saved
 
@@ -110,6 +111,7 @@ class RunFolder:
                                  f"({'; '.join(fields[:4])}): resume with the same options, "
                                  "or start a new run with another --out")
         if dist.is_main():
+            self.path.mkdir(parents=True, exist_ok=True)  # the run really starts here
             atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
 
     def metrics_log(self, resumed_nimg: int, resumed_step: int) -> MetricsLog | None:
