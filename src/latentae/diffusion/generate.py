@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from latentae.devices import resolve_device
 from latentae.diffusion.attach import resolve_info
@@ -39,6 +38,7 @@ from latentae.engine.state import seed_from
 from latentae.errors import InputError
 from latentae.files import atomic_write, atomic_write_bytes, atomic_write_text, is_empty
 from latentae.io import image_grid, to_uint8
+from latentae.progress import bar as progress_bar
 from latentae.serialization import WEIGHTS_NAME
 from latentae.weights import sha256_file
 
@@ -209,7 +209,8 @@ def _sample(run: Path, out: Path, info, *, n: int, guidance: float | None,
     todo = [i for i in range(n) if not (out / png_name(i)).is_file()]
     mine = [b for k, b in enumerate(_blocks(todo, batch_size)) if k % dist.world_size()
             == dist.rank()]
-    bar = tqdm(total=sum(map(len, mine)), unit="img", disable=not progress or not dist.is_main())
+    bar = progress_bar(total=sum(map(len, mine)), unit="img",
+                       enabled=progress and dist.is_main())
     for block in mine:
         gens = [torch.Generator().manual_seed(seed_from(seed, i)) for i in block]
         y = sample_labels(block, info.num_classes, labels, seed, pipe.device)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from latentae.errors import InputError
 from latentae.eval import generation_metrics as gm
@@ -44,6 +43,7 @@ from latentae.eval.inception import SPATIAL_DIM, load_inception
 from latentae.eval.inception import VERSION as INCEPTION_VERSION
 from latentae.eval.inception_logits import HINT, find_logits_file, load_inception_with_logits
 from latentae.eval.reconstruction import tf32_disabled
+from latentae.progress import bar
 
 __all__ = ["GenerationConfig", "evaluate_samples", "extract", "load_reference",
            "reference_stats"]
@@ -109,7 +109,7 @@ def extract(batches: Iterable[torch.Tensor], net: torch.nn.Module, device: torch
     stats, feats, logits, sizes = FeatureStats(), [], [], set()
     spatial = FeatureStats(SPATIAL_DIM)
     if progress:
-        batches = tqdm(batches, unit="batch", desc="inception")
+        batches = bar(batches, unit="batch", desc="inception")
     with tf32_disabled():
         for x in batches:
             x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
