@@ -65,7 +65,7 @@ def test_diffusers_twin_has_same_params_flops_and_outputs(report):
 
 def test_markdown_has_header_rows_and_ratios(report):
     text = to_markdown(report, baseline="diffusers:sdvae-tiny")
-    assert "torch" in text and "threads" in text and "float32" in text
+    assert "torch" in text and " thread" in text and "float32" in text
     assert "matmul rate" in text and "Haar DWT" in text
     header = [ln for ln in text.splitlines() if ln.startswith("| |")][0]
     assert header.count("|") == 5  # label + 3 model columns

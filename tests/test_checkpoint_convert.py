@@ -2,6 +2,7 @@
 
 import json
 
+import diffusers
 import pytest
 import torch
 from diffusers import AutoencoderKL
@@ -61,6 +62,9 @@ def test_export_loads_in_diffusers_and_agrees(tmp_path):
     kl_to_diffusers(ours, tmp_path / "kl")
     vae = AutoencoderKL.from_pretrained(tmp_path / "kl").eval()
     _compare(ours, vae, torch.rand(2, 3, 64, 32) * 2 - 1)
+    # the config names the diffusers that is installed, not a version written in the source
+    cfg = json.loads((tmp_path / "kl" / "config.json").read_text())
+    assert cfg["_diffusers_version"] == diffusers.__version__
     back = latentae.load(tmp_path / "kl").eval()  # diffusers dir -> latentae
     for k, v in ours.state_dict().items():
         assert torch.equal(v, back.state_dict()[k])

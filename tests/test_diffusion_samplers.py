@@ -526,7 +526,9 @@ def test_sampling_is_reproducible_with_a_generator():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_progress_bar_shows_only_when_asked(capsys):
+def test_progress_bar_shows_only_when_asked(capsys, monkeypatch):
+    import latentae.progress
+    monkeypatch.setattr(latentae.progress, "LOG_SECONDS", 0)  # a log: one line per redraw
     for progress in (False, True):
         sample(lambda x, t, y: torch.zeros_like(x), (1, *SHAPE), objective="flow",
                sampler="heun", steps=3, progress=progress)

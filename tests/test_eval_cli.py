@@ -82,3 +82,14 @@ def test_eval_bad_inputs_fail_cleanly(fetched, tmp_path, folder, capsys):
     (bad / "a.png").write_bytes(b"nope")
     assert main(args + ["--data", str(bad), "--resolution", "64"]) == 2
     assert "could be decoded" in capsys.readouterr().err
+
+
+def test_default_report_folder_names_the_run_not_the_word_model():
+    """Two runs' ``model`` folders evaluated on one data set must not share ``eval-model``
+    (issue 25, item 10)."""
+    from latentae.cli.eval import default_out
+    a, b = default_out("runs/a/model", "data/kodak24/"), default_out("runs/b/model", "x/kodak24")
+    assert a == "eval-a-on-kodak24" and b == "eval-b-on-kodak24"
+    assert default_out("sdvae", "imgs") == "eval-sdvae-on-imgs"
+    assert default_out("runs/a/checkpoints/state-400.pt", "d") == "eval-a-state-400-on-d"
+    assert default_out("my.vae", "d") == "eval-my.vae-on-d"

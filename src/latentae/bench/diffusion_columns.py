@@ -25,8 +25,8 @@ from latentae.bench.settings import Settings
 from latentae.diffusion import count_params, create_diffusion, flops
 from latentae.diffusion.base import DiffusionModel
 from latentae.errors import InputError
+from latentae.loader import load
 from latentae.models.autoencoder import Autoencoder
-from latentae.pretrained import load
 from latentae.registry import create_model, list_models
 from latentae.runtime import DTYPES
 
@@ -126,7 +126,7 @@ def load_autoencoder(name: str, real: bool, device: torch.device) -> Autoencoder
     """A preset (on the meta device unless ``real``) or a latentae/diffusers directory;
     anything else raises :class:`InputError` naming the valid forms and presets."""
     if Path(name).is_dir():
-        return load(name, device=device)
+        return load(name, device=device, kind="autoencoder")
     if name not in list_models():
         raise InputError(f"unknown autoencoder {name!r} in --autoencoders: expected "
                          f"{SPEC_FORMS}; presets: {', '.join(list_models())}")

@@ -44,7 +44,8 @@ def machine_lines(m: dict) -> list[str]:
     return [
         f"- machine: {m['cpu']} ({m['cpu_count']} CPUs), device {m['device']}"
         + (f" ({m['gpu']})" if "gpu" in m else "")
-        + f"; torch {m['torch']}, {m['threads']} threads; {m['date']}"
+        + f"; torch {m['torch']}, {m['threads']} thread{'s' * (m['threads'] != 1)}; "
+        + f"{m['date']}"
         + f"; CPU bf16 instructions: {', '.join(m.get('cpu_bf16') or ['none'])}",
         f"- load average (1 min) at start/end: {m.get('load_average_1m')} / "
         f"{m.get('load_average_1m_end')}",

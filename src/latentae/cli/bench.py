@@ -15,7 +15,7 @@ from latentae.cli import args as shared
 from latentae.cli.bench_diffusion import add_diffusion_args, run_diffusion_bench
 from latentae.devices import resolve_device
 from latentae.errors import InputError
-from latentae.pretrained import load
+from latentae.loader import load
 from latentae.runtime import set_threads
 
 
@@ -101,7 +101,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              tune_allocator=not args.default_allocator,
                              compile=args.compile)
     settings.check()
-    models = [(spec, load(spec, random_init=True)) for spec in args.models]
+    models = [(spec, load(spec, random_init=True, kind="autoencoder")) for spec in args.models]
     subjects = build_subjects(models, compare=args.compare,
                               note=lambda m: print(m, file=sys.stderr), dtypes=settings.dtypes)
     baseline = args.baseline or subjects[0].name

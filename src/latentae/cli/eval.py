@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=shared.positive_int, default=256,
                    help="square side after resize + crop (a multiple of the compression "
                         "factor, or any size with --pad)")
-    p.add_argument("--out", default=None, help="report folder (default: eval-<model name>)")
+    p.add_argument("--out", default=None,
+                   help="report folder (default: eval-<model name>-on-<data folder name>)")
     shared.add_overwrite(p, "a non-empty report folder")
     shared.add_limit(p)
     shared.add_batch_size(p, 4)
@@ -99,6 +100,21 @@ def _proxy_settings(args: argparse.Namespace) -> ProxySettings | None:
     return s
 
 
+# path parts that name no model: runs/a/model and runs/b/model must not share eval-model
+_GENERIC = {"model", "checkpoints", "ema", "run", ".", ""}
+
+
+def default_out(model: str, data: str) -> str:
+    """``eval-<model>-on-<data>``: the model named by its nearest non-generic path parts
+    (``runs/a/model`` -> ``a``, ``runs/a/checkpoints/state-00..pt`` -> ``a-state-00..``)."""
+    path, is_file = Path(model), Path(model).suffix == ".pt"
+    parts = [p for p in (path.with_suffix("") if is_file else path).parts
+             if p not in _GENERIC and p != ".."] or ["model"]
+    label = "-".join(parts[-2:]) if is_file else parts[-1]
+    data_name = Path(str(data).rstrip("/")).name or "data"
+    return f"eval-{label}-on-{data_name}"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     proxy = _proxy_settings(args)  # bad proxy flags fail before any work
     cfg = EvalConfig(resolution=args.resolution, crop=args.crop, batch_size=args.batch_size,
@@ -113,7 +129,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.update_card:
         card_for_update(args.model)  # refuse a preset or a foreign README.md before work
     inputs = [args.model, args.data]
-    out = prepare_output_dir(args.out or f"eval-{name}", args.overwrite, inputs=inputs)
+    out = prepare_output_dir(args.out or default_out(args.model, args.data), args.overwrite,
+                             inputs=inputs)
     model = shared.load_model(args)
     if proxy is not None and args.resolution % model.spatial_compression_ratio:
         raise InputError("--diffusion-proxy needs a --resolution that is a multiple of the "

@@ -5,6 +5,7 @@ with ``safe_serialization=True``; diffusers ``modeling_utils.py``)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,18 @@ from latentae.files import atomic_write_text
 from latentae.serialization import read_json, read_weights, save_safetensors
 
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
-DIFFUSERS_VERSION = "0.32.0"  # written into exported configs; any recent diffusers reads them
+# the first diffusers with AutoencoderDC: what an export claims when diffusers is not installed
+MIN_DIFFUSERS_VERSION = "0.32.0"
 AUTOENCODER_CLASSES = ("AutoencoderKL", "AutoencoderDC")  # the ones latentae converts
+
+
+def diffusers_version() -> str:
+    """The installed diffusers' version (read from its metadata, without importing it), or
+    :data:`MIN_DIFFUSERS_VERSION`: the ``_diffusers_version`` an exported config carries."""
+    try:
+        return importlib.metadata.version("diffusers")
+    except importlib.metadata.PackageNotFoundError:
+        return MIN_DIFFUSERS_VERSION
 
 
 def diffusers_class(path: str | Path) -> str | None:
@@ -59,5 +70,5 @@ def write_diffusers_dir(out: str | Path, class_name: str, config: dict[str, Any]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_safetensors(state_dict, out / DIFFUSERS_WEIGHTS, {"format": "pt"})
-    cfg = {"_class_name": class_name, "_diffusers_version": DIFFUSERS_VERSION, **config}
+    cfg = {"_class_name": class_name, "_diffusers_version": diffusers_version(), **config}
     atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")

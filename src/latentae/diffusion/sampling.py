@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from latentae.diffusion.schedules import NoiseSchedule
+from latentae.progress import bar
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> output
 
@@ -43,8 +43,9 @@ class SamplerOptions:
 
 
 def progress_bar(indices: Sequence[int], progress: bool):
-    """A tqdm over ``indices`` shown only when ``progress``, in steps."""
-    return tqdm(indices, disable=not progress, unit="step", leave=False)
+    """The one progress bar (:func:`latentae.progress.bar`) over ``indices``, in steps,
+    shown only when ``progress``."""
+    return bar(indices, enabled=progress, unit="step", leave=False)
 
 
 def time_column(value: float, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
