@@ -156,3 +156,28 @@ def test_a_finished_run_exports_and_shows_its_training_card(paused_run, tmp_path
 def yaml_config(run: Path) -> dict:
     import yaml
     return yaml.safe_load((run / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("preset", ["sdvae-tiny", "dcae-tiny-f32"])
+def test_a_library_loaded_autoencoder_is_on_the_fast_path_with_the_same_outputs(preset, tmp_path):
+    """Issue 29: what makes latentae fast on CPU reaches ``latentae.load`` users, who pass
+    ordinary NCHW tensors: channels_last weights (so oneDNN runs channels_last), glibc's
+    allocator tuned; the encode/decode values are those of the model as created."""
+    torch.manual_seed(0)
+    made = latentae.create_model(preset).eval()
+    made.save_pretrained(tmp_path / "m")
+    loaded = latentae.load(tmp_path / "m")
+    convs = [m.weight for m in loaded.modules() if isinstance(m, torch.nn.Conv2d)
+             and m.weight.shape[-1] > 1 and m.weight.shape[1] > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last)
+                         and not w.is_contiguous() for w in convs)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        z = made.encode(x).mode()
+        assert torch.allclose(loaded.encode(x).mode(), z, atol=1e-5)
+        assert torch.allclose(loaded.decode(z), made.decode(z), atol=1e-5)
+    # a command that asks for the default memory format still gets it
+    from latentae.runtime import ModelRunner
+    runner = ModelRunner(latentae.load(tmp_path / "m"), "cpu", channels_last=False)
+    assert all(m.weight.is_contiguous() for m in runner.model.modules()
+               if isinstance(m, torch.nn.Conv2d))

@@ -10,7 +10,9 @@
 - one checkpoint file ``RUN/checkpoints/state-*.pt``: its EMA weights.
 
 Every model comes back in **eval mode with** ``requires_grad`` **off**, as diffusers'
-``from_pretrained`` returns it. It sits above both tasks (``train/`` and ``diffusion/``
+``from_pretrained`` returns it, and on the fast path (:func:`latentae.runtime.fast_path`:
+on CPU an autoencoder's weights are channels_last and the allocator keeps freed blocks).
+It sits above both tasks (``train/`` and ``diffusion/``
 each know how their run's ``config.yaml`` names the architecture).
 """
 
@@ -33,6 +35,7 @@ from latentae.engine.state import NAME, load_latest, read_state
 from latentae.errors import InputError
 from latentae.pretrained import load as load_autoencoder
 from latentae.pretrained import loaded_facts
+from latentae.runtime import fast_path
 from latentae.train.export import model_from_state as autoencoder_from_state
 
 KINDS = ("autoencoder", "diffusion")
@@ -164,7 +167,7 @@ def load(spec: str | os.PathLike, device: str | torch.device = "cpu", *,
         model = diffusion_registry.load(spec, device)
     else:
         model = load_autoencoder(spec, device, random_init=random_init)
-    return model.eval().requires_grad_(False)
+    return fast_path(model.eval().requires_grad_(False), device)
 
 
 __all__ = ["KINDS", "RunSource", "find_run", "is_onnx_folder", "kind_of", "load", "onnx_info",

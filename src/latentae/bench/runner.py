@@ -96,8 +96,8 @@ def _mode_fn(s: Subject, mode: str, x: torch.Tensor, z: torch.Tensor, device: to
 def place_module(s: Subject, settings: BenchSettings) -> None:
     """Move the subject's module to the device and memory format it is timed in."""
     s.module.to(torch.device(settings.device))
-    if _uses_channels_last(s, settings):
-        s.module.to(memory_format=torch.channels_last)
+    # explicit either way: latentae.load hands out channels_last weights on CPU
+    s.module.to(memory_format=runtime.memory_format(_uses_channels_last(s, settings)))
 
 
 def static_measures(s: Subject, settings: BenchSettings) -> dict:
