@@ -4,17 +4,22 @@ the measuring is ``latentae/bench/``, the protocol ``docs/benchmarks.md``."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
 
 from latentae.bench import MODES, BenchSettings, build_subjects, run_bench, write_report
+from latentae.bench.measure import machine_info
 from latentae.bench.precision import load_images, psnr_change
-from latentae.bench.report import check_writable
+from latentae.bench.report import check_writable, machine_lines
+from latentae.bench.train_step import markdown as train_step_markdown
+from latentae.bench.train_step import train_step_bench
 from latentae.cli import args as shared
 from latentae.cli.bench_diffusion import add_diffusion_args, run_diffusion_bench
 from latentae.devices import resolve_device
 from latentae.errors import InputError
+from latentae.files import atomic_write_text
 from latentae.loader import load
 from latentae.runtime import set_threads
 
@@ -63,6 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     shared.add_json(p, "the full report")
     p.add_argument("--markdown", metavar="PATH", default=None,
                    help="write the Markdown table to PATH")
+    p.add_argument("--train-step", metavar="RECIPE", default=None,
+                   help="instead: where one training step of RECIPE (litevae, dcae, sdvae, "
+                        "...) on MODEL spends its time, stage by stage, against a plain "
+                        "PyTorch step of the same work (--resolution, --batch-size, "
+                        "--warmup, --repeats)")
+    p.add_argument("--phase", default=None,
+                   help="with --train-step: the recipe's phase (default: its first)")
     add_diffusion_args(p)
     p.set_defaults(func=cmd_bench)
 
@@ -79,7 +91,34 @@ def cmd_bench_diffusion(args: argparse.Namespace) -> int:
     return run_diffusion_bench(args)
 
 
+def cmd_train_step(args: argparse.Namespace) -> int:
+    """``latentae bench MODEL --train-step RECIPE``: the step's stages, engine vs plain."""
+    if len(args.models) != 1:
+        raise InputError(f"--train-step times one MODEL, got {len(args.models)}")
+    device = resolve_device(args.device)
+    set_threads(args.threads)
+    for path in (args.json, args.markdown):
+        check_writable(path)
+    machine = machine_info(device)
+    result = train_step_bench(args.models[0], args.train_step, args.resolution,
+                              args.batch_size, device, args.warmup, args.repeats, args.phase,
+                              progress=lambda m: print(m, file=sys.stderr))
+    machine["load_average_1m_end"] = round(os.getloadavg()[0], 2)
+    result["machine"] = machine
+    title = (f"{args.train_step} recipe, phase {result['phase']}, {args.models[0]}, "
+             f"{args.resolution}², batch {args.batch_size}")
+    text = "\n".join(machine_lines(machine)) + "\n\n" + train_step_markdown(result, title)
+    if args.markdown:
+        atomic_write_text(args.markdown, text)
+    shared.write_json(args.json, result)
+    if args.json != "-":
+        print(text)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.train_step:
+        return cmd_train_step(args)
     if args.diffusion or args.autoencoders:
         return cmd_bench_diffusion(args)
     if not args.models:

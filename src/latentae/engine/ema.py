@@ -28,8 +28,12 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
         self.num_updates += 1
-        for p_ema, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            p_ema.lerp_(p.detach(), 1.0 - d)
+        ema, live = list(self.model.parameters()), [p.detach() for p in model.parameters()]
+        if len(ema) != len(live):
+            raise ValueError(f"EMA holds {len(ema)} parameters, the model {len(live)}")
+        # one multi-tensor kernel instead of a Python loop of lerp_ calls: the same values,
+        # 2-4x faster for small models (latentae bench --train-step, docs/benchmarks.md)
+        torch._foreach_lerp_(ema, live, 1.0 - d)
         for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
             b_ema.copy_(b)
 

@@ -81,6 +81,7 @@ from latentae.engine.config import LoopConfig
 from latentae.engine.ema import EMA
 from latentae.engine.monitor import MetricsLog
 from latentae.engine.rundir import RunFolder
+from latentae.engine.stages import stage
 from latentae.engine.state import Stateful, TrainState, restore, save, seed_from
 from latentae.errors import TrainingStopped
 
@@ -303,8 +304,11 @@ def run_phase(s: Session) -> bool:
             bar.close()
             return finished
         torch.manual_seed(seed_from(s.cfg.seed, st.nimg, dist.rank()))  # see Determinism
-        window.add(s.task.step(next(batches), st))
-        s.ema.update(s.task.model)
+        with stage("data"):
+            batch = next(batches)
+        window.add(s.task.step(batch, st))
+        with stage("ema"):
+            s.ema.update(s.task.model)
         st.phase_nimg, st.nimg = st.phase_nimg + per_step, st.nimg + per_step
         bar.update(per_step)
 

@@ -26,6 +26,7 @@ from torch import nn
 from latentae.engine import dist
 from latentae.engine.data import TrainImages, list_sources, make_loader
 from latentae.engine.loop import images, optimizer_step, training_loop
+from latentae.engine.stages import stage
 from latentae.engine.state import Stateful, TrainState, seed_from
 from latentae.engine.webdata import StreamedData, is_streamed
 from latentae.errors import InputError
@@ -230,7 +231,8 @@ class AutoencoderTask:
                 group["lr"] = lr
         logs, recon = generator_step(self, x, self.noise(state), adv_on, state)
         if gan_on:
-            logs.update(discriminator_step(self, x, recon, state))
+            with stage("discriminator"):
+                logs.update(discriminator_step(self, x, recon, state))
         logs["lr"] = lr
         return logs
 
@@ -303,9 +305,11 @@ def reconstruction_losses(recon: torch.Tensor, x: torch.Tensor, kl: torch.Tensor
              ("highpass", lambda a, b: highpass_l1_loss(a, b, w.highpass_sigma)))
     for name, fn in terms:
         if getattr(w, name):
-            out[name] = getattr(w, name) * fn(recon, x)
+            with stage(f"loss {name}"):
+                out[name] = getattr(w, name) * fn(recon, x)
     if w.perceptual:
-        out["perceptual"] = w.perceptual * perceptual(recon, x)
+        with stage("loss perceptual"):
+            out["perceptual"] = w.perceptual * perceptual(recon, x)
     if w.kl:
         out["kl"] = w.kl * kl.float().mean() / x[0].numel()  # = losses.kl_loss
     return out
@@ -322,20 +326,24 @@ def generator_step(task: AutoencoderTask, x: torch.Tensor, eps: torch.Tensor, ga
     reg = regularisers_of(task, state)
     for i, (xb, eb) in enumerate(zip(x.chunk(acc), eps.chunk(acc))):
         with dist.no_sync(task.G, sync=i == acc - 1):
-            with autocast(task.device):
+            with stage("g_forward"), autocast(task.device):
                 recon, kl, extra = task.G(xb, eb, reg)
             recon = recon.float()
             terms = reconstruction_losses(recon, xb, kl, phase, task.perceptual)
             terms.update({k: v.float() for k, v in extra.items()})
             if gan_on:  # the unwrapped D: its gradients are not wanted here
-                terms["adversarial"] = adversarial_term(task, recon, sum(terms.values()), logs)
+                with stage("loss adversarial"):
+                    terms["adversarial"] = adversarial_term(task, recon, sum(terms.values()),
+                                                            logs)
             loss = sum(terms.values())
-            (loss / acc).backward()
+            with stage("g_backward"):
+                (loss / acc).backward()
         recons.append(recon.detach())
         for k, v in {**terms, "loss": loss}.items():
             logs[k] = logs.get(k, 0.0) + float(v.detach()) / acc
-    logs["g_grad_norm"] = optimizer_step(task.g_opt, task.model.parameters(), state,
-                                         task.cfg, "G")
+    with stage("g_optimizer"):
+        logs["g_grad_norm"] = optimizer_step(task.g_opt, task.model.parameters(), state,
+                                             task.cfg, "G")
     return logs, torch.cat(recons)
 
 
