@@ -117,6 +117,11 @@ def make_optimizer(params: list[nn.Parameter], phase: Phase) -> torch.optim.Opti
     return cls(params, lr=phase.lr, betas=tuple(phase.betas), weight_decay=phase.weight_decay)
 
 
+# a loss's setting, printed only when its loss is on (name -> the loss it sets)
+_SETTING_OF = {"highpass_sigma": "highpass", "equivariance_p": "equivariance",
+               "decoder_noise_sigma": "decoder_noise"}
+
+
 def recipe_summary(cfg: TrainConfig, recipe: Recipe) -> str:
     """``model`` and ``recipe`` as resolved (steps scaled, overrides applied): a header
     line and one line per phase with what trains and the non-zero loss weights."""
@@ -125,8 +130,8 @@ def recipe_summary(cfg: TrainConfig, recipe: Recipe) -> str:
     for p in recipe.phases:
         losses = ", ".join(f"{f.name} {getattr(p.losses, f.name):g}"
                            for f in dataclasses.fields(p.losses)
-                           if f.name not in ("highpass_sigma", "adaptive")
-                           and getattr(p.losses, f.name))
+                           if getattr(p.losses, f.name) and f.name != "adaptive"
+                           and getattr(p.losses, _SETTING_OF.get(f.name, f.name)))
         gan = f", GAN from step {p.disc_start}" if p.discriminator_on else ""
         lines.append(f"  phase {p.name}: {p.steps} steps at {p.resolution}², batch "
                      f"{p.batch_size} (global), {p.optimizer} lr {p.lr:g} ({p.lr_decay}), "
