@@ -11,6 +11,7 @@ import latentae
 from latentae.cli import main as cli_main
 from latentae.convert.kl import kl_from_diffusers, kl_to_diffusers
 from latentae.pretrained import convert_directory
+from latentae.runtime import fast_path
 
 torch.backends.cudnn.deterministic = True
 
@@ -80,7 +81,9 @@ def test_cli_convert_both_ways(tmp_path):
     again = latentae.load(tmp_path / "lat2")
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     with torch.no_grad():
-        assert torch.equal(ours.eval()(x, sample=False)[0], again.eval()(x, sample=False)[0])
+        # same weights, same memory format (latentae.load's CPU fast path) -> same bits
+        ours = fast_path(ours.eval(), "cpu")
+        assert torch.equal(ours(x, sample=False)[0], again.eval()(x, sample=False)[0])
     with pytest.raises(ValueError, match="no diffusers equivalent"):
         latentae.create_model("litevae-tiny").save_pretrained(tmp_path / "lite")
         convert_directory(tmp_path / "lite", tmp_path / "nope")
@@ -98,6 +101,9 @@ def test_save_load_round_trip_is_identical(tmp_path, name, overrides):
     assert meta["latentae_version"] == latentae.__version__
     loaded = latentae.load(tmp_path / "m").eval()
     assert loaded.config == model.config
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 loaded.state_dict().values()))
+    fast_path(model, "cpu")  # the memory format latentae.load hands out: then same bits
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         assert torch.equal(model(x, sample=False)[0], loaded(x, sample=False)[0])

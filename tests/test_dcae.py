@@ -18,6 +18,7 @@ from latentae.convert.dc import (
 )
 from latentae.models.dcae import DCAE, PRESETS, DCAEConfig
 from latentae.nn.shortcuts import channel_to_space_shortcut, space_to_channel_shortcut
+from latentae.runtime import fast_path
 
 diffusers = pytest.importorskip("diffusers")
 AutoencoderDC = diffusers.AutoencoderDC
@@ -227,6 +228,7 @@ def test_save_and_load_roundtrip(tmp_path):
     model.save_pretrained(str(tmp_path / "m"))
     loaded = latentae.load(str(tmp_path / "m")).eval()
     assert loaded.config == model.config and loaded.preset == "dcae-tiny-f32"
+    fast_path(model.eval(), "cpu")  # latentae.load's memory format: then the same bits
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         assert torch.equal(loaded(x, sample=False)[0], model(x, sample=False)[0])

@@ -75,9 +75,11 @@ def autocast(device: torch.device | str, dtype: torch.dtype | str | None = None
 COMPILE_BACKENDS = ("inductor", "eager")
 
 
-def compile_module(module, backend: str | None):
+def compile_module(module, backend: str | None, in_place: bool = False):
     """``torch.compile(module, backend=backend)`` (a module or a function of modules), or
-    ``module`` itself for ``None``. The compiled wrapper shares the module's parameters;
+    ``module`` itself for ``None``; ``in_place``: ``module.compile(...)``, which keeps the
+    module (its state_dict keys, its place in a parent) and compiles its ``forward``.
+    The compiled wrapper shares the module's parameters;
     compiling happens at its first calls (a warm-up), and again for a new input shape or
     train/eval mode: shapes are static (``dynamic=False``), so a second shape gets its own
     specialised kernels rather than one dynamic-shape graph."""
@@ -86,6 +88,9 @@ def compile_module(module, backend: str | None):
     if backend not in COMPILE_BACKENDS:
         raise InputError(f"unknown compile backend {backend!r}; valid: "
                          f"{', '.join(COMPILE_BACKENDS)}")
+    if in_place:
+        module.compile(backend=backend, dynamic=False)
+        return module
     return torch.compile(module, backend=backend, dynamic=False)
 
 
@@ -153,7 +158,7 @@ class ModelRunner:
     def __init__(self, model, device: str | torch.device = "auto", dtype: str = "float32",
                  channels_last: bool = True, tile: int | None = None, overlap: int = 64,
                  max_batch: int | None = None, pad: bool = False,
-                 allocator: bool = True) -> None:
+                 allocator: bool = True, compile: str | None = None) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
         if self.device.type == "cpu" and allocator:
             tune_allocator()  # reuse freed activation memory: 2-3× faster large ops
@@ -167,6 +172,9 @@ class ModelRunner:
         self.memory_format = memory_format(channels_last)
         self.model = model.eval().to(self.device).to(memory_format=self.memory_format)
         self.name = model.preset or model.family
+        if compile is not None:  # in place: the encoder and decoder, where the time goes
+            for part in (self.model.encoder, self.model.decoder):
+                compile_module(part, compile, in_place=True)
 
     def fit(self, x: torch.Tensor, what: str = "image") -> tuple[torch.Tensor, tuple[int, int]]:
         """``(x padded to multiples of f, original (H, W))``: reflect padding with ``pad``,

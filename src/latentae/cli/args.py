@@ -182,6 +182,7 @@ def add_runtime(p: argparse.ArgumentParser, batch_size: int = 8, pad: bool = Tru
         add_pad(p)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="keep the default memory format (channels_last is faster on CPU)")
+    add_compile(p)
 
 
 # --- what the commands do with them ----------------------------------------------------
@@ -201,7 +202,7 @@ def make_runner(args: argparse.Namespace, model: Autoencoder | None = None) -> M
     return ModelRunner(runner_model, device, args.dtype,
                        channels_last=args.channels_last, tile=args.tile,
                        overlap=args.overlap, max_batch=args.max_batch,
-                       pad=getattr(args, "pad", False))
+                       pad=getattr(args, "pad", False), compile=args.compile)
 
 
 def write_json(path: str | None, doc: Any) -> None:

@@ -121,6 +121,7 @@ def add_train(dsub: argparse._SubParsersAction) -> None:
     t.add_argument("--no-flip", dest="flip", action="store_false", default=None,
                    help="on the fly: no random horizontal flips")
     t.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    shared.add_compile(t)
     t.add_argument("--config", help="YAML file of config keys (the command line wins)")
     t.add_argument("--patch", type=int, dest="patch_size", default=None,
                    help=argparse.SUPPRESS)  # the earlier spelling of --patch-size
@@ -216,7 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     file = load_yaml(args.config) if args.config else {}
     fields = [dest for _, _, dest, _ in TRAIN_FLAGS] + [dest for _, dest, _ in SWITCHES]
-    cli = {k: getattr(args, k) for k in fields + ["learn_sigma", "flip", "progress"]}
+    cli = {k: getattr(args, k) for k in fields + ["learn_sigma", "flip", "progress", "compile"]}
     return run_training(lambda: train(make_diffusion_config(file, cli)),
                         lambda out: f"model: {out}  (sample with `latentae diffusion sample "
                                     f"{out.parent} --n 64 --out SAMPLES`)")

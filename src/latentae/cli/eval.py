@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     shared.add_device(p)
     shared.add_dtype(p)
     shared.add_threads(p)
+    shared.add_compile(p)
     shared.add_tiles(p)
     shared.add_pad(p)
     p.add_argument("--crop", choices=["center", "random"], default="center",
@@ -121,7 +122,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      limit=args.limit, dtype=args.dtype, fid_protocol=args.fid_protocol,
                      grid_images=args.grid_images, progress=not args.no_progress,
                      pad=args.pad, tile=args.tile, overlap=args.overlap,
-                     max_batch=args.max_batch, diffusability=not args.no_diffusability,
+                     max_batch=args.max_batch, compile=args.compile,
+                     diffusability=not args.no_diffusability,
                      mmd_codes=args.mmd_codes, keep_data=proxy is not None)
     set_threads(args.threads)
     device = resolve_device(args.device)

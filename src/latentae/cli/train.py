@@ -6,7 +6,7 @@ import argparse
 
 import yaml
 
-from latentae.cli.args import add_threads, byte_size, positive_int
+from latentae.cli.args import add_compile, add_threads, byte_size, positive_int
 from latentae.errors import InputError
 
 # Command-line flags that map one-to-one onto TrainConfig fields (None = not given).
@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "default: the recipe's)")
     add_threads(p)
     p.add_argument("--channels-last", action="store_true", default=None)
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile")
+    add_compile(p)
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
                    help="recompute block activations in backward (less memory)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)

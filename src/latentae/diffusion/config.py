@@ -33,6 +33,7 @@ from latentae.engine.config import (
     merge_sources,
 )
 from latentae.errors import InputError
+from latentae.runtime import COMPILE_BACKENDS
 
 RECIPE_FIELDS = ("lr", "batch_size", "weight_decay", "betas", "warmup_steps", "ema_decay",
                  "grad_clip", "steps", "objective", "schedule")
@@ -69,6 +70,7 @@ class DiffusionConfig(LoopConfig):
     norm_images: int = 1024         # latents the per-channel statistics are computed on
     workers: int = 0                # image loader processes (on the fly)
     gradient_checkpointing: bool = False
+    compile: str | None = None      # torch.compile backend of the training forward
     grid_images: int = 16           # the sample grid drawn every val_every steps
     grid_sampler: str = ""          # "" = dpm++2m (ddpm) or heun (flow)
     grid_steps: int = GRID_STEPS
@@ -90,7 +92,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     **LOOP_CHOICES, "objective": tuple(SAMPLERS),  # ddpm, flow, flow-sit
     "latent_norm": ("model", "channel"),
     "crop": ("random", "center"), "posterior": ("sample", "mode"),
-    "t_sampling": ("uniform", "logit_normal"),
+    "t_sampling": ("uniform", "logit_normal"), "compile": (None, *COMPILE_BACKENDS),
 }
 
 

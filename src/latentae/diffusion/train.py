@@ -66,14 +66,14 @@ from latentae.errors import InputError
 from latentae.files import atomic_dir
 from latentae.io import image_grid, save_image
 from latentae.nn.grad_checkpoint import enable_gradient_checkpointing
-from latentae.runtime import autocast
+from latentae.runtime import autocast, compile_module
 from latentae.serialization import load_state_dict_strict
 
 __all__ = ["DiffusionTask", "enable_block_checkpointing", "export_latest", "model_from_state",
            "train"]
 
 # Settings a resumed run may change (speed and the training-time grid only).
-RUN_TIME_FIELDS = ("workers", "gradient_checkpointing", "grid_images", "grid_sampler",
+RUN_TIME_FIELDS = ("workers", "gradient_checkpointing", "compile", "grid_images", "grid_sampler",
                    "grid_steps", "grid_guidance")
 
 
@@ -263,7 +263,7 @@ class DiffusionTask:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas),
                                      weight_decay=cfg.weight_decay)
-        self.net = dist.wrap(self.model)
+        self.net = compile_module(dist.wrap(self.model), cfg.compile)
 
     def batches(self, index: int, start: int) -> Iterator[Any]:
         return latent_batches(self.data, self.autoencoder, batch=self.phases[index].batch_size,

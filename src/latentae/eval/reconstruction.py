@@ -45,6 +45,7 @@ class EvalConfig:
     tile: int | None = None       # tiled encode/decode above this size (pixels)
     overlap: int = 64             # tile overlap (pixels)
     max_batch: int | None = None  # images/tiles per forward pass at most
+    compile: str | None = None    # torch.compile backend of the encoder and decoder
     diffusability: bool = True    # latent spectrum, equivariance, whole-code MMD (--no-...)
     mmd_codes: int = MAX_CODES    # whole codes kept for the table-6 MMD at most
     keep_data: bool = False       # keep latents + real Inception features (diffusion proxy)
@@ -217,7 +218,7 @@ def evaluate_reconstruction(model: torch.nn.Module, data: str | Path, cfg: EvalC
     ds.files = ds.files[: cfg.limit] if cfg.limit else ds.files
     nets = (lpips_net or load_lpips("alex", device), inception or load_inception(device))
     runner = ModelRunner(model, device, cfg.dtype, tile=cfg.tile, overlap=cfg.overlap,
-                         max_batch=cfg.max_batch, pad=cfg.pad)
+                         max_batch=cfg.max_batch, pad=cfg.pad, compile=cfg.compile)
     div = (DiffusabilityStats(model.scaling_factor, model.shift_factor,
                               max_codes=cfg.mmd_codes) if cfg.diffusability else None)
     acc = _Pass(Timer(device), LatentStats(model.latent_channels), div,

@@ -48,7 +48,7 @@ from latentae.losses.regularisers import check_regularisers, regulariser_terms
 from latentae.models.distributions import DiagonalGaussian
 from latentae.nn.grad_checkpoint import enable_gradient_checkpointing
 from latentae.pretrained import load
-from latentae.runtime import autocast
+from latentae.runtime import autocast, compile_module
 from latentae.train.card import training_card, training_data_fingerprint
 from latentae.train.config import TrainConfig, check_recipe, config_document, resolve_recipe
 from latentae.train.diffusability import DiffusabilityHooks
@@ -200,8 +200,7 @@ class AutoencoderTask:
             if phase.discriminator_on else None
         self.G = dist.wrap(AutoencoderForward(self.model))
         self.D = dist.wrap(self.disc) if phase.discriminator_on else None
-        if self.cfg.compile:
-            self.G = torch.compile(self.G)
+        self.G = compile_module(self.G, self.cfg.compile)
 
     def batches(self, index: int, start: int) -> Iterator[tuple[torch.Tensor, int, int]]:
         cfg, phase = self.cfg, self.phases[index]

@@ -33,6 +33,7 @@ from latentae.engine.config import (
     merge_sources,
 )
 from latentae.errors import InputError
+from latentae.runtime import COMPILE_BACKENDS
 from latentae.train.recipes import LossWeights, Phase, Recipe, get_recipe, scale_steps
 
 
@@ -60,7 +61,7 @@ class TrainConfig(LoopConfig):
     small_images: str = "upscale"  # images smaller than the crop: "upscale" or "skip"
     crop_scale: float = 1.0  # shortest side resized to resolution × U(1, crop_scale)
     channels_last: bool = False
-    compile: bool = False
+    compile: str | None = None  # torch.compile backend of the training forward
     gradient_checkpointing: bool = False  # recompute block activations in backward
     recipe_overrides: tuple[tuple[str, Any], ...] = ()
     # Diffusability while training (train/diffusability.py); 0: off.
@@ -93,7 +94,7 @@ LOSS_LIMITS = {f.name: LIMITS.get(f.name, LOSS_LIMIT) for f in dataclasses.field
 CHOICES: dict[str, tuple[str, ...]] = {
     **LOOP_CHOICES, "small_images": ("upscale", "skip"),
     "optimizer": ("adam", "adamw"), "gan_loss": ("hinge", "non-saturating"),
-    "lr_decay": ("constant", "cosine", "linear"),
+    "lr_decay": ("constant", "cosine", "linear"), "compile": (None, *COMPILE_BACKENDS),
 }
 
 
@@ -179,6 +180,9 @@ def resolve_recipe(cfg: TrainConfig) -> Recipe:
 
 def make_config(*sources: dict[str, Any]) -> TrainConfig:
     """Merge dicts (:func:`merge_sources`) into a checked config."""
+    # compile was a switch before it named a backend: true/false in old config files
+    sources = tuple({**s, "compile": ("inductor" if s["compile"] else None)}
+                    if isinstance(s.get("compile"), bool) else s for s in sources)
     values = merge_sources(TrainConfig, sources, merged=("recipe_overrides",))
     overrides = values.pop("recipe_overrides", {})
     cfg = TrainConfig(**values, recipe_overrides=tuple(overrides.items()))
