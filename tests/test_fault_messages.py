@@ -1,0 +1,73 @@
+"""The poor messages of the fault sweep of 2026-12-04 (``shared/reports/
+fault-sweep-2026-12-04.md``, issue 28 item 6): each case says what to do on one line, or
+no longer fails. The row of the sweep is named in each test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from latentae.cli import main
+from latentae.studies import design, runner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*argv) -> int:
+    return main([str(a) for a in argv])
+
+
+def test_a_closed_stdout_pipe_ends_quietly():
+    # ST02: `latentae study list | head -5` printed "error: [Errno 32] Broken pipe".
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    p = subprocess.Popen([sys.executable, "-m", "latentae", "study", "list"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader goes away before the first line is written
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and err == ""  # 128 + SIGPIPE, as `yes | head`
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["progressive", "--seeds", "0"], "argument --seeds: must be an integer >= 1, got 0"),
+    (["progressive", "--jobs", "-1"], "argument --jobs: must be an integer >= 1, got -1"),
+    (["latent-mmd", "--budgets", "abc"],
+     "argument --budgets: expected comma-separated positive step counts like 100,200,400"),
+])
+def test_study_flags_are_range_checked_up_front(argv, message, tmp_path, capsys):
+    # ST04 (an IndexError traceback after writing scale.json), ST05 (accepted, ran),
+    # ST08 ("invalid literal for int()", no flag named).
+    with pytest.raises(SystemExit) as e:
+        run("study", *argv, "--quick", "--dry-run", "--out", tmp_path / "o")
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_out_that_is_a_file_is_named(tmp_path, capsys):
+    # ST06 ("[Errno 17] File exists"), DEMO01 ("[Errno 20] Not a directory: …/data/train")
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert run("study", "progressive", "--quick", "--dry-run", "--out", afile) == 2
+    assert f"--out {afile} is a file; give a folder" in capsys.readouterr().err
+    assert run("demo", "--out", afile / "sub") == 2
+    assert f"--out {afile / 'sub'}: {afile} is a file; give a folder" in capsys.readouterr().err
+    assert afile.read_text() == "mine"
+
+
+def test_a_dry_run_gives_no_verdict():
+    # ST10: the dry run's table read "not reproduced (CI excludes the paper's effect)".
+    mod = SimpleNamespace(CONTRASTS=[runner.Contrast("a", "b", "psnr", 1.0, "paper",
+                                                     margin=0.1, noninferiority=0.5)])
+    results = [{"arm": arm, "seed_index": i,
+                "budgets": {"1": {"test": {"psnr": 20.0 + (arm == "a") * (5 + i)}}}}
+               for arm in "ab" for i in range(2)]
+    for dry in (False, True):
+        scale = design.get_scale("quick", budgets=(1,), seeds=2, dry_run=dry)
+        row = runner.contrasts(mod, results, scale, ("a", "b"))[0]
+        said = [row[k] for k in ("verdict", "verdict_holm", "equivalence", "noninferiority")]
+        assert all(v == "dry run: no verdict" for v in said) == dry
+
