@@ -11,6 +11,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
+from PIL import Image
 
 from latentae.cli import main
 from latentae.studies import design, runner
@@ -71,3 +73,51 @@ def test_a_dry_run_gives_no_verdict():
         said = [row[k] for k in ("verdict", "verdict_holm", "equivalence", "noninferiority")]
         assert all(v == "dry run: no verdict" for v in said) == dry
 
+
+@pytest.fixture(scope="module")
+def dit_pt(tmp_path_factory) -> Path:
+    """A dit-tiny state dict as a .pt file: 2x2 patches of 4x8x8 latents, 2 classes."""
+    from latentae.diffusion.registry import build, preset_config
+    config = preset_config("dit-tiny", patch_size=2, input_size=8, in_channels=4,
+                           num_classes=2)
+    path = tmp_path_factory.mktemp("dc") / "dit.pt"
+    torch.save(build("dit", config, preset="dit-tiny").state_dict(), path)
+    return path
+
+
+DC = ["--model", "dit-tiny", "--patch-size", "2", "--in-channels", "4"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--input-size", "8", "--num-classes", "-1"],  # DC04: "-1 classes need 0 (…)"
+     "argument --num-classes: must be a non-negative integer (>= 0), got -1"),
+    (["--input-size", "0", "--num-classes", "2"],
+     "argument --input-size: must be a positive integer (>= 1), got 0"),
+])
+def test_diffusion_convert_flags_are_range_checked_before_loading(flags, message, dit_pt,
+                                                                  tmp_path, capsys):
+    assert run("diffusion", "convert", dit_pt, tmp_path / "o", *DC, *flags) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_diffusion_convert_input_size_is_checked_against_the_position_embedding(
+        dit_pt, tmp_path, capsys):
+    # DC05: --input-size 1000000 tried to allocate 128 TB (a RuntimeError traceback).
+    assert run("diffusion", "convert", dit_pt, tmp_path / "o", *DC, "--input-size",
+               "1000000", "--num-classes", "2") == 2
+    assert ("--input-size 1000000 does not fit the checkpoint: its position embedding "
+            "holds 16 patch tokens, the latent size it was trained on: pass --input-size 8"
+            ) in capsys.readouterr().err
+    assert run("diffusion", "convert", dit_pt, tmp_path / "o", *DC, "--input-size", "8",
+               "--num-classes", "2") == 0
+
+
+def test_diffusion_convert_of_a_png_does_not_advise_weights_only_false(tmp_path, capsys):
+    # DC07: torch's "Re-running torch.load with weights_only=False will likely succeed".
+    png = tmp_path / "img0.png"
+    Image.new("RGB", (8, 8)).save(png)
+    assert run("diffusion", "convert", png, tmp_path / "o", *DC, "--input-size", "8",
+               "--num-classes", "2") == 2
+    err = capsys.readouterr().err
+    assert f"{png} is not a readable PyTorch checkpoint (.pt/.pth of tensors)" in err
+    assert "weights_only" not in err and len(err.strip().splitlines()) == 1
