@@ -121,3 +121,16 @@ def test_diffusion_convert_of_a_png_does_not_advise_weights_only_false(tmp_path,
     err = capsys.readouterr().err
     assert f"{png} is not a readable PyTorch checkpoint (.pt/.pth of tensors)" in err
     assert "weights_only" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_checks_the_resolution_before_the_onnx_export(monkeypatch, capsys):
+    # OX03: "resolution 60 is not divisible …" came after a 40 s ONNX export.
+    from latentae.bench import runner as bench_runner
+
+    def export(*a, **k):
+        raise AssertionError("exported before the resolution was checked")
+    monkeypatch.setattr(bench_runner, "onnxruntime_subject", export)
+    assert run("bench", "litevae-tiny", "--compare", "onnxruntime", "--resolution", "60",
+               "--device", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0") == 2
+    assert ("resolution 60 is not divisible by litevae-tiny's compression factor 8"
+            in capsys.readouterr().err)
