@@ -4,6 +4,7 @@ no longer fails. The row of the sweep is named in each test."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -133,4 +134,16 @@ def test_bench_checks_the_resolution_before_the_onnx_export(monkeypatch, capsys)
     assert run("bench", "litevae-tiny", "--compare", "onnxruntime", "--resolution", "60",
                "--device", "cpu", "--threads", "1", "--repeats", "1", "--warmup", "0") == 2
     assert ("resolution 60 is not divisible by litevae-tiny's compression factor 8"
+            in capsys.readouterr().err)
+
+
+def test_a_bad_diffusers_config_names_its_file(tmp_path, capsys):
+    # FT01: "use_quant_conv and use_post_quant_conv must agree" named no file.
+    from latentae import create_model, save_pretrained
+    folder = tmp_path / "d_extra"
+    save_pretrained(create_model("sdvae-tiny"), folder, format="diffusers")
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "use_quant_conv": False}))
+    assert run("info", folder) == 2
+    assert (f"{folder / 'config.json'}: use_quant_conv and use_post_quant_conv must agree"
             in capsys.readouterr().err)
