@@ -147,3 +147,26 @@ def test_a_bad_diffusers_config_names_its_file(tmp_path, capsys):
     assert run("info", folder) == 2
     assert (f"{folder / 'config.json'}: use_quant_conv and use_post_quant_conv must agree"
             in capsys.readouterr().err)
+
+
+def test_card_rewrites_keep_the_users_notes_below_the_generated_text(tmp_path, capsys):
+    # MC03b: `latent-stats --write` on a latentae card dropped the notes added below it.
+    from latentae import create_model
+    model_dir, images = tmp_path / "model", tmp_path / "images"
+    create_model("litevae-tiny").save_pretrained(str(model_dir))
+    card = model_dir / "README.md"
+    notes = "\n## My notes\n\nMy own notes about this model that must survive.\n"
+    card.write_text(card.read_text() + notes)
+    images.mkdir()
+    for i in range(2):
+        Image.new("RGB", (64, 64), (40 * i, 90, 200)).save(images / f"{i}.png")
+    assert run("latent-stats", model_dir, images, "--write", "--device", "cpu",
+               "--threads", "1") == 0
+    text = card.read_text()
+    assert text.endswith(notes) and "scaling_factor" in text
+    assert "note:" not in capsys.readouterr().err  # nothing else was edited
+    card.write_text(text.replace("## Use", "## Use it like this"))
+    assert run("latent-stats", model_dir, images, "--write", "--device", "cpu",
+               "--threads", "1") == 0
+    assert "its generated text was edited" in capsys.readouterr().err
+    assert card.read_text().endswith(notes) and "## Use it like" not in card.read_text()
