@@ -170,3 +170,27 @@ def test_card_rewrites_keep_the_users_notes_below_the_generated_text(tmp_path, c
                "--threads", "1") == 0
     assert "its generated text was edited" in capsys.readouterr().err
     assert card.read_text().endswith(notes) and "## Use it like" not in card.read_text()
+
+
+def test_a_train_that_failed_before_its_first_step_does_not_block_the_retry(tmp_path,
+                                                                             capsys):
+    # T16b: the failed start (no usable image) left config.yaml + tb/, and the retry with
+    # a fixed --data was refused as "holds a run".
+    bad, good, out = tmp_path / "textpng", tmp_path / "good", tmp_path / "t16"
+    bad.mkdir()
+    (bad / "notreally.png").write_text("not an image")
+    good.mkdir()
+    for i in range(4):
+        Image.new("RGB", (64, 64), (60 * i, 90, 200)).save(good / f"{i}.png")
+    train = ["train", "--model", "litevae-tiny", "--recipe", "sdvae", "--set", "resolution=64",
+             "--set", "batch_size=2", "--set", "losses.perceptual=0", "--set",
+             "discriminator_on=false", "--set", "steps=1", "--val-every", "0",
+             "--no-progress", "--device", "cpu", "--out", out]
+    assert run(*train, "--data", bad) == 2
+    assert "no usable training image" in capsys.readouterr().err
+    assert (out / "config.yaml").is_file()
+    assert run(*train, "--data", good) == 0
+    assert "stopped before its first step: starting it over" in capsys.readouterr().out
+    assert (out / "model").is_dir()
+    assert run(*train, "--data", good) == 2  # a run that trained is still refused
+    assert "holds a run" in capsys.readouterr().err
