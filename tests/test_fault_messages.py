@@ -194,3 +194,15 @@ def test_a_train_that_failed_before_its_first_step_does_not_block_the_retry(tmp_
     assert (out / "model").is_dir()
     assert run(*train, "--data", good) == 2  # a run that trained is still refused
     assert "holds a run" in capsys.readouterr().err
+
+
+def test_a_stream_that_fails_names_the_program_and_its_status():
+    # WD14: gs:// without a network printed webdataset's reprs ("<webdataset.gopen.Pipe
+    # object …>") and then "the command that reads it exited with status -15".
+    from latentae.engine.webdata import stream_error
+    url = "gs://bucket/shard-000000.tar"
+    gsutil = OSError(f"((['gsutil', 'cat', '{url}'],), {{'bufsize': 8192}}): exit -15 "
+                     "(read) {}", object(), url)
+    curl = OSError(f"((\"curl -f -s -L '{url}'\",), {{'shell': True}}): exit 7 (read) {{}}")
+    assert stream_error(gsutil).startswith("gsutil was stopped by SIGTERM (for a URL: is")
+    assert stream_error(curl).startswith("curl exited with status 7 (for a URL: is")
