@@ -4,10 +4,13 @@ no longer fails. The row of the sweep is named in each test."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -205,3 +208,26 @@ def test_a_stream_that_fails_names_the_program_and_its_status():
     curl = OSError(f"((\"curl -f -s -L '{url}'\",), {{'shell': True}}): exit 7 (read) {{}}")
     assert stream_error(gsutil).startswith("gsutil was stopped by SIGTERM (for a URL: is")
     assert stream_error(curl).startswith("curl exited with status 7 (for a URL: is")
+
+
+def test_sigterm_before_the_first_step_stops_a_blocked_read_at_once(tmp_path):
+    # WD14: a gs:// shard without a network blocked in gsutil's retries; SIGTERM at 120 s
+    # was acted on at 610 s. `pipe:sleep 300` blocks the first read the same way.
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, "-m", "latentae", "train", "--model", "litevae-tiny", "--recipe",
+           "sdvae", "--set", "resolution=64", "--set", "batch_size=2", "--set",
+           "losses.perceptual=0", "--set", "discriminator_on=false", "--no-progress",
+           "--device", "cpu", "--data", "pipe:sleep 300", "--out", str(tmp_path / "run")]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)  # its own group: see finally
+    try:
+        lines = iter(p.stdout.readline, "")
+        assert any(line.startswith("  phase main") for line in lines)  # in the loop now
+        time.sleep(2)  # blocked in the first read
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == -signal.SIGTERM  # ended by it, as its default does
+    finally:  # the shell and `sleep 300` that webdataset started (they hold the pipes)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    assert "SIGTERM before the first step: nothing to save" in p.stderr.read()
