@@ -25,6 +25,7 @@ import numpy as np
 import safetensors.torch as st
 import torch
 from fault_sweep import Case, _expand, _png, absent, main, no_temporaries
+from fault_sweep_messages import CASES as MESSAGES
 from PIL import Image
 
 from latentae.files import LOCK_NAME
@@ -372,3 +373,4 @@ CASES = [
     Case("DN14", "new: messages", f"{LT_DT} --data $O/dlat --out $O/dn14".replace(
         "$LT", "litevae-tiny"), 2, "--autoencoder-random-init", before="poor message"),
 ]
+CASES += MESSAGES  # issue 28 item 6

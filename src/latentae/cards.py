@@ -3,7 +3,8 @@
 A card is a YAML front-matter block between two ``---`` lines at the top of
 ``README.md`` (the Hugging Face model-card layout), holding the machine-readable fields,
 followed by Markdown written from those fields. The front matter is the source of truth:
-each latentae write renders the prose again from it (edit the fields, not the tables).
+each latentae write renders the prose again from it (edit the fields, not the tables;
+notes added below the generated text are kept).
 A README is a latentae card only when its front matter carries the marker
 ``latentae_card: 1`` (:data:`MARKER`; cards written before it: ``latentae_version``);
 any other README, with front matter or not (every Hugging Face model repository has
@@ -228,10 +229,31 @@ def read_card(directory: str | os.PathLike) -> tuple[dict[str, Any] | None, str]
 
 
 def write_card(directory: str | os.PathLike, fields: dict[str, Any]) -> Path:
-    """Write ``fields`` as ``directory/README.md`` (atomically); returns its path."""
+    """Write ``fields`` as ``directory/README.md`` (atomically), keeping the notes a user
+    added below the generated text of the card there; returns its path."""
     path = Path(directory) / CARD_NAME
-    atomic_write_text(path, render_card(fields))
+    atomic_write_text(path, render_card(fields) + _user_notes(path))
     return path
+
+
+# The generated text's last line: what follows it in a card is the user's.
+_END = f"\nData fingerprints: the count and the {FINGERPRINT_RULE}.\n"
+
+
+def _user_notes(path: Path) -> str:
+    """The notes below the generated text of the latentae card at ``path`` (sweep MC03b:
+    ``latent-stats --write`` dropped them). The generated text itself is rendered again
+    from the front matter: edits inside it are not kept, and a note says so."""
+    fields, _ = read_card(path.parent)
+    if fields is None:
+        return ""
+    text = path.read_text(encoding="utf-8")
+    generated, end, notes = text.partition(_END)
+    if generated + end != render_card(fields):
+        print(f"note: {path}: its generated text was edited; it is rendered again from the "
+              "front matter (edit the fields; notes below its last line are kept)",
+              file=sys.stderr)
+    return notes
 
 
 def render_card(fields: dict[str, Any]) -> str:

@@ -42,7 +42,7 @@ from latentae.errors import DiskFullError, InputError
 __all__ = ["LOCK_NAME", "RUN_RECORD", "atomic_dir", "atomic_path", "atomic_write",
            "atomic_write_bytes", "atomic_write_text", "check_inputs_apart", "check_inside",
            "disk_error",
-           "is_empty", "prepare_output_dir", "start_run_dir"]
+           "is_empty", "prepare_output_dir", "refuse_file", "start_run_dir"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 RUN_RECORD = ".latentae-run.json"  # command, input and settings of a resumable run
@@ -167,6 +167,18 @@ def prepare_output_dir(out: str | os.PathLike, overwrite: bool = False,
         raise InputError(f"{out} is not empty: choose another output folder or pass "
                          "--overwrite to replace what it holds")
     _check_run_record(out, run)
+    return out
+
+
+def refuse_file(out: str | os.PathLike, flag: str = "--out") -> Path:
+    """``out`` may be missing or a folder; a file there, or a file above it, is an
+    ``InputError`` naming ``flag`` (checked before any work: a raw ``[Errno 17] File
+    exists`` after it named neither, sweep ST06/DEMO01)."""
+    out = Path(out)
+    above = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    if above is not None and not above.is_dir():
+        what = f"{out} is a file" if above == out else f"{out}: {above} is a file"
+        raise InputError(f"{flag} {what}; give a folder")
     return out
 
 

@@ -6,7 +6,9 @@ library (``docs/architecture.md``).
 The one error boundary is :func:`main`: an expected failure (``latentae.errors``,
 ``ValueError``, ``OSError`` including a full disk, a corrupt safetensors file) prints
 ``latentae CMD: error: MESSAGE`` on one line and exits 2; any other exception is a bug
-and keeps its traceback (exit 1); ``--debug`` shows tracebacks always; Ctrl-C exits 130.
+and keeps its traceback (exit 1); ``--debug`` shows tracebacks always; Ctrl-C exits 130;
+a reader that closes standard output early (``latentae study list | head -1``) ends the
+command quietly with 141, as a program killed by SIGPIPE does.
 A usage error (a bad flag or value, rejected by argparse and the ``type=`` checks of
 ``cli/args.py``) prints the usage and exits 2 too; ``main`` returns every exit code.
 """
@@ -14,6 +16,8 @@ A usage error (a bad flag or value, rejected by argparse and the ``type=`` check
 from __future__ import annotations
 
 import argparse
+import os
+import select
 import sys
 
 from safetensors import SafetensorError
@@ -33,7 +37,7 @@ from latentae.version import __version__
 
 COMMAND_MODULES = (_models, _weights, _bench, _eval, _tools, _study, _train, _diffusion)
 EXPECTED = (LatentaeError, ValueError, OSError, SafetensorError)  # exit 2, one line
-EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 2, 130, 128 + 13  # 13: SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         set_max_image_pixels(args.max_image_pixels)  # images from the wild (issue 28)
         with recorded_command(sys.argv[1:] if argv is None else argv):  # for model cards
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        if args.debug or not _stdout_closed():  # another pipe (a helper process): an error
+            raise
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         if args.debug:
             raise
@@ -96,6 +106,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"latentae {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output's reader went away (poll reports an error on the pipe);
+    if so, point it at /dev/null, so the interpreter's last flush at exit prints no
+    second error."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        if not any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0)):
+            return False
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no real stdout
+        pass
+    return True
 
 
 if __name__ == "__main__":

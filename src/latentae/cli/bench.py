@@ -13,6 +13,7 @@ from latentae.bench import MODES, BenchSettings, build_subjects, run_bench, writ
 from latentae.bench.measure import machine_info
 from latentae.bench.precision import load_images, psnr_change
 from latentae.bench.report import check_writable, machine_lines
+from latentae.bench.runner import check_resolution
 from latentae.bench.train_step import markdown as train_step_markdown
 from latentae.bench.train_step import train_step_bench
 from latentae.cli import args as shared
@@ -141,6 +142,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              compile=args.compile)
     settings.check()
     models = [(spec, load(spec, random_init=True, kind="autoencoder")) for spec in args.models]
+    check_resolution(settings.resolution, [(n, m.spatial_compression_ratio) for n, m in models])
     subjects = build_subjects(models, compare=args.compare,
                               note=lambda m: print(m, file=sys.stderr), dtypes=settings.dtypes)
     baseline = args.baseline or subjects[0].name

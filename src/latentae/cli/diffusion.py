@@ -277,11 +277,13 @@ def add_convert(dsub: argparse._SubParsersAction) -> None:
                         "model_name)")
     c.add_argument("--model", default=None, choices=list_diffusion(),
                    help="latentae preset with the checkpoint's depth and width")
-    c.add_argument("--patch-size", type=int, default=None)
-    c.add_argument("--input-size", type=int, default=None,
+    # range-checked here, before the checkpoint is read (sweep DC04/DC05)
+    c.add_argument("--patch-size", type=shared.positive_int, default=None)
+    c.add_argument("--input-size", type=shared.positive_int, default=None,
                    help="latent height = width the model was trained on (image / f)")
-    c.add_argument("--in-channels", type=int, default=None, help="latent channels")
-    c.add_argument("--num-classes", type=int, default=None,
+    c.add_argument("--in-channels", type=shared.positive_int, default=None,
+                   help="latent channels")
+    c.add_argument("--num-classes", type=shared.non_negative_int, default=None,
                    help="classes without the null class (ImageNet: 1000; 0: unconditional)")
     c.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
     c.set_defaults(func=cmd_convert)
@@ -304,9 +306,19 @@ def read_checkpoint(path: str):
     except FileNotFoundError as e:
         raise InputError(f"{path}: no such file") from e
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        raise InputError(f"{path} is not a readable PyTorch checkpoint of plain tensors "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                         ) from e
+        raise InputError(f"{path} is not a readable PyTorch checkpoint (.pt/.pth of "
+                         f"tensors): {_load_failure(e)}") from e
+
+
+def _load_failure(e: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, without torch's advice to re-run it
+    with ``weights_only=False`` (code execution; sweep DC07: said for a PNG)."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:  # the reason follows torch's advice
+        text = text.split("WeightsUnpickler error:", 1)[1]
+        text = text.split(" Please use", 1)[0]
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def _release(args: argparse.Namespace) -> dict:

@@ -41,4 +41,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     # Imported on demand: a study pulls in the training loop, and the module is picked by
     # name at run time.
     module = importlib.import_module(f"latentae.studies.{STUDIES.get(args.name, args.name)}")
-    return int(module.main(list(args.options)) or 0)
+    try:
+        return int(module.main(list(args.options)) or 0)
+    except SystemExit as e:  # the study's own parser: a usage error (printed) or --help
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 2

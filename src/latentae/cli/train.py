@@ -8,6 +8,7 @@ import yaml
 
 from latentae.cli.args import add_compile, add_threads, byte_size, positive_int
 from latentae.errors import InputError
+from latentae.files import refuse_file
 
 # Command-line flags that map one-to-one onto TrainConfig fields (None = not given).
 FLAGS = (("--model", str, "preset name, or a saved latentae or diffusers model directory "
@@ -197,6 +198,7 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    refuse_file(args.out)  # before the data is written into it (sweep DEMO01)
     if args.diffusion:
         from latentae.demos.diffusion import DIT_STEPS, run_diffusion_demo
         report = run_diffusion_demo(args.out, args.steps or DIT_STEPS, args.autoencoder,

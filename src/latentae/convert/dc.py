@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from latentae.convert.diffusers_dir import read_diffusers_dir, write_diffusers_dir
+from latentae.convert.diffusers_dir import naming_config, read_diffusers_dir, write_diffusers_dir
 from latentae.errors import InputError
 from latentae.models.dcae import DCAE, RES, DCAEConfig, check_config
 from latentae.serialization import check_config_fields
@@ -265,9 +265,11 @@ def dcae_from_diffusers(module_or_dir: Any) -> DCAE:
     a directory it saved (``config.json`` + ``diffusion_pytorch_model.safetensors``)."""
     if isinstance(module_or_dir, torch.nn.Module):
         cfg, sd = dict(module_or_dir.config), module_or_dir.state_dict()
+        config = config_from_diffusers(cfg)
     else:
         cfg, sd = read_diffusers_dir(module_or_dir, expect="AutoencoderDC")
-    config = config_from_diffusers(cfg)
+        with naming_config(module_or_dir):
+            config = config_from_diffusers(cfg)
     ours = state_dict_from_diffusers(config, sd)
     with torch.device("meta"):  # no random init: every tensor comes from ``ours``
         model = DCAE(config)

@@ -5,8 +5,10 @@ with ``safe_serialization=True``; diffusers ``modeling_utils.py``)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,17 @@ def read_diffusers_dir(path: str | Path, expect: str | None = None
         raise InputError(f"{path} has no {DIFFUSERS_WEIGHTS} (only safetensors weights "
                          "are read; re-save the model with safe_serialization=True)")
     return cfg, read_weights(weights)
+
+
+@contextlib.contextmanager
+def naming_config(path: str | Path) -> Iterator[None]:
+    """An ``InputError`` about the config of the directory ``path`` names its
+    ``config.json`` (sweep FT01: "use_quant_conv and use_post_quant_conv must agree"
+    named no file)."""
+    try:
+        yield
+    except InputError as e:
+        raise InputError(f"{Path(path) / 'config.json'}: {e}") from e
 
 
 def write_diffusers_dir(out: str | Path, class_name: str, config: dict[str, Any],

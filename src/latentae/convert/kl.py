@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from latentae.convert.diffusers_dir import read_diffusers_dir, write_diffusers_dir
+from latentae.convert.diffusers_dir import naming_config, read_diffusers_dir, write_diffusers_dir
 from latentae.errors import InputError
 from latentae.models.sdvae import SDVAE, SDVAEConfig
 from latentae.serialization import check_config_fields, check_state_dict, load_state_dict_strict
@@ -127,9 +127,12 @@ def kl_from_diffusers(source: Any) -> SDVAE:
     """A latentae SD-VAE from a diffusers ``AutoencoderKL`` module or directory."""
     if isinstance(source, torch.nn.Module):
         cfg, sd = dict(source.config), source.state_dict()
+        config = kl_config_from_diffusers(cfg)
     else:
         cfg, sd = read_diffusers_dir(source, expect="AutoencoderKL")
-    config, ours = kl_config_from_diffusers(cfg), kl_state_dict_from_diffusers(sd)
+        with naming_config(source):
+            config = kl_config_from_diffusers(cfg)
+    ours = kl_state_dict_from_diffusers(sd)
     with torch.device("meta"):  # config and weights must agree before memory is spent
         check_state_dict(SDVAE(config), ours, source="AutoencoderKL")
     model = SDVAE(config)

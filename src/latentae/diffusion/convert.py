@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -238,6 +239,25 @@ def _null_class(sd: dict, key: str, num_classes: int, family: str) -> bool:
                      f"of guidance, or {num_classes} without): pass {hint}")
 
 
+def _check_input_size(sd: dict, family: str, input_size: int, patch_size: int,
+                      label_key: str) -> None:
+    """``input_size`` against the checkpoint's position embedding, before the model is
+    built: its table for ``--input-size 1000000`` would need 128 TB (sweep DC05)."""
+    if input_size < 1 or input_size % patch_size:
+        raise InputError(f"--input-size {input_size} is not a positive multiple of the "
+                         f"patch size {patch_size}")
+    if "pos_embed" not in sd:
+        return
+    extras = 0 if family == "dit" else 1 + (label_key in sd)  # U-ViT: time (+ label) token
+    tokens = sd["pos_embed"].shape[-2] - extras
+    if (input_size // patch_size) ** 2 != tokens:
+        grid = math.isqrt(max(tokens, 0))
+        hint = f": pass --input-size {grid * patch_size}" if grid * grid == tokens else ""
+        raise InputError(f"--input-size {input_size} does not fit the checkpoint: its "
+                         f"position embedding holds {tokens} patch tokens, the latent size "
+                         f"it was trained on{hint}")
+
+
 def load_official(state_dict: Any, name: str, patch_size: int, input_size: int,
                   in_channels: int, num_classes: int, **overrides: Any) -> DiffusionModel:
     """A latentae model from weights in the official DiT or U-ViT/DC-AE release layout
@@ -260,6 +280,7 @@ def load_official(state_dict: Any, name: str, patch_size: int, input_size: int,
         raise InputError(f"the checkpoint has width {width} and depth {depth}; preset {name} "
                          f"has {arch['hidden_size']} and {arch['depth']}: choose the matching "
                          "--model")
+    _check_input_size(sd, family, input_size, patch_size, label_key)
     config = preset_config(name, patch_size=patch_size, in_channels=in_channels,
                            input_size=input_size, num_classes=num_classes,
                            **{**overrides, **from_weights})

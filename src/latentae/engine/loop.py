@@ -56,15 +56,18 @@ bit (CPU, same thread count).
 **Stopping.** SIGTERM, SIGINT (Ctrl-C), ``max_minutes`` and ``max_steps``/``max_images``
 stop after the current step with a checkpoint and a line saying how to resume;
 ``training_loop`` then returns ``None``, or after SIGINT raises ``KeyboardInterrupt``
-(``latentae train`` exits 130). A second Ctrl-C aborts at once. The non-finite guard
-raises :class:`~latentae.errors.TrainingStopped`.
+(``latentae train`` exits 130). A second Ctrl-C aborts at once, and so does a SIGTERM
+before this process's first step (nothing to save; the first batch may wait minutes in a
+read). The non-finite guard raises :class:`~latentae.errors.TrainingStopped`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -130,10 +133,12 @@ def global_step(phases: Sequence[PhaseSpec], state: TrainState) -> int:
 
 class StopSignals:
     """SIGTERM and SIGINT ask for a stop after the current step; a second SIGINT aborts
-    at once (``KeyboardInterrupt``). Installed only in the main thread."""
+    at once (``KeyboardInterrupt``); a SIGTERM before this process's first step ends it at
+    once (nothing to save). Installed only in the main thread."""
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.stepped = False  # set by the loop after this process's first step
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
@@ -147,6 +152,15 @@ class StopSignals:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGTERM and not self.stepped:
+            # The first batch may wait minutes in a read (gsutil's retries for a gs://
+            # shard without a network, sweep WD14) and there is nothing to save: end now,
+            # as SIGTERM's default does (exit status 143).
+            dist.print0("\nSIGTERM before the first step: nothing to save; stopping now",
+                        file=sys.stderr)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C: abort now, no checkpoint
         self.received = signum
@@ -307,6 +321,7 @@ def run_phase(s: Session) -> bool:
         with stage("data"):
             batch = next(batches)
         window.add(s.task.step(batch, st))
+        s.signals.stepped = True
         with stage("ema"):
             s.ema.update(s.task.model)
         st.phase_nimg, st.nimg = st.phase_nimg + per_step, st.nimg + per_step

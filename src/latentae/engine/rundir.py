@@ -6,12 +6,14 @@
     OUT/checkpoints/       training states (``state.py``)
     OUT/model/             the exported model
 
-A folder that holds a run (``config.yaml`` or a state file) is reused only on purpose:
-``--resume auto`` continues it from the newest readable state (a
+A folder that holds a run (a state file, the exported model or logged steps) is reused
+only on purpose: ``--resume auto`` continues it from the newest readable state (a
 :class:`~latentae.errors.StateError` if it has states but none is readable, unless
 ``--restart``, which then starts over); ``--overwrite`` deletes the old run's files first;
-anything else is refused. A resumed run's log is cut back to the resumed state, so no
-step appears twice. Writes happen on rank 0; every process takes the same decisions.
+anything else is refused. The ``config.yaml`` of a start that failed before its first step
+is no run: the next start replaces it. A resumed run's log is cut back to the resumed
+state, so no step appears twice. Writes happen on rank 0; every process takes the same
+decisions.
 """
 
 from __future__ import annotations
@@ -44,7 +46,16 @@ class RunFolder:
         self.samples = self.path / "samples"
 
     def holds_run(self) -> bool:
-        return (self.path / "config.yaml").is_file() or bool(list_states(self.checkpoints))
+        """A run with something to lose: a checkpoint, an exported model or a logged
+        record. The config.yaml (and empty tb/) of a start that failed before its first
+        step (no usable image) is none: its retry is not refused (sweep T16b)."""
+        log = self.path / "metrics.jsonl"
+        return (bool(list_states(self.checkpoints)) or (self.path / "model").exists()
+                or (log.is_file() and log.stat().st_size > 0))
+
+    def failed_start(self) -> bool:
+        """What a start that failed before its first step leaves (``holds_run`` is not)."""
+        return (self.path / "config.yaml").is_file() and not self.holds_run()
 
     def clear(self) -> None:
         """Delete what a run writes (and nothing else a user keeps in the folder)."""
@@ -79,9 +90,13 @@ class RunFolder:
                 dist.print0(f"resuming from {saved['path']}", file=sys.stderr)
         elif self.holds_run():
             if not cfg.overwrite:
-                raise StateError(f"{self.path} holds a run (config.yaml or checkpoints): "
-                                 "continue it with --resume auto, delete it and start over "
-                                 "with --overwrite, or choose another --out")
+                raise StateError(f"{self.path} holds a run (checkpoints, a model or logged "
+                                 "steps): continue it with --resume auto, delete it and "
+                                 "start over with --overwrite, or choose another --out")
+            clear = True
+        elif self.failed_start():
+            dist.print0(f"note: {self.path} holds a run that stopped before its first step: "
+                        "starting it over")
             clear = True
         if clear:  # refused before anything is deleted
             check_inputs_apart(self.path, run_inputs(cfg), [self.path / n for n in RUN_FILES])

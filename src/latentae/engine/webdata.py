@@ -30,6 +30,7 @@ import functools
 import io
 import random
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -246,14 +247,25 @@ def stream_error(e: BaseException) -> str:
     (``("…: exit 1 (read) {}", <Pipe object at 0x…>, url)``)."""
     text = str(e.args[0]) if e.args and isinstance(e.args[0], str) else str(e)
     if m := re.search(r"exit (-?\d+) \(read\)", text):
-        return (f"the command that reads it exited with status {m.group(1)} (for a URL: is "
-                "the network reachable and the file there?)")
+        return f"{_ended(text, int(m.group(1)))} (for a URL: is the network reachable and " \
+               "the file there?)"
     if text == "empty file":
         return ("it is empty (the command or download gave no data: for a URL, is the "
                 "network reachable and the file there?)")
     if text.startswith("unexpected end of data"):
         return "the stream ended in the middle of a tar member (a cut or truncated shard)"
     return re.sub(r"<[^<>]* object at 0x[0-9a-f]+>", "", text).strip() or type(e).__name__
+
+
+def _ended(text: str, status: int) -> str:
+    """``"gsutil exited with status 1"`` from webdataset's ``((['gsutil', 'cat', URL],),
+    {…}): exit 1 (read)`` (or ``(('curl … URL',), …)``); a negative status is a signal."""
+    name = re.match(r"\(\(\[?['\"]?([^\s'\",\]]+)", text)
+    program = name.group(1) if name else "the command that reads it"
+    if status < 0:
+        with contextlib.suppress(ValueError):
+            return f"{program} was stopped by {signal.Signals(-status).name}"
+    return f"{program} exited with status {status}"
 
 
 def write_shards(folder: str | Path, out: str | Path, max_bytes: int = 1 << 30,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from latentae.errors import InputError
-from latentae.files import atomic_path, atomic_write_text
+from latentae.files import atomic_path, atomic_write_text, refuse_file
 from latentae.studies import design, runner
 
 # Relative to the working directory, so an installed latentae (a wheel) behaves like the
@@ -51,19 +51,21 @@ def parser(name: str, doc: str, scales: dict | None = None) -> argparse.Argument
                         "(a study may size its own: see its description)")
     p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT}/{name})")
     p.add_argument("--seed", type=int, default=0, help="study seed (paired seeds derive from it)")
-    p.add_argument("--seeds", type=int, default=None, help="paired seeds per arm (≥ 3)")
-    p.add_argument("--budgets", default=None,
+    p.add_argument("--seeds", type=design.at_least(1), default=None,
+                   help="paired seeds per arm (≥ 3 for a verdict)")
+    p.add_argument("--budgets", type=design.step_budgets, default=None,
                    help="comma-separated step budgets (the last is the step cap)")
-    p.add_argument("--eval-every", type=int, default=None, help="steps between validations")
-    p.add_argument("--test-crops", type=int, default=None)
-    p.add_argument("--kid-crops", type=int, default=None, help="0 turns KID off")
+    p.add_argument("--eval-every", type=design.at_least(1), default=None,
+                   help="steps between validations")
+    p.add_argument("--test-crops", type=design.at_least(1), default=None)
+    p.add_argument("--kid-crops", type=design.at_least(0), default=None, help="0 turns KID off")
     p.add_argument("--lr-mult", type=float, default=None,
                    help="multiply the paper's learning rate (the small lr sweep)")
     p.add_argument("--arm-lr-mult", default=None, metavar="ARM=M,...",
                    help="per-arm lr multipliers overriding --lr-mult (each arm at its best "
                         "lr of the sweep)")
     p.add_argument("--arms", default=None, help="comma-separated subset of the arms")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=design.at_least(1), default=1,
                    help="runs at a time, one torch thread each (2 on this 2-core machine)")
     p.add_argument("--resume", action="store_true",
                    help="continue the study in OUT (finished runs are reused)")
@@ -73,7 +75,7 @@ def parser(name: str, doc: str, scales: dict | None = None) -> argparse.Argument
                         "that trains the same arms the same way, same scale and seeds): "
                         "only the testing runs here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: the scale's)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=design.at_least(0), default=None,
                    help="data-loader processes per run (default: the scale's)")
     p.add_argument("--dry-run", action="store_true",
                    help="build every run of the scale and train one step on the CPU, two "
@@ -84,7 +86,6 @@ def parser(name: str, doc: str, scales: dict | None = None) -> argparse.Argument
 def scale_from(args: argparse.Namespace, scales: dict | None = None) -> design.Scale:
     """The scale of ``--quick``/``--scale`` (from ``scales``, a study's own, or
     ``design.SCALES``) with the command line's overrides."""
-    budgets = tuple(int(b) for b in args.budgets.split(",")) if args.budgets else None
     if args.dry_run:
         base = design.get_scale("quick" if args.quick else args.scale, scales)
         return design.get_scale(base.name, scales, budgets=(1,), eval_every=1, val_crops=2,
@@ -92,7 +93,7 @@ def scale_from(args: argparse.Namespace, scales: dict | None = None) -> design.S
                                 kid_crops=2 if base.kid_crops else 0,
                                 batch_size=min(base.batch_size, 2), workers=0, dry_run=True)
     return design.get_scale("quick" if args.quick else args.scale, scales, seeds=args.seeds,
-                            budgets=budgets, eval_every=args.eval_every,
+                            budgets=args.budgets, eval_every=args.eval_every,
                             test_crops=args.test_crops, kid_crops=args.kid_crops,
                             device=args.device, lr_mult=args.lr_mult, workers=args.workers,
                             arm_lr_mult=arm_multipliers(args.arm_lr_mult))
@@ -116,7 +117,7 @@ def setup(args: argparse.Namespace, name: str) -> Path:
         if not d.is_dir():
             raise InputError(f"{d} is missing: the studies read ../shared/data (relative to "
                              "the working directory) or $LATENTAE_STUDY_DATA")
-    out = Path(args.out) if args.out else DEFAULT_OUT / name
+    out = refuse_file(args.out) if args.out else DEFAULT_OUT / name
     if args.fresh and out.is_dir():
         shutil.rmtree(out)
     holds = out.is_dir() and any(p.is_dir() and p.name != "data" for p in out.iterdir())

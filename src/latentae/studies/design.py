@@ -24,12 +24,14 @@ resumable training run per (arm, seed).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,34 @@ SCALES = {
     "h200": Scale("h200", 128, 32, (400, 800), 100, 256, 2048, 512, 0, 20,
                   device="cuda", dtype="bfloat16", perceptual=False, workers=0),
 }
+
+
+# The studies' own argparse types (latentae.cli is private to the CLI): a bad value is a
+# one-line usage error before any run starts (sweep ST04: --seeds 0 gave an IndexError).
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer ``>= low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}"
+                                             ) from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+    return parse
+
+
+def step_budgets(text: str) -> tuple[int, ...]:
+    """``"100,200,400"`` -> ``(100, 200, 400)``: positive step counts."""
+    try:
+        budgets = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        budgets = ()
+    if not budgets or min(budgets) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive step counts "
+                                         f"like 100,200,400, got {text!r}")
+    return budgets
 
 
 def get_scale(name: str, scales: dict[str, Scale] | None = None, **overrides: Any) -> Scale:
