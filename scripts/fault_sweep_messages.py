@@ -2,11 +2,14 @@
 ``scripts/fault_sweep.py`` (``fault_sweep_wild.py`` appends them). Each case builds what
 it needs in its ``setup``. Not here: ST02 (a closed stdout pipe needs a real process),
 ST10 (a whole dry run), WD14 (gsutil without a network) and the order of OX03's checks:
-``tests/test_fault_messages.py`` covers those."""
+``tests/test_fault_messages.py`` covers those; RO08 and RO10 (a read-only mount: root, who
+runs the sweep, ignores a chmod): ``tests/test_fault_messages_2.py``. The last 5 cases
+are the rows that were variants of fixed ones (DN12b, DN14b, DN21b, NU01b, WD05)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -14,9 +17,13 @@ import torch
 from fault_sweep import TR, Case, absent, run_cli
 
 from latentae.diffusion.registry import build, preset_config
+from latentae.latents import read_shard, write_shard
 
 NOTES = "\n## My notes\n\nMy own notes about this model that must survive.\n"
 DC = "--model dit-tiny --patch-size 2 --in-channels 4"
+DTR = ("diffusion train --autoencoder $LT --cached --model dit-tiny --patch 2 --batch-size 4 "
+       "--steps 3 --ckpt-every 3 --log-every 1 --sample-every 0 --grid-images 2 "
+       "--grid-steps 2 --device cpu --no-progress")  # fault_sweep_wild's LT_DT
 
 
 def _dit_pt(w: Path) -> None:
@@ -48,6 +55,41 @@ def _card_with_notes(w: Path) -> None:
 def _notes_kept(w: Path) -> str | None:
     text = (w / "o/mc03b/README.md").read_text()
     return None if text.endswith(NOTES) else "the notes below the card were dropped"
+
+
+def _labels_negative(w: Path) -> None:
+    """``o/dlabelneg``: ``o/dlat`` with every class label -1."""
+    (w / "o/dlabelneg").mkdir()
+    for p in sorted((w / "o/dlat").glob("*.safetensors")):
+        s = read_shard(p)
+        meta = {k: v for k, v in s.meta.items() if k not in ("sizes", "labels")}
+        write_shard(w / "o/dlabelneg" / p.name, s.latents, s.sizes, meta,
+                    dict.fromkeys(s.labels, -1))
+
+
+def _surrogate_shard(w: Path) -> None:
+    """``o/nu01b``: a shard as latentae before the NU01 fix wrote it for ``caf\\xe9.png``:
+    the name as a lone surrogate escape in its JSON header."""
+    s = read_shard(next((w / "o/dlat").glob("*.safetensors")))
+    key, name = next(iter(s.latents)), "caf\udce9.png"
+    data = s.latents[key].contiguous().numpy().tobytes()
+    header = {"__metadata__": {**s.meta, "sizes": json.dumps({name: [64, 64]})},
+              name: {"dtype": "F32", "shape": list(s.latents[key].shape),
+                     "data_offsets": [0, len(data)]}}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    (w / "o/nu01b").mkdir()
+    (w / "o/nu01b/latents-00000.safetensors").write_bytes(
+        len(text).to_bytes(8, "little") + text + data)
+
+
+def _cut_stream(w: Path) -> None:
+    """``o/wd05.sh``: prints ``fx/trunctar/a.tar`` up to the middle of its second member."""
+    size = (w / "fx/good/img0.png").stat().st_size  # each member of a.tar is img0.png
+    cut = 512 + -(-size // 512) * 512 + 512 + size // 2
+    script = w / "o/wd05.sh"
+    script.write_text(f"#!/bin/sh\nhead -c {cut} {w / 'fx/trunctar/a.tar'}\n")
+    os.chmod(script, 0o755)
 
 
 CASES = [
@@ -88,4 +130,22 @@ CASES = [
     Case("MC03b", "new: messages", "latent-stats $O/mc03b $FX/good --write --device cpu "
          "--threads 1", 0, r"wrote scaling_factor", _notes_kept, setup=_card_with_notes,
          before="poor message"),
+    Case("DN12b", "new: messages", f"{DTR} --data $O/dlabelneg --out $O/dn12b", 2,
+         r"dlabelneg/latents-0+\.safetensors: the label of .* is -1, outside the 2 classes",
+         setup=_labels_negative, before="poor message"),
+    Case("DN14b", "new: messages", f"{DTR} --random-init --data $O/dlat --out $O/dn14b"
+         .replace("$LT", "litevae-tiny"), 2, r"--random-init is not a flag of `latentae "
+         r"diffusion train`: .*pass --autoencoder-random-init", absent("o/dn14b"),
+         before="poor message"),
+    Case("DN21b", "new: messages", f"{DTR} --data $O/dlat --resume auto --out $O/dn21b"
+         .replace("$LT", "$SD"), 2, r"made by \S*litevae-tiny .*is sdvae .*pass the "
+         "autoencoder that encoded them", setup=lambda w: shutil.copytree(
+             w / "o/dref", w / "o/dn21b"), before="poor message"),
+    Case("NU01b", "new: messages", "decode $LT $O/nu01b $O/nu01bd", 2,
+         r"nu01b/latents-00000\.safetensors cannot be read: it was written with a file name "
+         r"that is not valid UTF-8 .*rename the images", absent("o/nu01bd"),
+         setup=_surrogate_shard, before="poor message"),
+    Case("WD05", "new: messages", "train $TR --data pipe:$O/wd05.sh --out $O/wd05", 2,
+         r"cannot read shard pipe:\S*wd05\.sh: the stream ended in the middle of a tar "
+         r"member \(unexpected end of data", setup=_cut_stream, before="poor message"),
 ]

@@ -41,8 +41,8 @@ from latentae.errors import DiskFullError, InputError
 
 __all__ = ["LOCK_NAME", "RUN_RECORD", "atomic_dir", "atomic_path", "atomic_write",
            "atomic_write_bytes", "atomic_write_text", "check_inputs_apart", "check_inside",
-           "disk_error",
-           "is_empty", "prepare_output_dir", "refuse_file", "start_run_dir"]
+           "check_writable", "disk_error", "is_empty", "prepare_output_dir", "refuse_file",
+           "start_run_dir"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 RUN_RECORD = ".latentae-run.json"  # command, input and settings of a resumable run
@@ -140,6 +140,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def _remove(tmp: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(tmp)
+
+
+def check_writable(path: str | os.PathLike | None) -> None:
+    """Refuse, before the work, a file a command writes at its end (``--json PATH``,
+    ``diffusion ref-stats --out STATS.npz``, ...): a folder there, a missing folder or a
+    file above it, or a folder without write permission (a read-only mount) is an
+    ``InputError`` naming ``path``, not the hidden temporary written beside it (sweep
+    RO08/RO10: "Read-only file system: '.s.json.x9jvcnem.tmp'" after the whole work).
+    ``None`` and ``-`` (standard output) pass."""
+    if path is None or str(path) == "-":
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder; give a file name")
+    parent = path.absolute().parent
+    above = next(p for p in (parent, *parent.parents) if p.exists())
+    if not above.is_dir():
+        raise InputError(f"cannot write {path}: {above} is a file, not a folder")
+    if above != parent:
+        raise InputError(f"cannot write {path}: its folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {path}: no write permission on {parent}")
 
 
 def prepare_output_dir(out: str | os.PathLike, overwrite: bool = False,

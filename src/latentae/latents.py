@@ -150,7 +150,7 @@ def read_shard(path: str | os.PathLike) -> LatentShard:
             meta = f.metadata() or {}
             latents = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as e:
-        raise InputError(f"{path} is not a readable safetensors file: {e}") from e
+        raise _unreadable(path, e) from e
     _check(path, meta, {k: tuple(z.shape) for k, z in latents.items()})
     sizes = _read_sizes(path, meta)
     for k, z in latents.items():
@@ -225,8 +225,19 @@ def read_shard_header(path: str | os.PathLike) -> tuple[list[str], dict[str, str
         with safe_open(str(path), framework="pt") as f:
             return list(f.keys()), f.metadata() or {}
     except (SafetensorError, OSError) as e:
-        raise InputError(f"{path} is not a readable safetensors file: {e}; delete it to "
-                         "encode its images again") from e
+        raise _unreadable(path, e, "; delete it to encode its images again") from e
+
+
+def _unreadable(path: Path, e: Exception, hint: str = "") -> InputError:
+    """A shard safetensors cannot open; one whose header holds a lone surrogate (an image
+    name that was not valid UTF-8, as latentae before 2026-12 wrote it) says so (sweep
+    NU01b: "invalid JSON in header: lone leading surrogate in hex escape")."""
+    if "surrogate" in str(e):
+        return InputError(f"{path} cannot be read: it was written with a file name that is "
+                          "not valid UTF-8 (a lone surrogate in its header), which safetensors "
+                          "refuses: delete it, rename the images to UTF-8 (e.g. `convmv -f "
+                          "latin1 -t utf8 -r --notest FOLDER`) and encode them again")
+    return InputError(f"{path} is not a readable safetensors file: {e}{hint}")
 
 
 def _check(path: Path, meta: dict[str, str], shapes: dict[str, tuple[int, ...]]) -> None:
@@ -253,7 +264,7 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, tupl
             meta = f.metadata() or {}
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError) as e:
-        raise InputError(f"{path} is not a readable safetensors file: {e}") from e
+        raise _unreadable(path, e) from e
     _check(path, meta, shapes)
     return meta, shapes
 

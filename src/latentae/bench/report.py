@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
-from latentae.errors import InputError
-from latentae.files import atomic_write_text
+from latentae.files import atomic_write_text, check_writable
 
 # (label, getter, format); getters return None when a value was not measured
 _ROWS = [
@@ -118,17 +116,6 @@ def to_markdown(report: dict, baseline: str | None = None) -> str:
                        f"{p['psnr_low']:.3f} | {p['psnr_change_db']:+.4f} | "
                        f"{p['psnr_low_vs_float32']:.2f} |")
     return "\n".join(out) + "\n"
-
-
-def check_writable(path: str | os.PathLike | None) -> None:
-    """Raise :class:`InputError` unless ``path``'s folder exists and is writable (called
-    before minutes of measuring, and again before writing); ``None`` and ``-`` (stdout)
-    pass."""
-    if path is None or str(path) == "-":
-        return
-    parent = Path(path).resolve().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {path}: folder {parent} is missing or not writable")
 
 
 def write_files(json_path: str | os.PathLike | None, document,

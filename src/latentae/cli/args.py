@@ -30,7 +30,7 @@ from latentae.models.autoencoder import Autoencoder
 from latentae.runtime import COMPILE_BACKENDS, DTYPES, ModelRunner, set_threads
 
 __all__ = ["add_batch_size", "add_device", "add_dtype", "add_json", "add_limit", "add_model",
-           "add_overwrite", "add_pad", "add_runtime", "add_threads", "add_tiles",
+           "add_not_here", "add_overwrite", "add_pad", "add_runtime", "add_threads", "add_tiles",
            "byte_size", "dtype_list", "load_model", "make_runner", "non_negative_float",
            "non_negative_int", "positive_float", "positive_int", "write_json"]
 
@@ -60,6 +60,25 @@ def positive_float(text: str) -> float:
 
 def non_negative_float(text: str) -> float:
     return _number(text, float, lambda v: v >= 0, "a non-negative number (>= 0)")
+
+
+class _NotHere(argparse.Action):
+    """A flag of other commands given to one that spells it differently: a usage error
+    naming the right flag (sweep DN14b: `diffusion train --random-init` read
+    "unrecognized arguments")."""
+
+    def __init__(self, option_strings, dest, instead: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help=argparse.SUPPRESS, **kwargs)
+        self.instead = instead
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(f"{option_string} is not a flag of `{parser.prog}`: {self.instead}")
+
+
+def add_not_here(p: argparse.ArgumentParser, flag: str, instead: str) -> None:
+    """A hidden ``flag`` that fails with ``instead`` (what to pass)."""
+    p.add_argument(flag, action=_NotHere, instead=instead)
 
 
 _UNITS = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}

@@ -12,7 +12,7 @@ import torch
 from latentae.bench import MODES, BenchSettings, build_subjects, run_bench, write_report
 from latentae.bench.measure import machine_info
 from latentae.bench.precision import load_images, psnr_change
-from latentae.bench.report import check_writable, machine_lines
+from latentae.bench.report import machine_lines
 from latentae.bench.runner import check_resolution
 from latentae.bench.train_step import markdown as train_step_markdown
 from latentae.bench.train_step import train_step_bench
@@ -20,7 +20,7 @@ from latentae.cli import args as shared
 from latentae.cli.bench_diffusion import add_diffusion_args, run_diffusion_bench
 from latentae.devices import resolve_device
 from latentae.errors import InputError
-from latentae.files import atomic_write_text
+from latentae.files import atomic_write_text, check_writable
 from latentae.loader import load
 from latentae.runtime import set_threads
 

@@ -25,10 +25,10 @@ from latentae.bench.diffusion_columns import (
     parse_autoencoders,
 )
 from latentae.bench.diffusion_report import write_report
-from latentae.bench.report import check_writable
 from latentae.devices import resolve_device
 from latentae.diffusion import list_diffusion
 from latentae.errors import InputError
+from latentae.files import check_writable
 
 
 def add_diffusion_args(parser: argparse.ArgumentParser) -> None:

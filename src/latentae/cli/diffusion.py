@@ -96,6 +96,9 @@ SWITCHES = (("--cached", "cached", "DATA holds latent shards"),
             ("--restart", "restart", "with --resume auto: start over if no checkpoint reads"))
 
 
+RANDOM_INIT = "for random weights of a preset --autoencoder pass --autoencoder-random-init"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("diffusion", help="diffusion models (DiT, U-ViT) on autoencoder latents")
     dsub = p.add_subparsers(dest="diffusion_command", metavar="ACTION", required=True)
@@ -122,6 +125,7 @@ def add_train(dsub: argparse._SubParsersAction) -> None:
                    help="on the fly: no random horizontal flips")
     t.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     shared.add_compile(t)
+    shared.add_not_here(t, "--random-init", RANDOM_INIT)
     t.add_argument("--config", help="YAML file of config keys (the command line wins)")
     t.add_argument("--patch", type=int, dest="patch_size", default=None,
                    help=argparse.SUPPRESS)  # the earlier spelling of --patch-size
@@ -139,6 +143,7 @@ def _record_flags(p: argparse.ArgumentParser) -> None:
                         "(latentae or diffusers)")
     p.add_argument("--autoencoder-random-init", action="store_true",
                    help="--autoencoder is a preset name with random weights (smoke tests)")
+    shared.add_not_here(p, "--random-init", RANDOM_INIT)
     p.add_argument("--latent-scale", type=float, default=None,
                    help="z' = (z - shift)·scale (default: the release's, else the "
                         "autoencoder's scaling_factor)")

@@ -21,7 +21,7 @@ from latentae.eval.generation import (
     reference_protocol,
     reference_stats,
 )
-from latentae.files import atomic_write_text
+from latentae.files import atomic_write_text, check_writable
 from latentae.runtime import set_threads
 
 
@@ -105,6 +105,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _config(args, is_splits=args.is_splits, pr_k=args.pr_k,
                   kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size)
     target = samples_model_folder(args.samples) if args.update_card else None  # before work
+    for path in (args.json, args.save_ref):
+        check_writable(path)  # before the Inception pass, not after (sweep RO10)
     result = evaluate_samples(args.samples, args.ref, device=resolve_device(args.device),
                               batch_size=args.batch_size, config=cfg,
                               logits_path=args.inception_logits, save_ref=args.save_ref,
@@ -123,6 +125,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_ref_stats(args: argparse.Namespace) -> int:
     set_threads(args.threads)
+    check_writable(args.out)  # before the Inception pass, not after (sweep RO10)
     ref = reference_stats(args.real_dir, args.out, resolution=args.resolution,
                           crop=args.crop, device=resolve_device(args.device),
                           batch_size=args.batch_size, config=_config(args),

@@ -18,7 +18,7 @@ from latentae.cli import args as shared
 from latentae.convert.onnx import export_onnx, require_onnx
 from latentae.diffusion.card import diffusion_folder, diffusion_info
 from latentae.errors import InputError
-from latentae.files import atomic_dir, prepare_output_dir
+from latentae.files import atomic_dir, check_writable, prepare_output_dir
 from latentae.loader import find_run, is_onnx_folder, onnx_info, run_info
 from latentae.locks import hold
 from latentae.pretrained import (
@@ -170,6 +170,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_latent_stats(args: argparse.Namespace) -> int:
     if args.write and not Path(args.model).is_dir():
         raise InputError("--write needs a saved model directory, not a preset name")
+    check_writable(args.json)  # before the statistics, not after (sweep RO08)
     runner = shared.make_runner(args)
     stats = folders.latent_statistics(runner, args.images, args.limit, args.resolution,
                                       use_shift=True if args.use_shift else None)

@@ -32,6 +32,7 @@ from latentae.errors import InputError
 from latentae.files import atomic_write_text
 from latentae.latents import check_made_by, run_autoencoder
 from latentae.pretrained import load as load_pretrained
+from latentae.registry import list_models
 from latentae.runtime import autocast
 
 RUN_FILE = "diffusion_run.json"
@@ -214,6 +215,10 @@ def load_run(run: str | os.PathLike, device: torch.device | str = "cpu",
 def load_autoencoder(spec: str, random_init: bool, device: torch.device) -> nn.Module:
     """The frozen autoencoder (eval, no gradients). A preset with ``random_init`` gets
     the same random weights every time (seed 0, the global RNG left untouched)."""
+    if not random_init and not Path(spec).exists() and str(spec) in list_models():
+        raise InputError(f"--autoencoder {spec!r} is a preset name, not saved weights: for a "
+                         "smoke run with random weights add --autoencoder-random-init "
+                         "(Python: autoencoder_random_init=True), or give a model directory")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = load_pretrained(spec, device, random_init=random_init)

@@ -253,7 +253,9 @@ def stream_error(e: BaseException) -> str:
         return ("it is empty (the command or download gave no data: for a URL, is the "
                 "network reachable and the file there?)")
     if text.startswith("unexpected end of data"):
-        return "the stream ended in the middle of a tar member (a cut or truncated shard)"
+        return ("the stream ended in the middle of a tar member (unexpected end of data: a "
+                "cut or truncated shard; check that the command or download gives the "
+                "whole file)")
     return re.sub(r"<[^<>]* object at 0x[0-9a-f]+>", "", text).strip() or type(e).__name__
 
 
