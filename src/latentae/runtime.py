@@ -8,10 +8,11 @@ padding, threads and the CPU allocator. ``latentae eval``, ``bench``, ``encode``
   float32, ``docs/evaluation.md``, ``docs/training.md``); the outputs come back in
   float32 and metrics always run in float32. Training calls ``autocast(device)``: bf16
   on CUDA, off on CPU.
-- **Memory format**: channels_last for latentae models (measured faster on CPU for every
-  encoder, ``docs/benchmarks.md``). ``latentae.load`` applies it (and the allocator) to
-  the autoencoders it hands out on CPU (:func:`fast_path`), so a library user who calls
-  ``.encode`` / ``.decode`` with ordinary NCHW tensors gets the fast path too.
+- **Memory format**: channels_last for latentae models whose family runs faster so
+  (``channels_last_inference``: SD-VAE and LiteVAE yes, DC-AE no; ``docs/benchmarks.md``).
+  ``latentae.load`` applies it (and the allocator) to the autoencoders it hands out on CPU
+  (:func:`fast_path`), so a library user who calls ``.encode`` / ``.decode`` with
+  ordinary NCHW tensors gets the fast path too.
 - **Size policy**: an image whose sides are not multiples of the compression factor
   ``f`` is refused with a message naming ``--pad``; with ``pad`` it is reflect-padded
   to the next multiples and cropped back after decoding (``latentae.tiling``).
@@ -140,14 +141,15 @@ def tune_allocator() -> bool:
 
 def fast_path(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
     """``model`` (in place) as it runs fastest for inference on ``device``: on CPU, an
-    autoencoder's weights in channels_last (oneDNN then runs every convolution in that
-    format, also for contiguous NCHW input) and glibc's allocator tuned
-    (:func:`tune_allocator`, process-wide). Diffusion transformers and GPUs: unchanged
-    (ours: channels_last measured no faster there). Values are unchanged."""
+    autoencoder's weights in channels_last where its family runs faster so
+    (``channels_last_inference``; oneDNN then runs every convolution in that format, also
+    for contiguous NCHW input) and glibc's allocator tuned (:func:`tune_allocator`,
+    process-wide). Diffusion transformers and GPUs: unchanged (ours: channels_last
+    measured no faster there). Values are unchanged."""
     if torch.device(device).type == "cpu":
         tune_allocator()
         if getattr(model, "kind", None) == "autoencoder":
-            model.to(memory_format=torch.channels_last)
+            model.to(memory_format=memory_format(model.channels_last_inference))
     return model
 
 
@@ -156,7 +158,7 @@ class ModelRunner:
     tiles and batch slices. ``encode``/``decode`` take and return float32 tensors."""
 
     def __init__(self, model, device: str | torch.device = "auto", dtype: str = "float32",
-                 channels_last: bool = True, tile: int | None = None, overlap: int = 64,
+                 channels_last: bool | None = None, tile: int | None = None, overlap: int = 64,
                  max_batch: int | None = None, pad: bool = False,
                  allocator: bool = True, compile: str | None = None) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
@@ -169,6 +171,8 @@ class ModelRunner:
         if max_batch is not None and max_batch < 1:
             raise InputError(f"max_batch (--max-batch) must be >= 1, got {max_batch}")
         self.tile, self.overlap, self.max_batch, self.pad = tile, overlap, max_batch, pad
+        if channels_last is None:  # the family's faster format (DC-AE: contiguous)
+            channels_last = getattr(model, "channels_last_inference", True)
         self.memory_format = memory_format(channels_last)
         self.model = model.eval().to(self.device).to(memory_format=self.memory_format)
         self.name = model.preset or model.family

@@ -28,7 +28,7 @@ from latentae.errors import InputError
 from latentae.loader import load
 from latentae.models.autoencoder import Autoencoder
 from latentae.registry import create_model, list_models
-from latentae.runtime import DTYPES
+from latentae.runtime import DTYPES, memory_format
 
 MODES = ("infer", "infer_cfg", "train", "e2e")
 DTYPE_NAMES = tuple(DTYPES)  # the one dtype map (runtime.py)
@@ -192,7 +192,7 @@ def build_columns(settings: DiffusionBenchSettings, progress=print) -> list[Colu
         if settings.on_the_fly:
             ae.decoder = None  # only encode runs here: free the decoder's weights
             ae.eval().requires_grad_(False)
-            ae.to(memory_format=torch.channels_last)  # faster for every encoder on CPU
+            ae.to(memory_format=memory_format(ae.channels_last_inference))
         columns.append(Column(spec, ae.latent_channels, ae.spatial_compression_ratio, n,
                               float(ae.scaling_factor), model,
                               ae if settings.on_the_fly else None))

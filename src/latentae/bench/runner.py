@@ -52,8 +52,9 @@ class BenchSettings(Settings):
 
 
 def _uses_channels_last(s: Subject, settings: BenchSettings) -> bool:
-    return settings.channels_last == "all" or (settings.channels_last == "latentae"
-                                               and s.kind == "latentae")
+    return settings.channels_last == "all" or (
+        settings.channels_last == "latentae" and s.kind == "latentae"
+        and getattr(s.module, "channels_last_inference", True))
 
 
 def _inputs(s: Subject, settings: BenchSettings, batch: int, device: torch.device):

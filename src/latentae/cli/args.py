@@ -200,7 +200,8 @@ def add_runtime(p: argparse.ArgumentParser, batch_size: int = 8, pad: bool = Tru
     if pad:
         add_pad(p)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                   help="keep the default memory format (channels_last is faster on CPU)")
+                   default=None, help="keep the default memory format (default: the "
+                   "family's faster one: channels_last, DC-AE contiguous)")
     add_compile(p)
 
 

@@ -43,8 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modes", default=",".join(MODES),
                    help=f"comma-separated subset of {','.join(MODES)}")
     p.add_argument("--channels-last", choices=["latentae", "all", "none"], default="latentae",
-                   help="which models run in channels_last memory format (diffusers twins "
-                        "run as shipped unless 'all')")
+                   help="which models run in channels_last memory format ('latentae': the "
+                        "latentae families faster so, all but DC-AE; diffusers twins run as "
+                        "shipped unless 'all')")
     p.add_argument("--default-allocator", action="store_true",
                    help="leave glibc's malloc thresholds alone (default: keep freed large "
                         "blocks for reuse, for every column timed in this process)")

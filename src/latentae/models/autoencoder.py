@@ -25,6 +25,9 @@ class Autoencoder(nn.Module):
 
     family: ClassVar[str] = ""
     kind: ClassVar[str] = "autoencoder"  # what latentae.cards writes the card of
+    # CPU inference in channels_last: faster for convolution-heavy families
+    # (docs/benchmarks.md); runtime.fast_path and ModelRunner's default follow it.
+    channels_last_inference: ClassVar[bool] = True
 
     def __init__(self, config: Any) -> None:
         super().__init__()
