@@ -16,17 +16,15 @@ compared. Ratio = diffusers seconds / latentae seconds (> 1: latentae is faster)
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
-import time
-from pathlib import Path
 
 import torch
 
 import latentae
 from latentae.bench.measure import interleave, machine_info, time_once
+from latentae.bench.report import peer_header, peer_rows
 from latentae.bench.subjects import diffusers_twin
 
 # (preset, mode, resolution, batch): the rows of issue 29's table
@@ -88,10 +86,7 @@ def measure_row(name: str, repeats: int, seed: int) -> dict:
 
 
 def markdown(rows: list[dict], machine: dict, argv: list[str]) -> str:
-    lines = [f"`python scripts/library_vs_diffusers.py {' '.join(argv)}`", "",
-             f"- machine: {machine['cpu']} ({machine['cpu_count']} CPUs), torch "
-             f"{machine['torch']}, {machine['threads']} thread(s), {machine['date']}; load "
-             f"average (1 min) {machine['load_average_1m']} at start", "",
+    lines = [*peer_header("scripts/library_vs_diffusers.py", argv, machine),
              "| work | latentae.load s (median) | diffusers s | latentae / diffusers, median "
              "(best) | as created s | fast path gain | max abs diff |",
              "|---|---|---|---|---|---|---|"]
@@ -119,18 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(ROWS))
     if unknown:
         p.error(f"unknown rows {unknown}; valid: {', '.join(ROWS)}")
-    machine = machine_info(torch.device("cpu"))
-    t0 = time.time()
-    rows = [measure_row(n, args.repeats, args.seed) for n in names]
-    machine["load_average_1m_end"] = Path("/proc/loadavg").read_text().split()[0]
-    machine["wall_s"] = round(time.time() - t0, 1)
-    text = markdown(rows, machine, sys.argv[1:] if argv is None else argv)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
-        Path(args.out).with_suffix(".md").write_text(text)
-    return 0
-
+    argv = sys.argv[1:] if argv is None else argv
+    return peer_rows(names, lambda n: measure_row(n, args.repeats, args.seed),
+                     machine_info(torch.device("cpu")),
+                     lambda rows, machine: markdown(rows, machine, argv), args.out)
 
 if __name__ == "__main__":
     sys.exit(main())

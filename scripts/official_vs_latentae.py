@@ -44,11 +44,9 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
-import json
 import os
 import statistics
 import sys
-import time
 import types
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -60,6 +58,7 @@ import torch
 from torch import nn
 
 from latentae.bench.measure import interleave, machine_info, time_once
+from latentae.bench.report import peer_header, peer_rows
 from latentae.diffusion.convert import load_official
 from latentae.diffusion.ddpm import ddpm_loss_terms
 from latentae.diffusion.pipeline import model_call
@@ -361,10 +360,7 @@ def summarize(name: str, work: str, batch: int, times: dict[str, list[float]],
 
 
 def markdown(rows: list[dict], machine: dict, argv: list[str]) -> str:
-    lines = [f"`python scripts/official_vs_latentae.py {' '.join(argv)}`", "",
-             f"- machine: {machine['cpu']} ({machine['cpu_count']} CPUs), torch "
-             f"{machine['torch']}, {machine['threads']} thread(s), {machine['date']}; load "
-             f"average (1 min) {machine['load_average_1m']} at start", "",
+    lines = [*peer_header("scripts/official_vs_latentae.py", argv, machine),
              "| row | work | batch | latentae s (median) | official s (median) | official / "
              "latentae, median (best) | max abs diff |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -402,18 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     size = TINY if args.tiny else FULL
     load_sources(names, src)
     machine = machine_info(CPU)
-    t0 = time.time()
-    rows = [measure_row(n, src, size, args.repeats, args.seed) for n in names]
-    machine.update(load_average_1m_end=Path("/proc/loadavg").read_text().split()[0],
-                   wall_s=round(time.time() - t0, 1), tiny=args.tiny,
-                   sources={k: str(v) for k, v in src._asdict().items() if v})
-    text = markdown(rows, machine, sys.argv[1:] if argv is None else argv)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
-        Path(args.out).with_suffix(".md").write_text(text)
-    return 0
-
+    machine.update(tiny=args.tiny, sources={k: str(v) for k, v in src._asdict().items() if v})
+    argv = sys.argv[1:] if argv is None else argv
+    return peer_rows(names, lambda n: measure_row(n, src, size, args.repeats, args.seed),
+                     machine, lambda rows, m: markdown(rows, m, argv), args.out)
 
 if __name__ == "__main__":
     sys.exit(main())
