@@ -15,7 +15,6 @@ compared. Ratio = diffusers seconds / latentae seconds (> 1: latentae is faster)
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import torch
 
 import latentae
 from latentae.bench.measure import interleave, machine_info, time_once
-from latentae.bench.report import peer_header, peer_rows
+from latentae.bench.peers import peer_header, peer_parser, peer_row_names, peer_rows
 from latentae.bench.subjects import diffusers_twin
 
 # (preset, mode, resolution, batch): the rows of issue 29's table
@@ -101,23 +100,14 @@ def markdown(rows: list[dict], machine: dict, argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="write the results as JSON here (and .md)")
+    p = peer_parser(__doc__, ROWS)
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    names = [r for r in args.rows.split(",") if r]
-    unknown = sorted(set(names) - set(ROWS))
-    if unknown:
-        p.error(f"unknown rows {unknown}; valid: {', '.join(ROWS)}")
+    names = peer_row_names(p, args, ROWS)
     argv = sys.argv[1:] if argv is None else argv
     return peer_rows(names, lambda n: measure_row(n, args.repeats, args.seed),
                      machine_info(torch.device("cpu")),
                      lambda rows, machine: markdown(rows, machine, argv), args.out)
+
 
 if __name__ == "__main__":
     sys.exit(main())

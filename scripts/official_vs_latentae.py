@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from latentae.bench.measure import interleave, machine_info, time_once
-from latentae.bench.report import peer_header, peer_rows
+from latentae.bench.peers import peer_header, peer_parser, peer_row_names, peer_rows
 from latentae.diffusion.convert import load_official
 from latentae.diffusion.ddpm import ddpm_loss_terms
 from latentae.diffusion.pipeline import model_call
@@ -372,28 +372,18 @@ def markdown(rows: list[dict], machine: dict, argv: list[str]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)}")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p = peer_parser(__doc__, ROWS)
     p.add_argument("--tiny", action="store_true",
                    help="a functional check at tiny sizes (2 blocks, width 64), not a measurement")
     for flag in HINTS:
         p.add_argument(flag, type=Path, default=None, metavar="DIR", help=HINTS[flag][1])
-    p.add_argument("--out", default=None, help="write the results as JSON here (and .md)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     p = _parser()
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    names = [r for r in args.rows.split(",") if r]
-    unknown = sorted(set(names) - set(ROWS))
-    if unknown:
-        p.error(f"unknown rows {unknown}; valid: {', '.join(ROWS)}")
+    names = peer_row_names(p, args, ROWS)
     src = Sources(args.dit_repo, args.efficientvit_repo, args.timm, args.einops)
     size = TINY if args.tiny else FULL
     load_sources(names, src)
@@ -402,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     return peer_rows(names, lambda n: measure_row(n, src, size, args.repeats, args.seed),
                      machine, lambda rows, m: markdown(rows, m, argv), args.out)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 from latentae.files import atomic_write_text, check_writable
 
@@ -140,27 +137,3 @@ def write_report(report: dict, json_path: str | os.PathLike | None = None,
     write_files(json_path, report, markdown_path, text)
     return text
 
-
-def peer_rows(names: list[str], measure: Callable[[str], dict], machine: dict,
-              markdown: Callable[[list[dict], dict], str], out: str | None) -> int:
-    """The body of a peer-comparison script (``scripts/library_vs_diffusers.py``,
-    ``scripts/official_vs_latentae.py``): measure each named row, add the load at the end
-    and the wall time to ``machine``, print the Markdown table and write it with the
-    rows as JSON (``OUT`` and ``OUT.md``) when ``out`` is given."""
-    t0 = time.time()
-    rows = [measure(n) for n in names]
-    machine.update(load_average_1m_end=Path("/proc/loadavg").read_text().split()[0],
-                   wall_s=round(time.time() - t0, 1))
-    text = markdown(rows, machine)
-    print(text)
-    if out:
-        write_files(out, {"machine": machine, "rows": rows}, Path(out).with_suffix(".md"), text)
-    return 0
-
-
-def peer_header(script: str, argv: list[str], machine: dict) -> list[str]:
-    """The command and machine lines above a peer-comparison table."""
-    return [f"`python {script} {' '.join(argv)}`", "",
-            f"- machine: {machine['cpu']} ({machine['cpu_count']} CPUs), torch "
-            f"{machine['torch']}, {machine['threads']} thread(s), {machine['date']}; load "
-            f"average (1 min) {machine['load_average_1m']} at start", ""]

@@ -22,6 +22,13 @@ from typing import Any
 
 import torch
 
+from latentae.argtypes import (  # the range-checked number types, shared with the studies
+    checked_number,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from latentae.devices import resolve_device
 from latentae.errors import InputError
 from latentae.files import atomic_write_text
@@ -35,33 +42,7 @@ __all__ = ["add_batch_size", "add_device", "add_dtype", "add_json", "add_limit",
            "non_negative_int", "positive_float", "positive_int", "write_json"]
 
 
-# --- types: parse and range-check one value ----------------------------------------
-def _number(text: str, kind: type, ok, what: str):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if not ok(value):
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return _number(text, int, lambda v: v >= 1, "a positive integer (>= 1)")
-
-
-def non_negative_int(text: str) -> int:
-    return _number(text, int, lambda v: v >= 0, "a non-negative integer (>= 0)")
-
-
-def positive_float(text: str) -> float:
-    return _number(text, float, lambda v: v > 0, "a positive number (> 0)")
-
-
-def non_negative_float(text: str) -> float:
-    return _number(text, float, lambda v: v >= 0, "a non-negative number (>= 0)")
-
-
+# --- types: parse and range-check one value (numbers: latentae/argtypes.py) ---------
 class _NotHere(argparse.Action):
     """A flag of other commands given to one that spells it differently: a usage error
     naming the right flag (sweep DN14b: `diffusion train --random-init` read
@@ -90,7 +71,8 @@ def byte_size(text: str) -> int:
     if not m:
         raise argparse.ArgumentTypeError(f"expected a size like 1GB, 500MB, 64KB or a "
                                          f"byte count, got {text!r}")
-    size = _number(m.group(1), float, lambda v: v > 0, "a positive size") * _UNITS[m.group(2)]
+    size = checked_number(m.group(1), float, lambda v: v > 0, "a positive size")
+    size *= _UNITS[m.group(2)]
     if size < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text}")
     return int(size)

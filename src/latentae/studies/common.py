@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentae.argtypes import at_least
 from latentae.errors import InputError
 from latentae.files import atomic_path, atomic_write_text, refuse_file
 from latentae.studies import design, runner
@@ -51,21 +52,21 @@ def parser(name: str, doc: str, scales: dict | None = None) -> argparse.Argument
                         "(a study may size its own: see its description)")
     p.add_argument("--out", default=None, help=f"output folder (default {DEFAULT_OUT}/{name})")
     p.add_argument("--seed", type=int, default=0, help="study seed (paired seeds derive from it)")
-    p.add_argument("--seeds", type=design.at_least(1), default=None,
+    p.add_argument("--seeds", type=at_least(1), default=None,
                    help="paired seeds per arm (≥ 3 for a verdict)")
     p.add_argument("--budgets", type=design.step_budgets, default=None,
                    help="comma-separated step budgets (the last is the step cap)")
-    p.add_argument("--eval-every", type=design.at_least(1), default=None,
+    p.add_argument("--eval-every", type=at_least(1), default=None,
                    help="steps between validations")
-    p.add_argument("--test-crops", type=design.at_least(1), default=None)
-    p.add_argument("--kid-crops", type=design.at_least(0), default=None, help="0 turns KID off")
+    p.add_argument("--test-crops", type=at_least(1), default=None)
+    p.add_argument("--kid-crops", type=at_least(0), default=None, help="0 turns KID off")
     p.add_argument("--lr-mult", type=float, default=None,
                    help="multiply the paper's learning rate (the small lr sweep)")
     p.add_argument("--arm-lr-mult", default=None, metavar="ARM=M,...",
                    help="per-arm lr multipliers overriding --lr-mult (each arm at its best "
                         "lr of the sweep)")
     p.add_argument("--arms", default=None, help="comma-separated subset of the arms")
-    p.add_argument("--jobs", type=design.at_least(1), default=1,
+    p.add_argument("--jobs", type=at_least(1), default=1,
                    help="runs at a time, one torch thread each (2 on this 2-core machine)")
     p.add_argument("--resume", action="store_true",
                    help="continue the study in OUT (finished runs are reused)")
@@ -75,7 +76,7 @@ def parser(name: str, doc: str, scales: dict | None = None) -> argparse.Argument
                         "that trains the same arms the same way, same scale and seeds): "
                         "only the testing runs here")
     p.add_argument("--device", default=None, help="cpu or cuda (default: the scale's)")
-    p.add_argument("--workers", type=design.at_least(0), default=None,
+    p.add_argument("--workers", type=at_least(0), default=None,
                    help="data-loader processes per run (default: the scale's)")
     p.add_argument("--dry-run", action="store_true",
                    help="build every run of the scale and train one step on the CPU, two "

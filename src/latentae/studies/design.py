@@ -31,7 +31,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -86,22 +85,6 @@ SCALES = {
     "h200": Scale("h200", 128, 32, (400, 800), 100, 256, 2048, 512, 0, 20,
                   device="cuda", dtype="bfloat16", perceptual=False, workers=0),
 }
-
-
-# The studies' own argparse types (latentae.cli is private to the CLI): a bad value is a
-# one-line usage error before any run starts (sweep ST04: --seeds 0 gave an IndexError).
-def at_least(low: int) -> Callable[[str], int]:
-    """An argparse type: an integer ``>= low``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}"
-                                             ) from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
-        return value
-    return parse
 
 
 def step_budgets(text: str) -> tuple[int, ...]:
