@@ -77,3 +77,18 @@ def test_diffusion_training_compiles_to_the_eager_weights(tmp_path):
     b = load_file(str(tmp_path / "compiled" / "model" / "model.safetensors"))
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-4
+
+
+@pytest.mark.parametrize("command", [
+    ["encode", "m", "in", "out"], ["decode", "m", "in", "out"], ["reconstruct", "m", "in", "out"],
+    ["eval", "m", "--data", "in"], ["train", "--data", "in", "--out", "o"],
+    ["diffusion", "train", "--data", "in", "--out", "o"]])
+def test_every_command_that_runs_a_model_takes_compile(command, capsys):
+    from latentae.cli import build_parser
+    parser = build_parser()
+    assert parser.parse_args([*command, "--compile"]).compile == "inductor"  # bare: inductor
+    assert parser.parse_args([*command, "--compile", "eager"]).compile == "eager"
+    assert parser.parse_args(command).compile is None
+    with pytest.raises(SystemExit) as e:  # an unknown backend: a usage error, exit 2
+        parser.parse_args([*command, "--compile", "fast"])
+    assert e.value.code == 2 and "--compile" in capsys.readouterr().err
